@@ -1,0 +1,221 @@
+"""The MZSR paper's Table 2 protocol: PSNR/SSIM (Y channel, border = scale) per test set, kernel and method.
+
+For every HR image: ``modcrop`` to the scale, LR = ``uint8(degrade(HR, k, s))`` computed in float64 (this
+reproduces the official LR files bit-exactly), SR = method(LR as float32 in [0, 1]), then ``psnr_y`` and
+``ssim_y`` against the HR with ``border = scale`` (MZSR/ZSSR evaluation). The set name is the folder's name,
+or its parent's when the folder is called ``HR`` (``Set5/HR`` -> ``Set5``).
+
+Example::
+
+    python benchmarks/paper_table.py --hr ../shared/datasets/test/Set5/HR --methods bicubic --json out.json
+
+Adding a method: write a factory ``def make_x(args, **groups) -> Method`` and add it to ``METHODS``. Each
+key is a regular expression matched against the whole ``--methods`` entry; its named groups are passed to
+the factory as keyword strings, so ``r"mzsr(?P<steps>\\d+)": make_mzsr`` serves ``mzsr1`` and ``mzsr10``
+with ``steps="1"`` / ``"10"``. The factory runs once per run (load checkpoints there; add any flag it
+needs, such as ``--checkpoint``, in ``build_parser``) and returns a callable::
+
+    sr = method(lr, degradation, scale, output_shape=(hr_h, hr_w))
+
+with ``lr`` float32 [h, w, 3] in [0, 1], ``degradation`` a ``mzsr_tf.kernels.Degradation`` (the kernel
+and subsampling the LR was made with, for methods that use it, like ZSSR/MZSR's ``lr_son``), and ``sr``
+an [hr_h, hr_w, 3] float image in [0, 1] (NumPy or tensor). Only its running time is reported in s/image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # ``python benchmarks/paper_table.py``
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+
+from mzsr_tf.degradation import degrade
+from mzsr_tf.errors import InputError
+from mzsr_tf.imresize import upscale
+from mzsr_tf.io import atomic_write, list_images, read_image
+from mzsr_tf.kernels import Degradation, resolve_degradation
+from mzsr_tf.metrics import modcrop, psnr_y, ssim_y, to_uint8
+
+DEFAULT_KERNELS = "g_d_0.2,g_d_2.0,g_d_ani,g_b_1.3,bicubic"  # MZSR Table 2 columns
+
+
+class Method(Protocol):
+    def __call__(self, lr: np.ndarray, degradation: Degradation, scale: int, *, output_shape) -> np.ndarray: ...
+
+
+# === Methods ===
+
+
+def make_bicubic(args: argparse.Namespace) -> Method:
+    """The Bicubic baseline: MATLAB ``imresize(lr, s, output_shape=hr.shape)``."""
+
+    def bicubic(lr, degradation, scale, *, output_shape):
+        return upscale(lr, scale, output_shape=output_shape)
+
+    return bicubic
+
+
+METHODS: dict[str, Callable[..., Method]] = {
+    "bicubic": make_bicubic,
+}
+
+
+def make_method(name: str, args: argparse.Namespace) -> Method:
+    """Build the method registered under a key that fully matches ``name``."""
+    for pattern, factory in METHODS.items():
+        match = re.fullmatch(pattern, name)
+        if match:
+            return factory(args, **match.groupdict())
+    raise InputError(f"unknown method {name!r}: use one of {', '.join(METHODS)}")
+
+
+# === Evaluation ===
+
+
+@dataclass
+class Result:
+    """One row of the table (and of the JSON ``results``)."""
+
+    set: str
+    kernel: str
+    method: str
+    scale: int
+    psnr_y: float
+    ssim_y: float
+    seconds_per_image: float
+    per_image: dict[str, float] = field(default_factory=dict)
+
+
+def set_name(folder: Path) -> str:
+    """``Set5/HR`` -> ``Set5``; any other folder -> its own name."""
+    folder = folder.resolve()
+    return folder.parent.name if folder.name == "HR" else folder.name
+
+
+def load_hr(path: Path, scale: int) -> np.ndarray:
+    """The HR image as uint8 RGB, cropped to a multiple of the scale (``modcrop``)."""
+    return modcrop(to_uint8(read_image(path).rgb).numpy(), scale)
+
+
+def make_lr(hr: np.ndarray, degradation: Degradation, scale: int) -> np.ndarray:
+    """LR = uint8((HR ⊛ k)↓s) in float64, as the official test LR files were made."""
+    lr = degrade(hr.astype(np.float64) / 255.0, degradation.kernel, scale, degradation.subsample)
+    return to_uint8(lr).numpy()
+
+
+def evaluate(
+    set_label: str, images: dict[str, np.ndarray], kernel: str, method_name: str, method: Method, scale: int
+) -> Result:
+    """Mean PSNR/SSIM over one set of HR images for one kernel and one method."""
+    degradation = resolve_degradation(kernel)
+    psnrs, ssims, seconds = {}, [], 0.0
+    for name, hr in images.items():
+        lr = make_lr(hr, degradation, scale).astype(np.float32) / 255.0
+        start = time.perf_counter()
+        sr = np.asarray(method(lr, degradation, scale, output_shape=hr.shape[:2]))
+        seconds += time.perf_counter() - start
+        psnrs[name] = psnr_y(sr, hr, border=scale)
+        ssims.append(ssim_y(sr, hr, border=scale))
+    n = len(images)
+    mean_psnr = float(np.mean(list(psnrs.values())))
+    return Result(set_label, kernel, method_name, scale, mean_psnr, float(np.mean(ssims)), seconds / n, psnrs)
+
+
+# === Output ===
+
+HEADER = f"{'set':<10} {'kernel':<10} {'method':<10} {'PSNR':>7} {'SSIM':>7} {'s/image':>9}"
+
+
+def format_row(r: Result) -> str:
+    return f"{r.set:<10} {r.kernel:<10} {r.method:<10} {r.psnr_y:>7.2f} {r.ssim_y:>7.4f} {r.seconds_per_image:>9.3f}"
+
+
+def _json_number(value: float) -> float | None:
+    """JSON has no Infinity: an exact reconstruction's PSNR is written as null."""
+    return value if math.isfinite(value) else None
+
+
+def write_json(path: Path, results: list[Result], overwrite: bool) -> None:
+    rows = []
+    for r in results:
+        row = asdict(r)
+        row["psnr_y"] = _json_number(r.psnr_y)
+        row["per_image"] = {k: _json_number(v) for k, v in r.per_image.items()}
+        rows.append(row)
+    with atomic_write(path, overwrite=overwrite) as tmp:
+        tmp.write_text(json.dumps({"results": rows}, indent=2, allow_nan=False) + "\n")
+
+
+# === CLI ===
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--hr", nargs="+", type=Path, required=True, help="folders of HR images (.png/.jpg/.bmp)")
+    p.add_argument("--kernels", default=DEFAULT_KERNELS, help="comma list of named kernels or .mat/.npy files")
+    p.add_argument("--methods", default="bicubic", help=f"comma list of methods ({', '.join(METHODS)})")
+    p.add_argument("--scale", type=int, default=2, help="SR factor (integer: 'direct' subsampling)")
+    p.add_argument("--json", type=Path, help="write the results here (atomically)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    p.add_argument("--limit", type=int, help="only the first N images of each set (quick runs)")
+    return p
+
+
+def _split(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _load_sets(folders: list[Path], scale: int, limit: int | None) -> dict[str, dict[str, np.ndarray]]:
+    sets = {}
+    for folder in folders:
+        if not folder.is_dir():
+            raise InputError(f"{folder}: HR folder does not exist")
+        paths = list_images(folder)[:limit]
+        if not paths:
+            raise InputError(f"{folder}: no .png/.jpg/.bmp images")
+        sets[set_name(folder)] = {p.name: load_hr(p, scale) for p in paths}
+    return sets
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.scale < 1 or (args.limit is not None and args.limit < 1):
+            raise InputError("--scale and --limit must be positive")
+        if args.json is not None and args.json.exists() and not args.overwrite:
+            raise InputError(f"{args.json}: exists (pass --overwrite to replace it)")
+        kernels = _split(args.kernels)
+        for kernel in kernels:
+            resolve_degradation(kernel)  # fail before any work on a bad name or file
+        methods = {name: make_method(name, args) for name in _split(args.methods)}
+        sets = _load_sets(args.hr, args.scale, args.limit)
+        print(HEADER, flush=True)
+        results = []
+        for set_label, images in sets.items():
+            for kernel in kernels:
+                for name, method in methods.items():
+                    results.append(evaluate(set_label, images, kernel, name, method, args.scale))
+                    print(format_row(results[-1]), flush=True)
+        if args.json is not None:
+            write_json(args.json, results, args.overwrite)
+    except InputError as e:
+        print(f"paper_table: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Speed of MZSR meta-test on this machine: adaptation and SR seconds, achieved GFLOP/s, traces.
+
+For LR sizes 128², 256², 512² and MZSR(1)/MZSR(10) it times ``zero_shot.adapt`` (son making plus
+n whole-image SGD updates) and the final SR forward, and sets the FLOPs that work needs against a
+bare ``tf.function`` of the same convolutions (the network forward) on the same input, so the
+ratio says how close the adaptation graph runs to what the CPU does for these convolutions.
+With ``../shared`` present it also times 10 updates over all of Set5's official g^d_2.0 LR inputs,
+the figure the official TF1 meta-test loop is compared on.
+
+  python benchmarks/speed.py --json speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from mzsr_tf.kernels import Degradation, load_kernel, resolve_degradation  # noqa: E402
+from mzsr_tf.model import forward, init_params, param_shapes  # noqa: E402
+from mzsr_tf.zero_shot import TRACES, AdaptConfig, _forward_graph, adapt  # noqa: E402
+
+SET5_LR = ROOT.parent / "shared" / "anchors" / "mzsr_testsets" / "Input" / "g20"
+FORWARD_FLOP_PER_PIXEL = sum(2 * np.prod(s) for s in param_shapes() if len(s) == 4)  # 449,280
+STEP_FLOP_PER_PIXEL = 3 * FORWARD_FLOP_PER_PIXEL  # forward + input grads + filter grads
+
+
+def best_of(fn, repeats):
+    fn()  # warm-up (tracing)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def bare_forward_gflops(params, size, repeats):
+    """GFLOP/s of the 8 convolutions in a plain tf.function (the reference)."""
+    bare = tf.function(forward)
+    x = tf.random.uniform([1, size, size, 3], seed=0)
+    seconds = best_of(lambda: bare(params, x).numpy(), repeats)
+    return FORWARD_FLOP_PER_PIXEL * size * size / seconds / 1e9
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="128,256,512")
+    p.add_argument("--steps", default="1,10")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    params = init_params(0)
+    deg = resolve_degradation("g_d_2.0")
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        lr = np.random.default_rng(0).random((size, size, 3), dtype=np.float32)
+        reference = bare_forward_gflops(params, size, args.repeats)
+        x_hr = tf.random.uniform([1, 2 * size, 2 * size, 3], seed=1)
+        sr_seconds = best_of(lambda x_hr=x_hr: _forward_graph(params, x_hr).numpy(), args.repeats)
+        for steps in (int(s) for s in args.steps.split(",")):
+            config = AdaptConfig(steps=steps)
+            traces = TRACES["adapt"]
+            seconds = best_of(lambda lr=lr, config=config: adapt(params, lr, deg, 2, config), args.repeats)
+            gflops = STEP_FLOP_PER_PIXEL * size * size * steps / seconds / 1e9
+            rows.append(
+                {
+                    "lr_size": size,
+                    "steps": steps,
+                    "adapt_seconds": round(seconds, 4),
+                    "sr_seconds": round(sr_seconds, 4),
+                    "adapt_gflops": round(gflops, 1),
+                    "bare_forward_gflops": round(reference, 1),
+                    "ratio_to_bare": round(gflops / reference, 3),
+                    "new_traces": TRACES["adapt"] - traces,
+                }
+            )
+            print(
+                f"LR {size:4d}²  MZSR({steps:2d})  adapt {seconds:7.3f} s  SR {sr_seconds:6.3f} s  "
+                f"{gflops:6.1f} GFLOP/s = {gflops / reference:5.1%} of bare forward ({reference:.1f})  "
+                f"traces +{rows[-1]['new_traces']}",
+                flush=True,
+            )
+    result = {"device": "cpu", "threads": os.cpu_count(), "rows": rows}
+    if SET5_LR.is_dir():
+        from mzsr_tf.io import list_images, read_image
+
+        kernel = Degradation(load_kernel(SET5_LR / "kernel.mat"), "direct")
+        images = [read_image(f).rgb for f in list_images(SET5_LR / "Set5")]
+        config = AdaptConfig(steps=10)
+        seconds = best_of(lambda: [adapt(params, im, kernel, 2, config) for im in images], args.repeats)
+        result["set5_g20_10_updates_seconds"] = round(seconds, 3)
+        print(f"Set5 g^d_2.0, 10 updates on all 5 images: {seconds:.2f} s (official TF1 loop: 9.1-9.8 s)")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

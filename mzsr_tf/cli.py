@@ -1,0 +1,80 @@
+"""Shared command-line plumbing: one-line errors and exit codes (STYLE: raise with one clear line)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _import_tensorflow_quietly():
+    """Import TF with native stderr muted: its CUDA stub loader logs before any log level applies."""
+    if "tensorflow" in sys.modules or os.environ.get("MZSR_TF_VERBOSE"):
+        return
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+_import_tensorflow_quietly()
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports bad flags as one line and exit code 2."""
+
+    def error(self, message):
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(2)
+
+
+def run(main, argv=None) -> int:
+    """Call ``main(argv)``; turn InputError/ValueError into ``error: ...`` on stderr and exit code 2."""
+    from mzsr_tf.errors import InputError, TrainingStopped
+
+    try:
+        return main(argv) or 0
+    except SystemExit as e:  # argparse: --help (0) or a bad flag (2, already reported)
+        return e.code if isinstance(e.code, int) else 2
+    except (InputError, ValueError) as e:
+        sys.stderr.write(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}\n")
+        return 2
+    except TrainingStopped as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def scale_type(text: str) -> int:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 1 or value != int(value):
+        raise argparse.ArgumentTypeError(f"scale must be an integer > 1, got {text}")
+    return int(value)
+
+
+def float_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(not v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"learning rates must be positive, got {text!r}")
+    return values

@@ -1,0 +1,135 @@
+"""Training data straight from folders of HR images (no TFRecord step).
+
+Every batch is a pure function of ``(seed, step)``: image choice, crop, flat-patch rejection,
+8-way augmentation, kernels and noise all come from generators keyed on them. So a run resumed
+at step k sees exactly the batches an uninterrupted run would (``train.py --resume``).
+
+* bicubic pairs (large-scale training, θ_T): HR patch → MATLAB-bicubic LR (rounded to uint8 levels)
+  → bicubic-upsampled network input (MZSR ``Large-Scale_Training``);
+* kernel tasks (meta-transfer learning, θ_M): per task one random anisotropic kernel shared by
+  its support (D_tr) and query (D_te) patches (MZSR ``dataGenerator``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from mzsr_tf.degradation import degrade
+from mzsr_tf.errors import InputError
+from mzsr_tf.imresize import downscale, upscale
+from mzsr_tf.io import IMAGE_SUFFIXES
+from mzsr_tf.kernels import sample_kernel
+
+__all__ = ["load_images", "sample_patches", "bicubic_pairs", "kernel_tasks", "FLAT_THRESHOLD"]
+
+FLAT_THRESHOLD = -6.0  # MainSR: keep patches with log(mean squared gradient) >= -6
+_MAX_TRIES = 20
+
+
+def load_images(dirs, min_size: int) -> list[np.ndarray]:
+    """Decode every .png/.jpg/.bmp/... under ``dirs`` (recursively) as uint8 RGB, skipping small ones."""
+    files = sorted(p for d in dirs for p in Path(d).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f"no training images found in {', '.join(map(str, dirs))}")
+    images = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                a = np.asarray(im.convert("RGB"))
+        except Exception as e:
+            raise InputError(f"{f}: cannot read training image ({e})") from None
+        if min(a.shape[:2]) >= min_size:
+            images.append(a)
+    if not images:
+        raise InputError(f"no training image is at least {min_size}x{min_size}")
+    return images
+
+
+def _is_flat(patch: np.ndarray) -> bool:
+    p = patch.astype(np.float32) / 255.0
+    gx, gy = np.diff(p, axis=1), np.diff(p, axis=0)
+    energy = (np.square(gx).mean() + np.square(gy).mean()) / 2
+    return np.log(energy + 1e-12) < FLAT_THRESHOLD
+
+
+def sample_patches(images, count: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` random ``size``² uint8 crops, flat ones rejected, each under a random dihedral transform."""
+    out = np.empty((count, size, size, 3), np.uint8)
+    for n in range(count):
+        for _ in range(_MAX_TRIES):
+            img = images[rng.integers(len(images))]
+            top = rng.integers(img.shape[0] - size + 1)
+            left = rng.integers(img.shape[1] - size + 1)
+            patch = img[top : top + size, left : left + size]
+            if not _is_flat(patch):
+                break
+        k = rng.integers(8)
+        patch = np.rot90(patch, k % 4)
+        out[n] = patch[:, ::-1] if k >= 4 else patch
+    return out
+
+
+def _quantise(x):
+    return tf.round(tf.clip_by_value(x, 0.0, 1.0) * 255.0) / 255.0
+
+
+def _patch_dataset(images, count, size, seed, start_step):
+    def make(step):
+        rng = np.random.default_rng([seed, int(step)])
+        return sample_patches(images, count, size, rng)
+
+    def to_tensor(step):
+        patches = tf.numpy_function(make, [step], tf.uint8, stateful=False)
+        return step, tf.ensure_shape(tf.cast(patches, tf.float32) / 255.0, [count, size, size, 3])
+
+    return tf.data.Dataset.range(start_step, 2**62).map(
+        to_tensor, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+
+
+def bicubic_pairs(images, batch: int, patch: int, scale: int, seed: int = 0, start_step: int = 0):
+    """Batches ``(bicubic↑(LR), HR)`` of ``batch`` patches, LR = MATLAB-bicubic↓s(HR) in uint8 levels."""
+
+    def pair(step, hr):
+        lr = _quantise(downscale(hr, scale))
+        return upscale(lr, scale, (patch, patch)), hr
+
+    ds = _patch_dataset(images, batch, patch, seed, start_step)
+    return ds.map(pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
+
+
+def kernel_tasks(
+    images,
+    meta_batch: int,
+    task_batch: int,
+    patch: int,
+    scale: int,
+    subsample: str = "direct",
+    kernel_size: int = 15,
+    noise: float = 0.0,
+    seed: int = 0,
+    start_step: int = 0,
+):
+    """Batches of ``meta_batch`` tasks; each is (x_tr, y_tr, x_te, y_te) with ``task_batch`` patches apiece.
+
+    One kernel k ~ p(k) per task (paper Sec. 4.2); LR = (HR ⊛ k)↓s (+ noise), rounded to uint8 levels;
+    x = bicubic↑(LR), y = HR.
+    """
+
+    def tasks(step, hr):
+        hr = tf.reshape(hr, [meta_batch, 2 * task_batch, patch, patch, 3])
+        out = []
+        for t in range(meta_batch):
+            task_seed = tf.stack([tf.cast(seed, tf.int64) * 1000 + t, step])
+            kernel = sample_kernel(tf.cast(task_seed, tf.int32), scale, kernel_size)
+            lr = degrade(hr[t], kernel, scale, subsample, noise, tf.cast(task_seed[::-1], tf.int32) if noise else None)
+            out.append(upscale(_quantise(lr), scale, (patch, patch)))
+        x = tf.stack(out)
+        return x[:, :task_batch], hr[:, :task_batch], x[:, task_batch:], hr[:, task_batch:]
+
+    ds = _patch_dataset(images, meta_batch * 2 * task_batch, patch, seed, start_step)
+    return ds.map(tasks, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)

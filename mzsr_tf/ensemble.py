@@ -1,0 +1,60 @@
+"""Test-time refinements shared by MZSR and ZSSR: geometric self-ensemble and back-projection."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from mzsr_tf.degradation import degrade
+from mzsr_tf.imresize import upscale
+
+__all__ = ["dihedral", "undo_dihedral", "geometric_self_ensemble", "back_projection"]
+
+
+def dihedral(x, k: int):
+    """The k-th of the 8 rotations/mirrors of an NHWC image (ZSSR: rot90^k, then fliplr for k >= 4)."""
+    y = tf.image.rot90(x, k % 4)
+    return tf.image.flip_left_right(y) if k >= 4 else y
+
+
+def undo_dihedral(y, k: int):
+    """Inverse of :func:`dihedral`."""
+    if k >= 4:
+        y = tf.image.flip_left_right(y)
+    return tf.image.rot90(y, (4 - k % 4) % 4)
+
+
+def geometric_self_ensemble(sr_fn, lr, reduce: str = "median", transforms=range(8), refine=None):
+    """Run ``sr_fn`` on the 8 dihedral transforms of ``lr``, undo them and combine (ZSSR ``final_test``).
+
+    Args:
+      sr_fn: NHWC LR → NHWC SR.
+      reduce: 'median' (ZSSR) or 'mean'.
+      refine: optional ``fn(sr, lr_transformed)`` applied to each output before undoing it
+        (ZSSR back-projects every member).
+    """
+    outs = []
+    for k in transforms:
+        lr_k = dihedral(lr, k)
+        sr_k = sr_fn(lr_k)
+        if refine is not None:
+            sr_k = refine(sr_k, lr_k)
+        outs.append(undo_dihedral(sr_k, k))
+    stack = tf.stack(outs)
+    if reduce == "mean":
+        return tf.reduce_mean(stack, axis=0)
+    if reduce != "median":
+        raise ValueError(f"reduce must be 'median' or 'mean', got {reduce!r}")
+    n = len(outs)
+    ordered = tf.sort(stack, axis=0)
+    return 0.5 * (ordered[(n - 1) // 2] + ordered[n // 2])
+
+
+def back_projection(sr, lr, kernel, scale, subsample: str = "direct", iters: int = 10):
+    """Iterative back-projection (Irani & Peleg; ZSSR ``back_projection``), clipped to [0, 1].
+
+    sr ← clip(sr + bicubic↑s(lr − (sr ⊛ k)↓s)): makes ``degrade(sr)`` agree with ``lr``.
+    """
+    for _ in range(iters):
+        residual = lr - degrade(sr, kernel, scale, subsample)
+        sr = tf.clip_by_value(sr + upscale(residual, scale, tf.shape(sr)[1:3]), 0.0, 1.0)
+    return sr

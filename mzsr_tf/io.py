@@ -1,0 +1,179 @@
+"""Validated image reads and atomic, non-clobbering writes.
+
+Images are float32 HWC RGB in [0, 1] inside the library (``uint2single`` in KAIR's words).
+Documented handling of the other kinds of input:
+
+* grayscale (``L``, ``I;16``): replicated to 3 channels for the network, saved back as grayscale;
+* alpha (``LA``, ``RGBA``, palette with transparency): the colour is super-resolved and the alpha
+  plane is bicubic-upscaled separately, then re-attached;
+* palette (``P``) and ``1``-bit images: converted to RGB(A);
+* 16-bit PNG/TIFF: read at full precision, saved back as 16-bit;
+* anything else (CMYK, float, 32-bit int, multi-page, unreadable, truncated, empty) is an
+  :class:`~mzsr_tf.errors.InputError` naming the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import png  # pypng: 16-bit RGB PNGs, which Pillow cannot hold
+import tifffile
+from PIL import Image, UnidentifiedImageError
+
+from mzsr_tf.errors import InputError
+
+__all__ = ["ImageData", "IMAGE_SUFFIXES", "read_image", "write_image", "atomic_write", "list_images"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+@dataclass
+class ImageData:
+    """A decoded image: ``rgb`` float32 [H, W, 3] in [0, 1] plus what is needed to save it alike."""
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None = None  # float32 [H, W] in [0, 1]
+    gray: bool = False
+    bit_depth: int = 8
+
+
+def list_images(folder) -> list[Path]:
+    """Image files in ``folder`` (non-recursive), sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _png_bit_depth(path: Path) -> int | None:
+    with open(path, "rb") as f:
+        head = f.read(26)
+    return head[24] if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 26 else None
+
+
+def _from_array(a: np.ndarray, path: Path) -> ImageData:
+    if a.dtype == np.uint8:
+        depth, peak = 8, 255.0
+    elif a.dtype == np.uint16:
+        depth, peak = 16, 65535.0
+    else:
+        raise InputError(f"{path}: unsupported sample type {a.dtype} (use 8- or 16-bit)")
+    a = a.astype(np.float32) / peak
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[-1] not in (1, 2, 3, 4):
+        raise InputError(f"{path}: unsupported image layout {a.shape} (need gray, RGB or RGBA)")
+    channels = a.shape[-1]
+    color = a[..., :1] if channels in (1, 2) else a[..., :3]
+    alpha = a[..., -1] if channels in (2, 4) else None
+    gray = channels in (1, 2)
+    rgb = np.repeat(color, 3, axis=-1) if gray else color
+    if min(rgb.shape[:2]) < 1:
+        raise InputError(f"{path}: empty image")
+    return ImageData(np.ascontiguousarray(rgb), alpha, gray, depth)
+
+
+def read_image(path) -> ImageData:
+    """Decode PNG/JPEG/BMP/TIFF (8 or 16 bit; gray, RGB, RGBA, palette) or raise InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file")
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            with tifffile.TiffFile(str(path)) as tif:
+                if len(tif.pages) != 1:
+                    raise InputError(f"{path}: multi-page TIFF is not supported")
+                return _from_array(tif.asarray(), path)
+        if _png_bit_depth(path) == 16:
+            width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+            planes = info["planes"]
+            a = np.vstack([np.asarray(r, np.uint16) for r in rows]).reshape(height, width, planes)
+            return _from_array(a, path)
+        with Image.open(path) as im:
+            im.load()
+            if getattr(im, "n_frames", 1) > 1:
+                raise InputError(f"{path}: animated/multi-frame images are not supported")
+            if im.mode in ("P", "PA", "1"):
+                im = im.convert("RGBA" if "transparency" in im.info or im.mode == "PA" else "RGB")
+            if im.mode in ("I;16", "I;16B", "I;16L"):
+                return _from_array(np.asarray(im).astype(np.uint16), path)
+            if im.mode not in ("L", "LA", "RGB", "RGBA"):
+                raise InputError(f"{path}: unsupported image mode {im.mode} (need gray, RGB, RGBA or palette)")
+            return _from_array(np.asarray(im), path)
+    except InputError:
+        raise
+    except (UnidentifiedImageError, png.FormatError) as e:
+        raise InputError(f"{path}: not a readable image ({e})") from None
+    except (OSError, ValueError, SyntaxError, tifffile.TiffFileError) as e:
+        raise InputError(f"{path}: cannot decode image, file may be truncated or corrupt ({e})") from None
+
+
+@contextlib.contextmanager
+def atomic_write(path, overwrite: bool = False):
+    """Yield a temporary path next to ``path``; on success move it into place atomically.
+
+    Without ``overwrite`` an existing ``path`` is an InputError (checked before and at the
+    final link, so a concurrent writer is not clobbered either). On failure nothing is left.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError(f"{path}: exists (pass --overwrite to replace it)")
+    if not path.parent.is_dir():
+        raise InputError(f"{path.parent}: output folder does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails if path appeared meanwhile
+            except FileExistsError:
+                raise InputError(f"{path}: exists (pass --overwrite to replace it)") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _quantise(x: np.ndarray, bit_depth: int) -> np.ndarray:
+    peak, dtype = (65535.0, np.uint16) if bit_depth == 16 else (255.0, np.uint8)
+    return np.round(np.clip(np.asarray(x, np.float64), 0.0, 1.0) * peak).astype(dtype)
+
+
+def write_image(path, image: ImageData | np.ndarray, overwrite: bool = False) -> Path:
+    """Save an ImageData (or a float RGB [H, W, 3] array in [0, 1]) atomically.
+
+    Gray images are saved as one channel (the mean of R, G, B), alpha is re-attached,
+    and 16-bit images stay 16-bit in PNG/TIFF (JPEG and BMP are 8-bit only).
+    """
+    if not isinstance(image, ImageData):
+        image = ImageData(np.asarray(image, np.float32))
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise InputError(f"{path}: unsupported output format (use {', '.join(IMAGE_SUFFIXES)})")
+    depth = image.bit_depth if suffix in (".png", ".tif", ".tiff") else 8
+    color = image.rgb.mean(axis=-1, keepdims=True) if image.gray else image.rgb
+    planes = [color] + ([image.alpha[..., None]] if image.alpha is not None else [])
+    a = _quantise(np.concatenate(planes, axis=-1), depth)
+    if suffix in (".jpg", ".jpeg") and a.shape[-1] in (2, 4):
+        a = a[..., :-1]  # JPEG has no alpha
+    with atomic_write(path, overwrite) as tmp:
+        if suffix in (".tif", ".tiff"):
+            extra = {"photometric": "minisblack", "extrasamples": ["unassalpha"]} if a.shape[-1] == 2 else {}
+            tifffile.imwrite(str(tmp), a[..., 0] if a.shape[-1] == 1 else a, planarconfig="contig", **extra)
+        elif depth == 16:
+            h, w, c = a.shape
+            writer = png.Writer(w, h, greyscale=c in (1, 2), alpha=c in (2, 4), bitdepth=16)
+            with open(tmp, "wb") as f:
+                writer.write(f, a.reshape(h, w * c))
+        else:
+            Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).save(
+                tmp, format=Image.registered_extensions()[suffix]
+            )
+    return path

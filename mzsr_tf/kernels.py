@@ -1,0 +1,150 @@
+"""Blur kernels: anisotropic Gaussians, the meta-training sampler, named benchmark kernels, IO.
+
+Convention (MZSR ``gkernel.py``, verified against the paper's Bicubic column):
+"width" lambda is a covariance eigenvalue (variance), Sigma = R(theta) diag(l1, l2) R(theta)^T,
+evaluated on a ``size`` x ``size`` grid centred at ``size / 2 - 0.5`` with p = (x, y) = (col, row).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+import tensorflow as tf
+
+from mzsr_tf.errors import InputError
+
+__all__ = [
+    "Degradation",
+    "NAMED_DEGRADATIONS",
+    "gaussian_kernel",
+    "sample_kernel",
+    "validate_kernel",
+    "load_kernel",
+    "resolve_degradation",
+]
+
+KERNEL_SIZE = 15  # meta-training kernel size (MZSR config)
+
+
+def _covariance(lambda1, lambda2, theta):
+    c, s = tf.cos(theta), tf.sin(theta)
+    rot = tf.stack([tf.stack([c, -s]), tf.stack([s, c])])
+    return rot @ tf.linalg.diag(tf.stack([lambda1, lambda2])) @ tf.transpose(rot)
+
+
+def gaussian_kernel(lambda1, lambda2, theta, size: int = KERNEL_SIZE, dtype=tf.float64):
+    """k(p) ∝ exp(-½ pᵀ Σ⁻¹ p), Σ = R(θ) diag(λ1, λ2) R(θ)ᵀ, normalised to sum 1 (MZSR ``gkernel``)."""
+    lambda1, lambda2, theta = (tf.cast(v, tf.float64) for v in (lambda1, lambda2, theta))
+    inv = tf.linalg.inv(_covariance(lambda1, lambda2, theta))
+    ax = tf.range(size, dtype=tf.float64) - (size / 2 - 0.5)
+    xx, yy = tf.meshgrid(ax, ax)  # xx varies along columns
+    p = tf.stack([xx, yy], axis=-1)
+    q = tf.einsum("...i,ij,...j->...", p, inv, p)
+    k = tf.exp(-0.5 * q)
+    return tf.cast(k / tf.reduce_sum(k), dtype)
+
+
+def sample_kernel(seed, scale: float, size: int = KERNEL_SIZE, dtype=tf.float32):
+    """The paper's meta-training kernel sampler (stateless, so it runs in tf.data).
+
+    θ ~ U[0, π), λ1 ~ U[1, 2.5 s], λ2 ~ U[1, λ1] (MZSR ``gkernel.py``).
+
+    Args:
+      seed: int tensor of shape [2] (``tf.random.stateless_uniform`` convention).
+    """
+    u = tf.random.stateless_uniform([3], seed, dtype=tf.float64)
+    theta = math.pi * u[0]
+    lambda1 = 1.0 + (2.5 * scale - 1.0) * u[1]
+    lambda2 = 1.0 + (lambda1 - 1.0) * u[2]
+    return gaussian_kernel(lambda1, lambda2, theta, size, dtype)
+
+
+@dataclass(frozen=True)
+class Degradation:
+    """LR = (HR ⊛ k)↓s: a kernel (None = none) and how to subsample ('direct' or 'bicubic')."""
+
+    kernel: np.ndarray | None
+    subsample: str = "direct"
+    name: str = "custom"
+
+
+def _named(l1, l2, theta, subsample, name, size=KERNEL_SIZE):
+    return Degradation(gaussian_kernel(l1, l2, theta, size).numpy(), subsample, name)
+
+
+# The MZSR paper's benchmark kernels (Table 2). g_d_2.0 is 21x21 like the official kernel.mat.
+NAMED_DEGRADATIONS = {
+    "g_d_0.2": lambda: _named(0.2, 0.2, 0.0, "direct", "g_d_0.2"),
+    "g_d_2.0": lambda: _named(2.0, 2.0, 0.0, "direct", "g_d_2.0", size=21),
+    "g_d_ani": lambda: _named(4.0, 1.0, -0.5, "direct", "g_d_ani"),
+    "g_b_1.3": lambda: _named(1.3, 1.3, 0.0, "bicubic", "g_b_1.3"),
+    "bicubic": lambda: Degradation(None, "bicubic", "bicubic"),
+}
+
+
+def validate_kernel(kernel, source: str = "kernel") -> np.ndarray:
+    """Check a kernel is 2-D, finite, with positive sum; return it normalised to sum 1 (float64)."""
+    k = np.asarray(kernel)
+    if k.dtype == object or not np.issubdtype(k.dtype, np.number):
+        raise InputError(f"{source}: kernel must be numeric, got {k.dtype}")
+    k = np.squeeze(k.astype(np.float64))
+    if k.ndim != 2 or min(k.shape) < 1:
+        raise InputError(f"{source}: kernel must be 2-D, got shape {np.shape(kernel)}")
+    if not np.all(np.isfinite(k)):
+        raise InputError(f"{source}: kernel contains NaN or Inf")
+    total = k.sum()
+    if not total > 0:
+        raise InputError(f"{source}: kernel must have a positive sum, got {total:g}")
+    return k / total
+
+
+def load_kernel(path) -> np.ndarray:
+    """Load a ``.mat`` (variable ``Kernel`` as ZSSR/KernelGAN write it, or ``kernel`` as MZSR) or ``.npy``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: kernel file not found")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".mat":
+            data = scipy.io.loadmat(str(path))
+            names = [n for n in ("Kernel", "kernel") if n in data]
+            if not names:
+                found = ", ".join(n for n in data if not n.startswith("__")) or "none"
+                raise InputError(f"{path}: no variable 'Kernel' or 'kernel' (found: {found})")
+            kernel = data[names[0]]
+        elif suffix == ".npy":
+            kernel = np.load(str(path), allow_pickle=False)
+        else:
+            raise InputError(f"{path}: unsupported kernel format (use .mat or .npy)")
+    except InputError:
+        raise
+    except Exception as e:  # scipy/numpy raise many types for corrupt files
+        raise InputError(f"{path}: cannot read kernel ({type(e).__name__}: {e})") from None
+    return validate_kernel(kernel, str(path))
+
+
+def resolve_degradation(spec, subsample: str | None = None) -> Degradation:
+    """A named kernel (``g_d_2.0`` ...), a ``.mat``/``.npy`` path, or an array → Degradation.
+
+    ``subsample`` overrides the named kernel's mode; files and arrays default to 'direct'.
+    """
+    if subsample not in (None, "direct", "bicubic"):
+        raise InputError(f"subsample must be 'direct' or 'bicubic', got {subsample!r}")
+    if isinstance(spec, Degradation):
+        deg = spec
+    elif isinstance(spec, (str, Path)) and str(spec) in NAMED_DEGRADATIONS:
+        deg = NAMED_DEGRADATIONS[str(spec)]()
+    elif isinstance(spec, (str, Path)):
+        if Path(spec).suffix.lower() not in (".mat", ".npy"):
+            names = ", ".join(NAMED_DEGRADATIONS)
+            raise InputError(f"unknown kernel {str(spec)!r}: use one of {names}, or a .mat/.npy file")
+        deg = Degradation(load_kernel(spec), "direct", Path(spec).stem)
+    else:
+        deg = Degradation(validate_kernel(spec), "direct")
+    if subsample is not None and subsample != deg.subsample:
+        deg = Degradation(deg.kernel, subsample, deg.name)
+    return deg

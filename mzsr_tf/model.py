@@ -1,0 +1,229 @@
+"""The MZSR/ZSSR network as one functional ``forward(params, x)`` plus a thin Keras wrapper.
+
+8 conv 3x3 layers, 64 channels, ReLU after the first 7, global residual over the
+bicubic-upsampled LR input (MZSR ``model.py``; ZSSR's net with biases): 225,091 parameters.
+``params`` is a list of 16 tensors ordered ``conv1/kernel, conv1/bias, ..., conv8/bias`` (HWIO),
+so MAML fast weights are just new lists (cbfinn/maml style).
+
+The backward pass is also written out (``l1_loss_and_grads``): conv input gradients as a
+forward conv with the flipped kernel, filter gradients as 3x3 shifted-slice matmuls. It is
+~1.5-2x faster than TF's generic conv gradients on CPU, uses only TFLite builtin ops, and
+is itself differentiable, so MAML's second-order meta-gradient flows through it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mzsr_tf.errors import InputError
+from mzsr_tf.imresize import upscale
+
+__all__ = [
+    "DEPTH",
+    "WIDTH",
+    "PARAM_NAMES",
+    "param_shapes",
+    "init_params",
+    "forward",
+    "super_resolve",
+    "l1_loss_and_grads",
+    "MZSRNet",
+    "load_params",
+    "save_params",
+]
+
+DEPTH, WIDTH, CHANNELS = 8, 64, 3
+PARAM_NAMES = [f"conv{i}/{p}" for i in range(1, DEPTH + 1) for p in ("kernel", "bias")]
+
+
+def param_shapes() -> list[tuple[int, ...]]:
+    """HWIO kernel and bias shapes of the 8 layers."""
+    chans = [CHANNELS] + [WIDTH] * (DEPTH - 1) + [CHANNELS]
+    shapes = []
+    for cin, cout in zip(chans[:-1], chans[1:]):
+        shapes += [(3, 3, cin, cout), (cout,)]
+    return shapes
+
+
+def init_params(seed: int | None = None) -> list[tf.Tensor]:
+    """TF1 ``variance_scaling_initializer`` defaults (fan_in, scale 1, truncated normal); zero biases."""
+    init = keras.initializers.VarianceScaling(1.0, "fan_in", "truncated_normal", seed=seed)
+    return [init(s) if len(s) == 4 else tf.zeros(s) for s in param_shapes()]
+
+
+def _conv(x, kernel):
+    return tf.nn.conv2d(x, kernel, 1, "SAME")
+
+
+def _conv_input_grad(dy, kernel):
+    """∂L/∂x of a stride-1 SAME 3x3 conv: correlate with the flipped, in/out-swapped kernel."""
+    return _conv(dy, tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2]))
+
+
+def _conv_filter_grad(x, dy):
+    """∂L/∂W of a stride-1 SAME 3x3 conv: Σ_pixels patch(x)ᵀ · dy, one matmul per tap."""
+    h, w = tf.shape(x)[1], tf.shape(x)[2]
+    cin = x.shape[-1] if x.shape[-1] is not None else tf.shape(x)[-1]
+    cout = dy.shape[-1] if dy.shape[-1] is not None else tf.shape(dy)[-1]
+    xp = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    dy2 = tf.reshape(dy, [-1, cout])
+    taps = [
+        tf.matmul(tf.reshape(xp[:, i : i + h, j : j + w, :], [-1, cin]), dy2, transpose_a=True)
+        for i in range(3)
+        for j in range(3)
+    ]
+    return tf.reshape(tf.stack(taps), [3, 3, cin, cout])
+
+
+def _forward_with_activations(params, x):
+    """Returns the SR output and the input of every conv layer (for the hand-written backward)."""
+    acts, h = [], x
+    for layer in range(DEPTH):
+        acts.append(h)
+        h = _conv(h, params[2 * layer]) + params[2 * layer + 1]
+        if layer < DEPTH - 1:
+            h = tf.nn.relu(h)
+    return x + h, acts
+
+
+def forward(params, x):
+    """net(x) = x + f(x; θ) on a bicubic-upsampled image x, NHWC in [0, 1] (MZSR ``MODEL.forward``)."""
+    return _forward_with_activations(params, x)[0]
+
+
+def super_resolve(params, lr, scale, output_shape=None):
+    """SR = net(bicubic↑s(LR)); ``output_shape`` defaults to ``ceil(s · LR size)``."""
+    return forward(params, upscale(lr, scale, output_shape))
+
+
+def l1_loss_and_grads(params, x, y):
+    """Mean-L1 loss of ``forward(params, x)`` against ``y`` and its gradient for each parameter.
+
+    Equal to ``GradientTape`` gradients of ``reduce_mean(|forward(params, x) - y|)`` (tested),
+    in TFLite builtin ops only, and differentiable again (second-order MAML).
+    """
+    out, acts = _forward_with_activations(params, x)
+    diff = out - y
+    loss = tf.reduce_mean(tf.abs(diff))
+    d = tf.sign(diff) / tf.cast(tf.size(diff), diff.dtype)
+    grads = [None] * len(params)
+    for layer in reversed(range(DEPTH)):
+        if layer < DEPTH - 1:
+            d = d * tf.cast(acts[layer + 1] > 0, d.dtype)  # ReLU'(pre) = [post > 0]
+        grads[2 * layer] = _conv_filter_grad(acts[layer], d)
+        grads[2 * layer + 1] = tf.reduce_sum(d, axis=[0, 1, 2])
+        if layer > 0:
+            d = _conv_input_grad(d, params[2 * layer])
+    return loss, grads
+
+
+@keras.saving.register_keras_serializable(package="mzsr_tf")
+class MZSRNet(keras.Model):
+    """Keras wrapper: ``net(lr)`` super-resolves by ``scale``; ``net.params`` feed ``forward``.
+
+    Example:
+      >>> net = MZSRNet(scale=2)
+      >>> sr = net(tf.zeros([1, 8, 8, 3]))  # -> [1, 16, 16, 3]
+    """
+
+    def __init__(self, scale: float = 2.0, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = float(scale)
+        # === Layers === (plain weights: the functional forward is the computation)
+        init = init_params()
+        self._params = [
+            self.add_weight(shape=v.shape, initializer=keras.initializers.Constant(v.numpy()), name=n.replace("/", "_"))
+            for n, v in zip(PARAM_NAMES, init)
+        ]
+        self.built = True
+
+    @property
+    def params(self) -> list:
+        return list(self._params)
+
+    def set_params(self, values) -> None:
+        for var, value in zip(self._params, values, strict=True):
+            var.assign(value)
+
+    def call(self, lr):
+        return super_resolve(self.params, lr, self.scale)
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}
+
+
+def _check_shapes(arrays, source) -> list[np.ndarray]:
+    expected = param_shapes()
+    if len(arrays) != len(expected):
+        raise InputError(f"{source}: expected {len(expected)} weight tensors, found {len(arrays)}")
+    for name, a, s in zip(PARAM_NAMES, arrays, expected):
+        if tuple(a.shape) != s:
+            raise InputError(f"{source}: {name} has shape {tuple(a.shape)}, expected {s}")
+        if not np.all(np.isfinite(a)):
+            raise InputError(f"{source}: {name} contains NaN or Inf")
+    return [np.asarray(a, np.float32) for a in arrays]
+
+
+def load_params(path) -> list[tf.Tensor]:
+    """Load weights from ``.weights.h5`` (ours), ``.npz`` (``convN/kernel`` arrays) or a TF1 checkpoint.
+
+    The TF1 checkpoint is the official MZSR layout (variables ``MODEL/convN/kernel|bias``),
+    given as its prefix (``.../Pretrained``), its ``.index`` file or its folder.
+    """
+    path = Path(path)
+    name = path.name
+    try:
+        if name.endswith(".weights.h5"):
+            if not path.is_file():
+                raise InputError(f"{path}: weights file not found")
+            net = MZSRNet()
+            net.load_weights(str(path))
+            arrays = [v.numpy() for v in net.params]
+        elif path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                missing = [n for n in PARAM_NAMES if n not in data]
+                if missing:
+                    raise InputError(f"{path}: missing arrays {', '.join(missing[:3])}")
+                arrays = [data[n] for n in PARAM_NAMES]
+        else:
+            prefix = path.with_suffix("") if path.suffix == ".index" else path
+            if path.is_dir():
+                prefix = tf.train.latest_checkpoint(str(path)) or path
+            if not Path(str(prefix) + ".index").is_file():
+                raise InputError(f"{path}: not a .weights.h5, .npz or TF checkpoint")
+            reader = tf.train.load_checkpoint(str(prefix))
+            keys = reader.get_variable_to_shape_map()
+            missing = [n for n in PARAM_NAMES if f"MODEL/{n}" not in keys]
+            if missing:
+                raise InputError(f"{path}: checkpoint lacks MODEL/{missing[0]}")
+            arrays = [reader.get_tensor(f"MODEL/{n}") for n in PARAM_NAMES]
+    except InputError:
+        raise
+    except Exception as e:  # h5py/TF raise many types for corrupt files
+        raise InputError(f"{path}: cannot read weights ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    return [tf.constant(a) for a in _check_shapes(arrays, path)]
+
+
+def save_params(params, path, overwrite: bool = False) -> Path:
+    """Save weights as ``.weights.h5`` (Keras) or ``.npz`` (``convN/kernel`` arrays), atomically."""
+    from mzsr_tf.io import atomic_write
+
+    path = Path(path)
+    arrays = _check_shapes([np.asarray(p) for p in params], path)
+    with atomic_write(path, overwrite) as tmp:
+        if path.name.endswith(".weights.h5"):
+            net = MZSRNet()
+            net.set_params(arrays)
+            final = tmp.with_name(tmp.name + ".weights.h5")  # Keras insists on the suffix
+            net.save_weights(str(final))
+            final.replace(tmp)
+        elif path.suffix == ".npz":
+            with open(tmp, "wb") as f:
+                np.savez(f, **dict(zip(PARAM_NAMES, arrays)))
+        else:
+            raise InputError(f"{path}: weights must be saved as .weights.h5 or .npz")
+    return path

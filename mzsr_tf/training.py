@@ -1,0 +1,326 @@
+"""Training loops for both stages of paper Algorithm 1, as one resumable runner.
+
+* ``pretrain``: large-scale training θ_T — L1 on bicubic pairs, Adam 4e-4 halved every 100k steps
+  down to 1e-4, batch 32 of 96² HR patches (MZSR ``Large-Scale_Training``).
+* ``meta``: meta-transfer learning θ_M from θ_T — see :mod:`mzsr_tf.meta`.
+
+A run folder holds ``config.json``, ``ckpt/`` (model, optimizer, step, data seed — batches are a
+function of (seed, step), so resuming is exact), TensorBoard ``logs/`` and ``final.weights.h5``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mzsr_tf import data as data_lib
+from mzsr_tf.errors import InputError, TrainingStopped
+from mzsr_tf.meta import MetaConfig, fast_adapt, meta_objective
+from mzsr_tf.model import MZSRNet, forward, l1_loss_and_grads, load_params, save_params
+
+__all__ = ["PretrainConfig", "RunConfig", "StepDecay", "make_strategy", "train"]
+
+MAX_NONFINITE = 5  # stop after this many non-finite steps in a row
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Large-scale training settings (official ``Large-Scale_Training``)."""
+
+    scale: int = 2
+    batch_size: int = 32
+    patch: int = 96  # HR patch, 48 * scale
+    lr: float = 4e-4
+    lr_decay_steps: int = 100_000  # halve every this many steps ...
+    lr_floor: float = 1e-4  # ... down to this
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What to run and where; the stage's own config is separate."""
+
+    stage: str  # 'pretrain' or 'meta'
+    data: tuple[str, ...]
+    out: str
+    steps: int
+    seed: int = 0
+    init: str | None = None
+    resume: bool = False
+    strategy: str = "default"
+    jit: bool = False
+    checkpoint_every: int = 500
+    log_every: int = 10
+    val_every: int = 250
+    sample_every: int = 1000
+    progress: bool = True
+
+
+@keras.saving.register_keras_serializable(package="mzsr_tf")
+class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """lr = max(lr0 · rate^floor(step / every), floor) (official pretraining schedule)."""
+
+    def __init__(self, initial: float, every: int, floor: float, rate: float = 0.5):
+        self.initial, self.every, self.floor, self.rate = initial, every, floor, rate
+
+    def __call__(self, step):
+        k = tf.floor(tf.cast(step, tf.float32) / self.every)
+        return tf.maximum(self.initial * tf.pow(self.rate, k), self.floor)
+
+    def get_config(self):
+        return {"initial": self.initial, "every": self.every, "floor": self.floor, "rate": self.rate}
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """'default' (one device), 'mirrored' (all local GPUs, or CPUs) or 'multiworker' (TF_CONFIG)."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.MirroredStrategy([d.name for d in gpus or tf.config.list_logical_devices("CPU")])
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise InputError(f"unknown strategy {name!r} (default, mirrored, multiworker)")
+
+
+def _psnr(a, b):
+    mse = tf.reduce_mean(tf.square(tf.clip_by_value(a, 0, 1) - b), axis=[1, 2, 3])
+    return tf.reduce_mean(10.0 * tf.math.log(1.0 / tf.maximum(mse, 1e-12)) / math.log(10.0))
+
+
+def _split(batch, replica: int, replicas: int):
+    """This replica's share of a host batch (leading axis split evenly)."""
+
+    def take(x):
+        n = x.shape[0] // replicas
+        return x[replica * n : (replica + 1) * n]
+
+    return tf.nest.map_structure(take, batch)
+
+
+class _Stage:
+    """Stage-specific pieces: config, data, per-replica loss and gradient, validation."""
+
+    def __init__(self, run: RunConfig, config, images):
+        self.run, self.config, self.images = run, config, images
+
+    def dataset(self, start_step):
+        c = self.config
+        if self.run.stage == "pretrain":
+            return data_lib.bicubic_pairs(self.images, c.batch_size, c.patch, c.scale, self.run.seed, start_step)
+        return data_lib.kernel_tasks(
+            self.images,
+            c.meta_batch,
+            c.task_batch,
+            c.patch,
+            c.scale,
+            c.subsample,
+            c.kernel_size,
+            c.noise,
+            self.run.seed,
+            start_step,
+        )
+
+    def global_size(self):
+        return self.config.batch_size if self.run.stage == "pretrain" else self.config.meta_batch
+
+    def loss_and_grads(self, variables, batch, step, first_order, global_size):
+        if self.run.stage == "pretrain":
+            x, y = batch
+            loss, grads = l1_loss_and_grads(list(variables), x, y)
+            share = x.shape[0] / global_size
+            return loss * share, [g * share for g in grads], tf.zeros([0])
+        with tf.GradientTape() as tape:
+            objective, per_step = meta_objective(variables, batch, step, self.config, first_order, global_size)
+        return objective, tape.gradient(objective, variables), per_step
+
+    def validate(self, params, batch):
+        """PSNR (RGB, no shave) on a fixed batch: before and after the inner loop for meta."""
+        if self.run.stage == "pretrain":
+            x, y = batch
+            return {"val/psnr": _psnr(forward(params, x), y), "val/psnr_bicubic": _psnr(x, y)}
+        x_tr, y_tr, x_te, y_te = batch
+        before, after = [], []
+        for t in range(x_tr.shape[0]):
+            fast, _ = fast_adapt(
+                params, x_tr[t], y_tr[t], x_te[t], y_te[t], self.config.inner_steps, self.config.inner_lr, True
+            )
+            before.append(_psnr(forward(params, x_te[t]), y_te[t]))
+            after.append(_psnr(forward(fast, x_te[t]), y_te[t]))
+        return {"val/psnr_before": tf.reduce_mean(before), "val/psnr_after": tf.reduce_mean(after)}
+
+    def learning_rate(self):
+        if self.run.stage == "pretrain":
+            c = self.config
+            return StepDecay(c.lr, c.lr_decay_steps, c.lr_floor)
+        return self.config.meta_lr
+
+
+def _check_run_dir(run: RunConfig, config):
+    out = Path(run.out)
+    ckpt = out / "ckpt"
+    has_ckpt = tf.train.latest_checkpoint(str(ckpt)) is not None
+    if has_ckpt and not run.resume:
+        raise InputError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    saved = out / "config.json"
+    record = {"run": dataclasses.asdict(run), "stage_config": dataclasses.asdict(config)}
+    if run.resume and saved.exists():
+        previous = json.loads(saved.read_text())
+        keep = ("stage", "seed")
+        for key in keep:
+            if previous["run"][key] != record["run"][key]:
+                raise InputError(
+                    f"--resume with {key}={record['run'][key]!r} but the run used {previous['run'][key]!r}"
+                )
+        if previous["stage_config"] != record["stage_config"]:
+            changed = [
+                k for k in record["stage_config"] if previous["stage_config"].get(k) != record["stage_config"][k]
+            ]
+            raise InputError(f"--resume with different settings ({', '.join(changed)}) than the run in {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = saved.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(saved)
+    return ckpt
+
+
+def train(run: RunConfig, config, log=print) -> Path:
+    """Run (or resume) a training stage up to ``run.steps``; returns ``RUN_DIR/final.weights.h5``."""
+    if run.stage not in ("pretrain", "meta"):
+        raise InputError(f"unknown stage {run.stage!r} (pretrain, meta)")
+    if run.steps < 1:
+        raise InputError(f"--steps must be positive, got {run.steps}")
+    strategy = make_strategy(run.strategy)
+    replicas = strategy.num_replicas_in_sync
+    stage_size = config.batch_size if run.stage == "pretrain" else config.meta_batch
+    if stage_size % replicas:
+        raise InputError(f"batch of {stage_size} does not split over {replicas} replicas")
+    ckpt_dir = _check_run_dir(run, config)
+    images = data_lib.load_images(run.data, config.patch)
+    stage = _Stage(run, config, images)
+
+    with strategy.scope():
+        net = MZSRNet(scale=config.scale)
+        optimizer = keras.optimizers.Adam(stage.learning_rate(), epsilon=1e-8)
+        optimizer.build(net.params)
+        step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    checkpoint = tf.train.Checkpoint(model=net, optimizer=optimizer, step=step_var, seed=tf.Variable(run.seed))
+    manager = tf.train.CheckpointManager(checkpoint, str(ckpt_dir), max_to_keep=3)
+    if run.resume and manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        log(f"resumed {manager.latest_checkpoint} at step {int(step_var.numpy())}")
+    elif run.init:
+        net.set_params(load_params(run.init))
+    start = int(step_var.numpy())
+    if start >= run.steps:
+        log(f"already at step {start} >= {run.steps}")
+        return _finish(run, net)
+
+    variables = net.params
+    global_size = stage.global_size()
+
+    def make_step(first_order):
+        def replica_fn(batch, step):
+            return stage.loss_and_grads(variables, batch, step, first_order, global_size)
+
+        @tf.function(jit_compile=run.jit or None)
+        def step_fn(batch, step):
+            values = strategy.experimental_distribute_values_from_function(
+                lambda ctx: _split(batch, ctx.replica_id_in_sync_group, replicas)
+            )
+            loss, grads, per_step = strategy.run(replica_fn, (values, step))
+            loss = strategy.reduce("SUM", loss, axis=None)
+            grads = [strategy.reduce("SUM", g, axis=None) for g in grads]
+            per_step = strategy.reduce("MEAN", per_step, axis=None)
+            finite = tf.math.is_finite(loss)
+            for g in grads:
+                finite = finite & tf.reduce_all(tf.math.is_finite(g))
+            if finite:
+                optimizer.apply_gradients(zip(grads, variables))
+            return loss, per_step, finite
+
+        return step_fn
+
+    first_order_step = make_step(True)
+    second_order_step = make_step(False) if run.stage == "meta" and not config.first_order else first_order_step
+    # A fixed validation batch from its own seed, not a batch of the training stream.
+    val_stage = _Stage(dataclasses.replace(run, seed=run.seed + 10_007), config, images)
+    val_batch = next(iter(val_stage.dataset(0).take(1)))
+    validate = tf.function(stage.validate)
+    writer = tf.summary.create_file_writer(str(Path(run.out) / "logs"))
+    from tqdm import tqdm
+
+    bar = tqdm(total=run.steps, initial=start, disable=not run.progress, unit="step", dynamic_ncols=True)
+    nonfinite, t_last = 0, time.perf_counter()
+    dataset = iter(stage.dataset(start))
+    for step in range(start, run.steps):
+        batch = next(dataset)
+        use_first = run.stage == "pretrain" or config.first_order or step < config.first_order_steps
+        loss, per_step, finite = (first_order_step if use_first else second_order_step)(
+            batch, tf.constant(step, tf.int64)
+        )
+        step_var.assign(step + 1)
+        if not bool(finite):
+            nonfinite += 1
+            log(f"step {step}: non-finite loss or gradient, update skipped ({nonfinite} in a row)")
+            if nonfinite >= MAX_NONFINITE:
+                manager.save(checkpoint_number=step + 1)
+                raise TrainingStopped(
+                    f"stopping: {nonfinite} non-finite steps in a row at step {step}; "
+                    "lower the learning rate or check the data, then --resume"
+                )
+            continue
+        nonfinite = 0
+        bar.update(1)
+        with writer.as_default(step=step + 1):
+            if (step + 1) % run.log_every == 0 or step == start:
+                now = time.perf_counter()
+                tf.summary.scalar("train/loss", loss)
+                tf.summary.scalar("train/learning_rate", optimizer.learning_rate)
+                tf.summary.scalar("train/seconds_per_step", (now - t_last) / (1 if step == start else run.log_every))
+                for j in range(int(per_step.shape[0])):
+                    tf.summary.scalar(f"train/query_loss_step{j + 1}", per_step[j])
+                t_last = now
+                bar.set_postfix(loss=f"{float(loss):.4f}")
+            if (step + 1) % run.val_every == 0 or step + 1 == run.steps:
+                metrics = validate(variables, val_batch)
+                for k, v in metrics.items():
+                    tf.summary.scalar(k, v)
+                log(f"step {step + 1}: " + ", ".join(f"{k} {float(v):.3f}" for k, v in metrics.items()))
+            if (step + 1) % run.sample_every == 0:
+                x = val_batch[0] if run.stage == "pretrain" else val_batch[2][0]
+                tf.summary.image(
+                    "samples/input_output",
+                    tf.concat([x, tf.clip_by_value(forward(variables, x), 0, 1)], 2),
+                    max_outputs=2,
+                )
+        if (step + 1) % run.checkpoint_every == 0:
+            manager.save(checkpoint_number=step + 1)
+    bar.close()
+    manager.save(checkpoint_number=run.steps)
+    return _finish(run, net)
+
+
+def _finish(run: RunConfig, net) -> Path:
+    final = Path(run.out) / "final.weights.h5"
+    save_params([v.numpy() for v in net.params], final, overwrite=True)
+    return final
+
+
+def stage_config(stage: str, **overrides):
+    """The stage's config dataclass with the given (non-None) overrides."""
+    cls = PretrainConfig if stage == "pretrain" else MetaConfig
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in overrides.items() if v is not None and k in fields})
+
+
+def set_seed(seed: int):
+    keras.utils.set_random_seed(seed)
+    np.random.seed(seed)

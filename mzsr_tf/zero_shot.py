@@ -1,0 +1,219 @@
+"""MZSR meta-test: zero-shot adaptation of the meta-learned net to one image (paper Algorithm 2).
+
+The LR test image is the HR father; its LR son is ``degrade(lr, k, s)`` with the image's own
+kernel. A few gradient steps on L1(net(bicubic↑(son)), lr) from θ_M give image-specific fast
+weights, which then super-resolve the LR image. Defaults follow the official ``test.py`` for
+Direct×2: plain SGD on the whole image pair, lr 2e-2 for step 1, 1e-2 for steps 2-4, 5e-3 after.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import tensorflow as tf
+
+from mzsr_tf.degradation import degrade
+from mzsr_tf.ensemble import back_projection, geometric_self_ensemble
+from mzsr_tf.errors import InputError
+from mzsr_tf.imresize import output_length, upscale
+from mzsr_tf.kernels import Degradation
+from mzsr_tf.model import forward, l1_loss_and_grads, param_shapes
+
+__all__ = ["AdaptConfig", "TRACES", "learning_rates", "adapt", "super_resolve_tiled", "zero_shot_sr"]
+
+TRACES: collections.Counter = collections.Counter()  # graph traces per function (tests count them)
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Meta-test settings; defaults are the official MZSR Direct×2 ones."""
+
+    steps: int = 10  # gradient updates (MZSR(1) / MZSR(10))
+    learning_rates: tuple[float, ...] = (2e-2, 1e-2, 1e-2, 1e-2, 5e-3)  # step i uses [min(i, len - 1)]
+    optimizer: str = "sgd"  # 'sgd' (official) or 'adam'
+    max_pixels: int = 512 * 512  # LR images above this train on random crops ...
+    crop_size: int = 384  # ... of this size (square), one per step
+    noise_sigma: float = 0.0  # Gaussian noise on the son (official noise_level = 0)
+    self_ensemble: bool = False  # 8-way geometric self-ensemble (mean) of the final SR
+    back_projection_iters: int = 0  # official code: off
+    tile: int = 1024  # SR inference in tiles of this many HR pixels (bounded memory)
+    seed: int = 0
+
+
+def learning_rates(config: AdaptConfig) -> np.ndarray:
+    """Per-step learning rates of the schedule, length ``config.steps``."""
+    lrs = config.learning_rates
+    return np.array([lrs[min(i, len(lrs) - 1)] for i in range(config.steps)], np.float32)
+
+
+_PARAM_SPECS = [tf.TensorSpec(s, tf.float32) for s in param_shapes()]
+
+
+def _make_adapt_fn(scale: int, subsample: str, optimizer: str, noise_sigma: float):
+    """One traced graph per (scale, subsample, optimizer): any image size, kernel size and step count."""
+
+    @tf.function(
+        input_signature=[
+            _PARAM_SPECS,
+            tf.TensorSpec([None, None, 3], tf.float32),  # LR test image (the HR father)
+            tf.TensorSpec([None, None], tf.float32),  # its blur kernel
+            tf.TensorSpec([None], tf.float32),  # per-step learning rates
+            tf.TensorSpec([2], tf.int32),  # crop size (h, w)
+            tf.TensorSpec([2], tf.int32),  # seed
+        ]
+    )
+    def adapt_fn(params, lr_image, kernel, rates, crop, seed):
+        TRACES["adapt"] += 1
+        father = lr_image[None]
+        son = degrade(father, kernel, scale, subsample, noise_sigma, seed if noise_sigma else None)
+        son_up = upscale(son, scale, tf.shape(father)[1:3])
+        pair = tf.concat([son_up, father], axis=-1)
+        size = tf.concat([tf.minimum(crop, tf.shape(father)[1:3]), [6]], 0)
+        steps = tf.shape(rates)[0]
+        moments = [tf.zeros_like(p) for p in params] * 2
+
+        def step(i, fast, moments, losses):
+            window = tf.ensure_shape(tf.image.stateless_random_crop(pair[0], size, seed + i), [None, None, 6])[None]
+            loss, grads = l1_loss_and_grads(fast, window[..., :3], window[..., 3:])
+            if optimizer == "adam":
+                m, v = moments[: len(fast)], moments[len(fast) :]
+                t = tf.cast(i + 1, tf.float32)
+                m = [0.9 * a + 0.1 * g for a, g in zip(m, grads)]
+                v = [0.999 * a + 0.001 * g * g for a, g in zip(v, grads)]
+                grads = [(a / (1 - 0.9**t)) / (tf.sqrt(b / (1 - 0.999**t)) + 1e-8) for a, b in zip(m, v)]
+                moments = m + v
+            fast = [w - rates[i] * g for w, g in zip(fast, grads)]
+            return i + 1, fast, moments, losses.write(i, loss)
+
+        _, fast, _, losses = tf.while_loop(
+            lambda i, *_: i < steps,
+            step,
+            (0, list(params), moments, tf.TensorArray(tf.float32, size=steps)),
+        )
+        return fast, losses.stack()
+
+    return adapt_fn
+
+
+_ADAPT_FNS: dict = {}
+
+
+def _check(lr_image, degradation: Degradation, scale):
+    s = int(round(float(scale)))
+    if float(scale) <= 1 or abs(float(scale) - s) > 1e-9:
+        raise InputError(f"scale must be an integer > 1, got {scale}")
+    h, w = lr_image.shape[:2]
+    son = (output_length(h, 1 / s), output_length(w, 1 / s))
+    if min(son) < 2:
+        raise InputError(f"image {w}x{h} is too small for x{s} (its LR son would be {son[1]}x{son[0]})")
+    if degradation.kernel is not None and (h < degradation.kernel.shape[0] or w < degradation.kernel.shape[1]):
+        kh, kw = degradation.kernel.shape
+        raise InputError(f"image {w}x{h} is smaller than the {kw}x{kh} kernel")
+    return s
+
+
+def adapt(params, lr_image, degradation: Degradation, scale, config: AdaptConfig = AdaptConfig()):
+    """Zero-shot adaptation: ``config.steps`` updates on (son → LR); returns (fast_params, losses).
+
+    Args:
+      params: meta-initial weights θ_M (list of 16 tensors).
+      lr_image: float32 [H, W, 3] in [0, 1], the test image.
+      degradation: its kernel and subsampling (``mzsr_tf.kernels.Degradation``).
+    """
+    s = _check(lr_image, degradation, scale)
+    key = (s, degradation.subsample, config.optimizer, config.noise_sigma)
+    if key not in _ADAPT_FNS:
+        if config.optimizer not in ("sgd", "adam"):
+            raise InputError(f"optimizer must be 'sgd' or 'adam', got {config.optimizer!r}")
+        _ADAPT_FNS[key] = _make_adapt_fn(*key)
+    kernel = np.ones((1, 1), np.float32) if degradation.kernel is None else degradation.kernel
+    h, w = lr_image.shape[:2]
+    crop = [h, w] if h * w <= config.max_pixels else [config.crop_size] * 2
+    fast, losses = _ADAPT_FNS[key](
+        [tf.convert_to_tensor(p, tf.float32) for p in params],
+        tf.convert_to_tensor(lr_image, tf.float32),
+        tf.convert_to_tensor(kernel, tf.float32),
+        learning_rates(config),
+        tf.constant(crop, tf.int32),
+        tf.constant([config.seed, 0], tf.int32),
+    )
+    return fast, losses.numpy()
+
+
+@tf.function(input_signature=[_PARAM_SPECS, tf.TensorSpec([None, None, None, 3], tf.float32)])
+def _forward_graph(params, x):
+    TRACES["forward"] += 1
+    return forward(params, x)
+
+
+def super_resolve_tiled(params, lr, scale, output_shape=None, tile: int = 1024):
+    """net(bicubic↑(lr)) for an NHWC batch of one, in overlapping tiles of ``tile`` HR pixels.
+
+    The input is upsampled whole (cheap), then the network runs on tiles padded by its
+    receptive-field radius (8 px), so the result equals the untiled one.
+    """
+    x = upscale(tf.convert_to_tensor(lr, tf.float32), scale, output_shape)
+    h, w = x.shape[1], x.shape[2]
+    if h * w <= tile * tile:
+        return _forward_graph(params, x)
+    margin = 8  # 8 stacked 3x3 convs
+    rows = []
+    for top in range(0, h, tile):
+        row = []
+        for left in range(0, w, tile):
+            t0, l0 = max(top - margin, 0), max(left - margin, 0)
+            t1, l1 = min(top + tile + margin, h), min(left + tile + margin, w)
+            out = _forward_graph(params, x[:, t0:t1, l0:l1])
+            row.append(out[:, top - t0 : top - t0 + min(tile, h - top), left - l0 : left - l0 + min(tile, w - left)])
+        rows.append(tf.concat(row, axis=2))
+    return tf.concat(rows, axis=1)
+
+
+@dataclass
+class AdaptResult:
+    """What one zero-shot SR run produced."""
+
+    sr: np.ndarray  # float32 [H*s, W*s, 3] in [0, 1]
+    losses: list = field(default_factory=list)  # L1 on (son → LR) before each update
+    seconds_adapt: float = 0.0
+    seconds_sr: float = 0.0
+    fast_params: list | None = None
+
+
+def zero_shot_sr(
+    params, lr_image, degradation: Degradation, scale, config: AdaptConfig = AdaptConfig(), output_shape=None
+):
+    """MZSR(n): adapt θ_M to ``lr_image`` then super-resolve it (plus optional ensemble/back-projection)."""
+    lr_image = np.asarray(lr_image, np.float32)
+    s = _check(lr_image, degradation, scale)
+    t0 = time.perf_counter()
+    if config.steps > 0:
+        fast, losses = adapt(params, lr_image, degradation, s, config)
+    else:
+        fast, losses = [tf.convert_to_tensor(p, tf.float32) for p in params], np.zeros([0], np.float32)
+    t1 = time.perf_counter()
+    lr = tf.constant(lr_image[None])
+    if output_shape is None:
+        output_shape = (lr_image.shape[0] * s, lr_image.shape[1] * s)
+
+    def sr_fn(x):
+        shape = output_shape if x.shape[1] == lr_image.shape[0] else output_shape[::-1]
+        return super_resolve_tiled(fast, x, s, shape, config.tile)
+
+    refine = None
+    if config.back_projection_iters:
+        kernel = np.ones((1, 1), np.float32) if degradation.kernel is None else degradation.kernel
+
+        def refine(sr, lr_k):
+            return back_projection(sr, lr_k, kernel, s, degradation.subsample, config.back_projection_iters)
+
+    if config.self_ensemble:
+        sr = geometric_self_ensemble(sr_fn, lr, "mean", refine=refine)
+    else:
+        sr = sr_fn(lr)
+        sr = refine(sr, lr) if refine else sr
+    sr = tf.clip_by_value(sr[0], 0.0, 1.0).numpy()
+    return AdaptResult(sr, [float(v) for v in losses], t1 - t0, time.perf_counter() - t1, fast)

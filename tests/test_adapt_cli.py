@@ -1,0 +1,186 @@
+"""adapt.py end to end: outputs, JSON report, GT pairing, and one-line errors with nothing written."""
+
+import json
+
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+import adapt
+from mzsr_tf.degradation import degrade
+from mzsr_tf.kernels import gaussian_kernel
+from mzsr_tf.model import init_params, save_params
+
+KERNEL = gaussian_kernel(2.0, 2.0, 0.0, 9).numpy()
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, astronaut64):
+    root = tmp_path_factory.mktemp("adapt")
+    (root / "lr").mkdir()
+    (root / "gt").mkdir()
+    for name, (top, left) in {"face": (0, 0), "suit": (64, 64)}.items():
+        hr = astronaut64[top : top + 64, left : left + 48]
+        lr = degrade(hr, KERNEL, 2).numpy()
+        Image.fromarray(np.round(lr * 255).astype(np.uint8)).save(root / "lr" / f"{name}.png")
+        Image.fromarray(np.round(hr * 255).astype(np.uint8)).save(root / "gt" / f"{name}_GT.png")
+    scipy.io.savemat(root / "kernel.mat", {"Kernel": KERNEL})
+    save_params(init_params(0), root / "w.weights.h5")
+    return root
+
+
+def run(argv, capsys):
+    code = adapt.cli.run(adapt.main, [str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.err
+
+
+def test_folder_with_gt_and_json(workspace, tmp_path, capsys):
+    out = tmp_path / "sr"
+    code, err = run(
+        [
+            workspace / "lr",
+            "--kernel",
+            workspace / "kernel.mat",
+            "--weights",
+            workspace / "w.weights.h5",
+            "--steps",
+            "2",
+            "--out",
+            out,
+            "--gt",
+            workspace / "gt",
+            "--json",
+            tmp_path / "r.json",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["face_x2.png", "suit_x2.png"]
+    assert Image.open(out / "face_x2.png").size == (48, 64)
+    report = json.loads((tmp_path / "r.json").read_text())["images"]
+    assert [r["steps"] for r in report] == [2, 2]
+    for r in report:
+        assert len(r["losses"]) == 2 and r["size"] == [32, 24]
+        assert {"psnr_y_before", "ssim_y_before", "psnr_y", "ssim_y", "seconds_adapt"} <= set(r)
+        assert 10 < r["psnr_y"] < 60
+
+
+def test_single_file_to_file_and_no_overwrite(workspace, tmp_path, capsys):
+    out = tmp_path / "one.png"
+    argv = [
+        workspace / "lr" / "face.png",
+        "--kernel",
+        "g_d_2.0",
+        "--weights",
+        workspace / "w.weights.h5",
+        "--steps",
+        "1",
+        "--out",
+        out,
+    ]
+    assert run(argv, capsys)[0] == 0
+    stamp = out.read_bytes()
+    code, err = run(argv, capsys)
+    assert code == 2 and "exists" in err and err.count("\n") == 1
+    assert out.read_bytes() == stamp
+    assert run(argv + ["--overwrite"], capsys)[0] == 0
+
+
+def test_grayscale_and_alpha_are_kept(workspace, tmp_path, capsys):
+    rgb = np.asarray(Image.open(workspace / "lr" / "face.png"))
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "gray.png")
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])).save(tmp_path / "rgba.png")
+    for name, mode in (("gray", "L"), ("rgba", "RGBA")):
+        out = tmp_path / f"{name}_sr.png"
+        code, err = run(
+            [
+                tmp_path / f"{name}.png",
+                "--kernel",
+                "g_d_2.0",
+                "--weights",
+                workspace / "w.weights.h5",
+                "--steps",
+                "0",
+                "--out",
+                out,
+            ],
+            capsys,
+        )
+        assert code == 0, err
+        assert Image.open(out).mode == mode and Image.open(out).size == (48, 64)
+    alpha = np.asarray(Image.open(tmp_path / "rgba_sr.png"))[..., 3]
+    assert np.all(alpha == 128)
+
+
+def _bad_weights(tmp_path):
+    junk = tmp_path / "junk.weights.h5"
+    junk.write_bytes(b"\x89HDF garbage")
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, **{f"conv{i}/kernel": np.zeros((1,)) for i in range(1, 9)})
+    return junk, wrong
+
+
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("unknown_kernel", "unknown kernel"),
+        ("scale_one", "scale must be an integer > 1"),
+        ("tiny_image", "too small"),
+        ("kernel_bigger", "smaller than the"),
+        ("corrupt_weights", "cannot read weights"),
+        ("mismatched_weights", "missing arrays"),
+        ("missing_gt", "no GT named"),
+        ("missing_input", "no such file"),
+        ("nan_kernel", "NaN"),
+        ("bad_flag", "unrecognized arguments"),
+    ],
+)
+def test_bad_inputs_fail_with_one_line_and_write_nothing(workspace, tmp_path, capsys, case, match):
+    out = tmp_path / "out"
+    weights = workspace / "w.weights.h5"
+    kernel = "g_d_2.0"
+    inputs = [workspace / "lr" / "face.png"]
+    extra = []
+    junk, wrong = _bad_weights(tmp_path)
+    if case == "unknown_kernel":
+        kernel = "g_d_9.9"
+    elif case == "scale_one":
+        extra = ["--scale", "1"]
+    elif case == "tiny_image":
+        Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "tiny.png")
+        inputs = [tmp_path / "tiny.png"]
+    elif case == "kernel_bigger":
+        Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(tmp_path / "small.png")
+        inputs = [tmp_path / "small.png"]
+    elif case == "corrupt_weights":
+        weights = junk
+    elif case == "mismatched_weights":
+        weights = wrong
+    elif case == "missing_gt":
+        (tmp_path / "gt").mkdir()
+        extra = ["--gt", tmp_path / "gt"]
+    elif case == "missing_input":
+        inputs = [tmp_path / "nope.png"]
+    elif case == "nan_kernel":
+        np.save(tmp_path / "nan.npy", np.full((3, 3), np.nan))
+        kernel = tmp_path / "nan.npy"
+    elif case == "bad_flag":
+        extra = ["--no-such-flag"]
+    code, err = run([*inputs, "--kernel", kernel, "--weights", weights, "--steps", "1", "--out", out, *extra], capsys)
+    assert code == 2
+    assert match in err
+    assert err.count("\n") == 1, err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_demo_runs_end_to_end(workspace, tmp_path, capsys):
+    code = adapt.cli.run(
+        adapt.main,
+        ["--demo", "--steps", "1", "--weights", str(workspace / "w.weights.h5"), "--out", str(tmp_path / "demo")],
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "bicubic" in out and "no adaptation" in out and "MZSR(1)" in out
+    assert (tmp_path / "demo" / "astronaut_x2_mzsr1.png").is_file()

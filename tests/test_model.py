@@ -1,0 +1,108 @@
+"""The network: parameter count, residual, hand-written backward == GradientTape, weights IO."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mzsr_tf.errors import InputError
+from mzsr_tf.model import (
+    PARAM_NAMES,
+    MZSRNet,
+    forward,
+    init_params,
+    l1_loss_and_grads,
+    load_params,
+    param_shapes,
+    save_params,
+    super_resolve,
+)
+
+
+def test_parameter_count_matches_paper():
+    assert sum(int(np.prod(s)) for s in param_shapes()) == 225_091
+    assert len(init_params(0)) == len(PARAM_NAMES) == 16
+
+
+def test_global_residual_over_input():
+    params = init_params(0)
+    params[-2] = tf.zeros_like(params[-2])  # conv8 kernel
+    params[-1] = tf.zeros_like(params[-1])
+    x = tf.random.uniform([1, 9, 7, 3], seed=1)
+    np.testing.assert_allclose(forward(params, x), x, atol=0)
+
+
+def test_super_resolve_upsamples_then_refines():
+    params = init_params(0)
+    lr = tf.random.uniform([1, 8, 6, 3], seed=2)
+    out = super_resolve(params, lr, 2)
+    assert out.shape == (1, 16, 12, 3)
+    assert super_resolve(params, lr, 2, (15, 11)).shape == (1, 15, 11, 3)
+
+
+@pytest.mark.parametrize("batch,height,width", [(1, 12, 10), (2, 7, 9)])
+def test_hand_written_backward_matches_gradient_tape(batch, height, width):
+    params = [p + 0.01 * tf.random.normal(p.shape, seed=i) for i, p in enumerate(init_params(3))]
+    x = tf.random.uniform([batch, height, width, 3], seed=4)
+    y = tf.random.uniform([batch, height, width, 3], seed=5)
+    with tf.GradientTape() as tape:
+        tape.watch(params)
+        loss = tf.reduce_mean(tf.abs(forward(params, x) - y))
+    expected = tape.gradient(loss, params)
+    got_loss, got = l1_loss_and_grads(params, x, y)
+    np.testing.assert_allclose(got_loss, loss, rtol=1e-6)
+    for name, g, e in zip(PARAM_NAMES, got, expected):
+        scale = float(tf.reduce_max(tf.abs(e))) + 1e-12
+        assert float(tf.reduce_max(tf.abs(g - e))) / scale < 1e-4, name
+
+
+def test_keras_model_equals_functional_forward():
+    net = MZSRNet(scale=2)
+    lr = tf.random.uniform([1, 6, 5, 3], seed=6)
+    np.testing.assert_allclose(net(lr), super_resolve(net.params, lr, 2), atol=1e-6)
+    clone = MZSRNet.from_config(net.get_config())
+    assert clone.scale == 2.0
+
+
+@pytest.mark.parametrize("suffix", [".weights.h5", ".npz"])
+def test_weights_round_trip(tmp_path, suffix):
+    params = init_params(7)
+    path = save_params(params, tmp_path / f"w{suffix}")
+    loaded = load_params(path)
+    for a, b in zip(params, loaded):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(InputError, match="exists"):
+        save_params(params, path)
+
+
+def test_tf1_checkpoint_import(tmp_path):
+    """The official layout: variables MODEL/convN/kernel|bias saved by a TF1 Saver."""
+    params = init_params(8)
+    with tf.Graph().as_default():
+        variables = []
+        for name, value in zip(PARAM_NAMES, params):
+            layer, kind = name.split("/")
+            with tf.compat.v1.variable_scope(f"MODEL/{layer}"):
+                variables.append(tf.compat.v1.get_variable(kind, initializer=value.numpy()))
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            prefix = tf.compat.v1.train.Saver(variables).save(sess, str(tmp_path / "Pretrained"))
+    for spec in (prefix, prefix + ".index", tmp_path):
+        loaded = load_params(spec)
+        for a, b in zip(params, loaded):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_bad_weight_files(tmp_path):
+    junk = tmp_path / "junk.weights.h5"
+    junk.write_bytes(b"not an hdf5 file")
+    with pytest.raises(InputError, match="junk.weights.h5"):
+        load_params(junk)
+    wrong = dict(zip(PARAM_NAMES, [np.zeros(s, np.float32) for s in param_shapes()]))
+    wrong["conv1/kernel"] = np.zeros((3, 3, 1, 64), np.float32)
+    np.savez(tmp_path / "wrong.npz", **wrong)
+    with pytest.raises(InputError, match="conv1/kernel has shape"):
+        load_params(tmp_path / "wrong.npz")
+    with pytest.raises(InputError, match="not found"):
+        load_params(tmp_path / "missing.weights.h5")
+    with pytest.raises(InputError, match="not a .weights.h5"):
+        load_params(tmp_path / "whatever.bin")

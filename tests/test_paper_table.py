@@ -1,0 +1,137 @@
+"""``benchmarks/paper_table.py`` on a temporary set of two small scikit-image pictures."""
+
+import json
+import math
+
+import matlab_reference as ref
+import numpy as np
+import pytest
+from PIL import Image
+
+from benchmarks import paper_table
+from mzsr_tf.kernels import NAMED_DEGRADATIONS
+from mzsr_tf.metrics import psnr_y
+
+RESULT_KEYS = {"set", "kernel", "method", "scale", "psnr_y", "ssim_y", "seconds_per_image", "per_image"}
+
+
+@pytest.fixture
+def hr_folder(tmp_path, astronaut_uint8, chelsea_uint8):
+    """``MySet/HR`` with a 48x40 and an odd-sized 45x37 picture (modcrop has work to do)."""
+    folder = tmp_path / "MySet" / "HR"
+    folder.mkdir(parents=True)
+    Image.fromarray(astronaut_uint8[:48, :40]).save(folder / "astronaut.png")
+    Image.fromarray(chelsea_uint8[:45, :37]).save(folder / "chelsea.png")
+    return folder
+
+
+def _run(capsys, *argv):
+    code = paper_table.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_json_schema_and_values(hr_folder, tmp_path, capsys):
+    out_json = tmp_path / "table.json"
+    code, out, err = _run(capsys, "--hr", hr_folder, "--kernels", "g_d_ani", "--methods", "bicubic", "--json", out_json)
+    assert code == 0, err
+    (row,) = json.loads(out_json.read_text())["results"]
+    assert set(row) == RESULT_KEYS
+    assert (row["set"], row["kernel"], row["method"], row["scale"]) == ("MySet", "g_d_ani", "bicubic", 2)
+    assert set(row["per_image"]) == {"astronaut.png", "chelsea.png"}
+    assert row["psnr_y"] == pytest.approx(np.mean(list(row["per_image"].values())), abs=1e-9)
+    assert 15 < row["psnr_y"] < 45 and 0 < row["ssim_y"] < 1 and row["seconds_per_image"] > 0
+    assert "MySet" in out and "g_d_ani" in out and f"{row['psnr_y']:.2f}" in out and f"{row['ssim_y']:.4f}" in out
+    assert not [p for p in out_json.parent.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_pipeline_matches_an_independent_computation(hr_folder, tmp_path, capsys, chelsea_uint8):
+    """modcrop -> uint8(numeric_kernel) -> MATLAB bicubic x2 -> PSNR on Y, shaving 2 px (float64 NumPy oracle)."""
+    out_json = tmp_path / "t.json"
+    assert _run(capsys, "--hr", hr_folder, "--kernels", "g_d_ani", "--json", out_json)[0] == 0
+    hr = chelsea_uint8[:44, :36]
+    kernel = NAMED_DEGRADATIONS["g_d_ani"]().kernel
+    lr = np.round(ref.degrade_direct(hr / 255.0, kernel, 2) * 255.0)
+    sr = ref.imresize(lr / 255.0, 2, output_shape=hr.shape[:2])
+    expected = psnr_y(sr, hr, border=2)
+    (row,) = json.loads(out_json.read_text())["results"]
+    assert row["per_image"]["chelsea.png"] == pytest.approx(expected, abs=0.01)
+
+
+def test_set_name_is_the_folder_unless_it_is_called_hr(tmp_path, astronaut_uint8, capsys):
+    folder = tmp_path / "Plain"
+    folder.mkdir()
+    Image.fromarray(astronaut_uint8[:32, :32]).save(folder / "a.png")
+    assert paper_table.set_name(folder) == "Plain"
+    assert paper_table.set_name(tmp_path / "Set5" / "HR") == "Set5"
+    out_json = tmp_path / "p.json"
+    assert _run(capsys, "--hr", folder, "--kernels", "bicubic", "--json", out_json)[0] == 0
+    assert json.loads(out_json.read_text())["results"][0]["set"] == "Plain"
+
+
+def test_several_sets_kernels_and_limit(hr_folder, tmp_path, capsys):
+    out_json = tmp_path / "t.json"
+    code, _, err = _run(capsys, "--hr", hr_folder, "--kernels", "g_b_1.3, bicubic", "--limit", "1", "--json", out_json)
+    assert code == 0, err
+    rows = json.loads(out_json.read_text())["results"]
+    assert [r["kernel"] for r in rows] == ["g_b_1.3", "bicubic"]
+    assert all(list(r["per_image"]) == ["astronaut.png"] for r in rows)
+
+
+def test_registered_pattern_receives_its_groups_and_the_degradation(hr_folder, monkeypatch, capsys):
+    calls = []
+
+    def make_fake(args, steps):
+        def fake(lr, degradation, scale, *, output_shape):
+            calls.append((int(steps), args.scale, degradation.name, lr.dtype, tuple(output_shape)))
+            return np.zeros((*output_shape, 3), np.float32)
+
+        return fake
+
+    monkeypatch.setitem(paper_table.METHODS, r"fake(?P<steps>\d+)", make_fake)
+    code, out, err = _run(
+        capsys, "--hr", hr_folder, "--kernels", "g_d_2.0", "--methods", "bicubic,fake7", "--limit", "1"
+    )
+    assert code == 0, err
+    assert calls == [(7, 2, "g_d_2.0", np.float32, (48, 40))]
+    assert "fake7" in out
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--methods", "bicubic,nosuch"], "unknown method 'nosuch'"),
+        (["--methods", "fake"], "unknown method 'fake'"),
+        (["--kernels", "g_d_ani,g_x"], "unknown kernel 'g_x'"),
+        (["--kernels", "missing.mat"], "not found"),
+    ],
+)
+def test_unknown_method_or_kernel_exits_2(hr_folder, capsys, flags, message):
+    code, out, err = _run(capsys, "--hr", hr_folder, *flags)
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert out == ""  # fails before any work
+
+
+def test_missing_or_empty_folder_exits_2(tmp_path, capsys):
+    code, _, err = _run(capsys, "--hr", tmp_path / "nowhere")
+    assert code == 2 and "does not exist" in err and str(tmp_path / "nowhere") in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = _run(capsys, "--hr", tmp_path / "empty")
+    assert code == 2 and "no .png" in err
+
+
+def test_existing_json_needs_overwrite(hr_folder, tmp_path, capsys):
+    out_json = tmp_path / "t.json"
+    out_json.write_text("keep me")
+    code, _, err = _run(capsys, "--hr", hr_folder, "--kernels", "g_d_0.2", "--json", out_json)
+    assert code == 2 and "exists" in err and out_json.read_text() == "keep me"
+    assert _run(capsys, "--hr", hr_folder, "--kernels", "g_d_0.2", "--json", out_json, "--overwrite")[0] == 0
+    assert len(json.loads(out_json.read_text())["results"]) == 1
+
+
+def test_infinite_psnr_is_written_as_null(tmp_path):
+    result = paper_table.Result("S", "k", "m", 2, math.inf, 1.0, 0.1, {"a.png": math.inf, "b.png": 40.0})
+    paper_table.write_json(tmp_path / "r.json", [result], overwrite=False)
+    (row,) = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert row["psnr_y"] is None and row["per_image"] == {"a.png": None, "b.png": 40.0}

@@ -1,0 +1,147 @@
+"""train.py: exact resume, MirroredStrategy == one device, run-folder safety, non-finite guard."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import train
+from mzsr_tf.model import load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY_META = ["--stage", "meta", "--patch", "16", "--meta-batch", "2", "--task-batch", "1", "--inner-steps", "2"]
+TINY_PRE = ["--stage", "pretrain", "--patch", "16", "--batch-size", "4"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, astronaut_uint8, chelsea_uint8):
+    root = tmp_path_factory.mktemp("train_data")
+    Image.fromarray(astronaut_uint8).save(root / "a.png")
+    Image.fromarray(chelsea_uint8).save(root / "b.jpg")
+    return root
+
+
+def run(argv, capsys=None):
+    code = train.cli.run(train.main, [str(a) for a in argv] + ["--no-progress"])
+    err = capsys.readouterr().err if capsys else ""
+    return code, err
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    tf.config.experimental.enable_op_determinism()
+    sys.path.insert(0, sys.argv[1])
+    import train
+    from mzsr_tf.model import load_params
+    data, out = sys.argv[2], sys.argv[3]
+    tiny = ["--stage", "meta", "--patch", "16", "--meta-batch", "2", "--task-batch", "1", "--inner-steps", "2",
+            "--first-order", "--data", data, "--no-progress", "--val-every", "100"]
+    def weights(run, steps, *extra):
+        assert train.main(tiny + ["--out", f"{out}/{run}", "--steps", str(steps), *extra]) == 0
+        return [p.numpy() for p in load_params(f"{out}/{run}/final.weights.h5")]
+    straight = weights("straight", 4)
+    weights("resumed", 2)
+    resumed = weights("resumed", 4, "--resume")
+    one = weights("one_device", 3)
+    mirrored = weights("mirrored", 3, "--strategy", "mirrored")
+    diff = lambda a, b: max(float(np.abs(x - y).max()) for x, y in zip(a, b))
+    print(json.dumps({"resume": diff(straight, resumed), "mirrored": diff(one, mirrored),
+                      "moved": diff(straight, one), "replicas": len(tf.config.list_logical_devices("CPU"))}))
+    """
+)
+
+
+def test_resume_is_exact_and_mirrored_equals_one_device(data_dir, tmp_path):
+    """k steps + stop + resume k steps == 2k steps; 2 logical CPUs (MirroredStrategy) == 1 device."""
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(ROOT), str(data_dir), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    assert result["moved"] > 1e-6  # the runs really train
+    assert result["resume"] < 1e-6
+    assert result["mirrored"] < 1e-5
+
+
+def test_pretrain_writes_checkpoints_logs_and_final_weights(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, err = run(
+        TINY_PRE
+        + [
+            "--data",
+            data_dir,
+            "--out",
+            out,
+            "--steps",
+            "3",
+            "--checkpoint-every",
+            "2",
+            "--val-every",
+            "2",
+            "--log-every",
+            "1",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert (out / "final.weights.h5").is_file() and len(load_params(out / "final.weights.h5")) == 16
+    assert (out / "ckpt" / "checkpoint").is_file()
+    assert any((out / "logs").iterdir())
+    assert json.loads((out / "config.json").read_text())["stage_config"]["batch_size"] == 4
+    assert "val/psnr" in err
+    # An existing run is never silently overwritten, and resume refuses changed settings.
+    code, err = run(TINY_PRE + ["--data", data_dir, "--out", out, "--steps", "4"], capsys)
+    assert code == 2 and "--resume" in err
+    code, err = run(TINY_PRE[:-1] + ["8", "--data", data_dir, "--out", out, "--steps", "4", "--resume"], capsys)
+    assert code == 2 and "batch_size" in err
+
+
+def test_non_finite_losses_stop_the_run_with_a_clear_message(data_dir, tmp_path, capsys):
+    code, err = run(TINY_PRE + ["--data", data_dir, "--out", tmp_path / "nan", "--steps", "20", "--lr", "1e30"], capsys)
+    assert code != 0
+    assert "non-finite" in err and "stopping" in err
+
+
+@pytest.mark.parametrize(
+    "argv,match",
+    [
+        (["--steps", "0"], "--steps must be positive"),
+        (["--steps", "2", "--inner-lr", "-1"], "--inner-lr must be positive"),
+        (["--steps", "2", "--scale", "1"], "integer > 1"),
+        (["--steps", "2", "--strategy", "tpu"], "invalid choice"),
+    ],
+)
+def test_bad_flags(data_dir, tmp_path, capsys, argv, match):
+    code, err = run(TINY_META + ["--data", data_dir, "--out", tmp_path / "x"] + argv, capsys)
+    assert code == 2 and match in err and err.count("\n") == 1
+
+
+def test_missing_data_folder(tmp_path, capsys):
+    code, err = run(TINY_PRE + ["--data", tmp_path / "none", "--out", tmp_path / "x", "--steps", "1"], capsys)
+    assert code == 2 and "no such data folder" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_init_from_weights(data_dir, tmp_path, capsys):
+    from mzsr_tf.model import init_params, save_params
+
+    init = save_params(init_params(9), tmp_path / "init.weights.h5")
+    out = tmp_path / "meta"
+    code, err = run(TINY_META + ["--data", data_dir, "--out", out, "--steps", "1", "--init", init], capsys)
+    assert code == 0, err
+    moved = [np.abs(a - b).max() for a, b in zip(load_params(init), load_params(out / "final.weights.h5"))]
+    assert 0 < max(moved) < 1e-2  # one Adam step of 1e-4 from the given start

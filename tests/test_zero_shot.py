@@ -1,0 +1,108 @@
+"""MZSR meta-test: the son/father pair, the official schedule, no retracing, tiling, bad input."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mzsr_tf.degradation import degrade
+from mzsr_tf.errors import InputError
+from mzsr_tf.imresize import upscale
+from mzsr_tf.kernels import Degradation, gaussian_kernel, resolve_degradation
+from mzsr_tf.model import forward, init_params, super_resolve
+from mzsr_tf.zero_shot import TRACES, AdaptConfig, adapt, learning_rates, super_resolve_tiled, zero_shot_sr
+
+KERNEL = Degradation(gaussian_kernel(2.0, 1.0, 0.3, 7).numpy(), "direct", "test")
+
+
+@pytest.fixture(scope="module")
+def lr_image(astronaut_uint8):
+    return astronaut_uint8[:48, :40].astype(np.float32) / 255.0
+
+
+def test_official_learning_rate_schedule():
+    np.testing.assert_allclose(
+        learning_rates(AdaptConfig(steps=7)), [2e-2, 1e-2, 1e-2, 1e-2, 5e-3, 5e-3, 5e-3], rtol=1e-6
+    )
+    assert learning_rates(AdaptConfig(steps=0)).shape == (0,)
+
+
+def test_one_step_is_sgd_on_son_to_father(lr_image):
+    """θ' = θ − 0.02 ∇ L1(net(bicubic↑(degrade(LR))), LR): the paper's Algorithm 2 update."""
+    params = init_params(0)
+    fast, losses = adapt(params, lr_image, KERNEL, 2, AdaptConfig(steps=1))
+    father = tf.constant(lr_image[None])
+    son_up = upscale(degrade(father, KERNEL.kernel, 2), 2, lr_image.shape[:2])
+    with tf.GradientTape() as tape:
+        tape.watch(params)
+        loss = tf.reduce_mean(tf.abs(forward(params, son_up) - father))
+    grads = tape.gradient(loss, params)
+    np.testing.assert_allclose(losses, [loss.numpy()], rtol=1e-5)
+    for f, p, g in zip(fast, params, grads):
+        np.testing.assert_allclose(f, p - 0.02 * g, atol=1e-6)
+
+
+def test_adaptation_lowers_the_son_loss(lr_image):
+    for config in (AdaptConfig(steps=8, learning_rates=(2e-3,), optimizer="adam"), AdaptConfig(steps=8)):
+        _, losses = adapt(init_params(1), lr_image, KERNEL, 2, config)
+        assert losses[-1] < losses[0] * 0.97, config.optimizer
+
+
+def test_zero_steps_is_plain_super_resolution(lr_image):
+    params = init_params(2)
+    result = zero_shot_sr(params, lr_image, KERNEL, 2, AdaptConfig(steps=0))
+    expected = tf.clip_by_value(super_resolve(params, lr_image[None], 2), 0, 1)[0]
+    np.testing.assert_allclose(result.sr, expected, atol=1e-6)
+    assert result.losses == []
+
+
+def test_no_retracing_across_sizes_kernels_and_steps(astronaut_uint8):
+    params = init_params(3)
+    adapt(params, astronaut_uint8[:20, :24] / np.float32(255), KERNEL, 2, AdaptConfig(steps=1))
+    before = TRACES["adapt"]
+    for size, steps, k in [((30, 26), 2, 5), ((33, 41), 3, 9), ((24, 24), 1, 3)]:
+        image = astronaut_uint8[: size[0], : size[1]] / np.float32(255)
+        deg = Degradation(gaussian_kernel(1.5, 1.0, 0.0, k).numpy(), "direct")
+        adapt(params, image, deg, 2, AdaptConfig(steps=steps))
+    assert TRACES["adapt"] == before
+
+
+def test_random_crops_above_the_pixel_limit(lr_image):
+    config = AdaptConfig(steps=2, max_pixels=100, crop_size=16)
+    fast, losses = adapt(init_params(4), lr_image, KERNEL, 2, config)
+    assert losses.shape == (2,) and np.all(np.isfinite(losses))
+    whole, _ = adapt(init_params(4), lr_image, KERNEL, 2, dataclasses.replace(config, max_pixels=10**9))
+    assert not np.allclose(fast[0], whole[0])
+
+
+def test_tiled_inference_equals_untiled(astronaut_uint8):
+    params = [p + 0.05 * tf.random.normal(p.shape, seed=i) for i, p in enumerate(init_params(5))]
+    lr = tf.constant(astronaut_uint8[None, :50, :45] / np.float32(255))
+    whole = super_resolve(params, lr, 2)
+    tiled = super_resolve_tiled(params, lr, 2, tile=32)
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+
+
+def test_ensemble_and_back_projection_options_run(lr_image):
+    config = AdaptConfig(steps=1, self_ensemble=True, back_projection_iters=2)
+    result = zero_shot_sr(init_params(6), lr_image, resolve_degradation("g_b_1.3"), 2, config)
+    assert result.sr.shape == (96, 80, 3)
+    assert 0.0 <= result.sr.min() and result.sr.max() <= 1.0
+
+
+@pytest.mark.parametrize(
+    "shape,scale,kernel,match",
+    [
+        ((10, 10), 2, 15, "smaller than the 15x15 kernel"),
+        ((32, 32), 1, 3, "integer > 1"),
+        ((32, 32), 0.5, 3, "integer > 1"),
+        ((1, 1), 2, 1, "too small"),
+        ((2, 2), 2, 1, "too small"),
+    ],
+)
+def test_bad_inputs(shape, scale, kernel, match):
+    image = np.zeros(shape + (3,), np.float32)
+    deg = Degradation(np.full((kernel, kernel), 1.0 / kernel**2), "direct")
+    with pytest.raises(InputError, match=match):
+        zero_shot_sr(init_params(0), image, deg, scale, AdaptConfig(steps=1))
