@@ -68,8 +68,30 @@ def make_bicubic(args: argparse.Namespace) -> Method:
     return bicubic
 
 
+def _weights(args: argparse.Namespace):
+    from mzsr_tf.model import load_params
+    from mzsr_tf.weights import default_weights
+
+    return load_params(args.weights or default_weights(args.scale, "direct"))
+
+
+def make_mzsr(args: argparse.Namespace, steps: str = "0") -> Method:
+    """MZSR(n): ``steps`` meta-test updates from ``--weights`` (θ_M), then SR; ``noadapt`` is n = 0."""
+    from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
+
+    params = _weights(args)
+    config = AdaptConfig(steps=int(steps))
+
+    def mzsr(lr, degradation, scale, *, output_shape):
+        return zero_shot_sr(params, lr, degradation, scale, config, output_shape=output_shape).sr
+
+    return mzsr
+
+
 METHODS: dict[str, Callable[..., Method]] = {
     "bicubic": make_bicubic,
+    "noadapt": make_mzsr,
+    r"mzsr(?P<steps>\d+)": make_mzsr,
 }
 
 
@@ -171,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="write the results here (atomically)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--limit", type=int, help="only the first N images of each set (quick runs)")
+    p.add_argument("--weights", type=Path, help="network weights for noadapt/mzsrN (default: shipped meta-weights)")
     return p
 
 

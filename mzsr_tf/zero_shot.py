@@ -22,7 +22,7 @@ from mzsr_tf.imresize import output_length, upscale
 from mzsr_tf.kernels import Degradation
 from mzsr_tf.model import forward, l1_loss_and_grads, param_shapes
 
-__all__ = ["AdaptConfig", "TRACES", "learning_rates", "adapt", "super_resolve_tiled", "zero_shot_sr"]
+__all__ = ["AdaptConfig", "TRACES", "learning_rates", "adapt", "adapt_graph", "super_resolve_tiled", "zero_shot_sr"]
 
 TRACES: collections.Counter = collections.Counter()  # graph traces per function (tests count them)
 
@@ -52,6 +52,61 @@ def learning_rates(config: AdaptConfig) -> np.ndarray:
 _PARAM_SPECS = [tf.TensorSpec(s, tf.float32) for s in param_shapes()]
 
 
+def adapt_graph(
+    params,
+    lr_image,
+    kernel,
+    rates,
+    crop,
+    seed,
+    scale: int,
+    subsample: str = "direct",
+    optimizer: str = "sgd",
+    noise_sigma: float = 0.0,
+):
+    """The meta-test loop as pure graph code (used by :func:`adapt` and the exporters).
+
+    Fast weights are ``tf.while_loop`` values, never variables, so concurrent callers share no state.
+
+    Args:
+      params: θ, list of 16 tensors.
+      lr_image: float32 [H, W, 3], the test image (the HR father).
+      kernel: float32 [k, k], its blur kernel (``[[1.]]`` for plain bicubic subsampling).
+      rates: float32 [steps], learning rate of each update.
+      crop: int32 [2], training-window size (the whole image when larger than it).
+      seed: int32 [2], for the crops and the son's noise.
+    Returns:
+      (fast weights, L1 loss before each update [steps]).
+    """
+    father = lr_image[None]
+    son = degrade(father, kernel, scale, subsample, noise_sigma, seed if noise_sigma else None)
+    son_up = upscale(son, scale, tf.shape(father)[1:3])
+    pair = tf.concat([son_up, father], axis=-1)
+    size = tf.concat([tf.minimum(crop, tf.shape(father)[1:3]), [6]], 0)
+    steps = tf.shape(rates)[0]
+    moments = [tf.zeros_like(p) for p in params] * 2
+
+    def step(i, fast, moments, losses):
+        window = tf.ensure_shape(tf.image.stateless_random_crop(pair[0], size, seed + i), [None, None, 6])[None]
+        loss, grads = l1_loss_and_grads(fast, window[..., :3], window[..., 3:])
+        if optimizer == "adam":
+            m, v = moments[: len(fast)], moments[len(fast) :]
+            t = tf.cast(i + 1, tf.float32)
+            m = [0.9 * a + 0.1 * g for a, g in zip(m, grads)]
+            v = [0.999 * a + 0.001 * g * g for a, g in zip(v, grads)]
+            grads = [(a / (1 - 0.9**t)) / (tf.sqrt(b / (1 - 0.999**t)) + 1e-8) for a, b in zip(m, v)]
+            moments = m + v
+        fast = [w - rates[i] * g for w, g in zip(fast, grads)]
+        return i + 1, fast, moments, losses.write(i, loss)
+
+    _, fast, _, losses = tf.while_loop(
+        lambda i, *_: i < steps,
+        step,
+        (0, list(params), moments, tf.TensorArray(tf.float32, size=steps)),
+    )
+    return fast, losses.stack()
+
+
 def _make_adapt_fn(scale: int, subsample: str, optimizer: str, noise_sigma: float):
     """One traced graph per (scale, subsample, optimizer): any image size, kernel size and step count."""
 
@@ -67,33 +122,7 @@ def _make_adapt_fn(scale: int, subsample: str, optimizer: str, noise_sigma: floa
     )
     def adapt_fn(params, lr_image, kernel, rates, crop, seed):
         TRACES["adapt"] += 1
-        father = lr_image[None]
-        son = degrade(father, kernel, scale, subsample, noise_sigma, seed if noise_sigma else None)
-        son_up = upscale(son, scale, tf.shape(father)[1:3])
-        pair = tf.concat([son_up, father], axis=-1)
-        size = tf.concat([tf.minimum(crop, tf.shape(father)[1:3]), [6]], 0)
-        steps = tf.shape(rates)[0]
-        moments = [tf.zeros_like(p) for p in params] * 2
-
-        def step(i, fast, moments, losses):
-            window = tf.ensure_shape(tf.image.stateless_random_crop(pair[0], size, seed + i), [None, None, 6])[None]
-            loss, grads = l1_loss_and_grads(fast, window[..., :3], window[..., 3:])
-            if optimizer == "adam":
-                m, v = moments[: len(fast)], moments[len(fast) :]
-                t = tf.cast(i + 1, tf.float32)
-                m = [0.9 * a + 0.1 * g for a, g in zip(m, grads)]
-                v = [0.999 * a + 0.001 * g * g for a, g in zip(v, grads)]
-                grads = [(a / (1 - 0.9**t)) / (tf.sqrt(b / (1 - 0.999**t)) + 1e-8) for a, b in zip(m, v)]
-                moments = m + v
-            fast = [w - rates[i] * g for w, g in zip(fast, grads)]
-            return i + 1, fast, moments, losses.write(i, loss)
-
-        _, fast, _, losses = tf.while_loop(
-            lambda i, *_: i < steps,
-            step,
-            (0, list(params), moments, tf.TensorArray(tf.float32, size=steps)),
-        )
-        return fast, losses.stack()
+        return adapt_graph(params, lr_image, kernel, rates, crop, seed, scale, subsample, optimizer, noise_sigma)
 
     return adapt_fn
 
