@@ -34,6 +34,9 @@ def build_parser():
     pre = p.add_argument_group("pretrain")
     pre.add_argument("--batch-size", type=int, help="patches per step (32)")
     pre.add_argument("--lr", type=float, help="Adam learning rate (4e-4, halved every 100k steps to 1e-4)")
+    pre.add_argument(
+        "--degradation", choices=("bicubic", "kernels"), help="bicubic pairs (paper) or random-kernel pairs"
+    )
     meta = p.add_argument_group("meta")
     meta.add_argument("--subsample", choices=("direct", "bicubic"))
     meta.add_argument("--inner-steps", type=int, help="inner SGD steps (5)")
@@ -79,6 +82,7 @@ def main(argv=None):
         patch=args.patch,
         batch_size=args.batch_size,
         lr=args.lr,
+        degradation=args.degradation,
         subsample=args.subsample,
         inner_steps=args.inner_steps,
         inner_lr=args.inner_lr,

@@ -24,7 +24,7 @@ from mzsr_tf.imresize import downscale, upscale
 from mzsr_tf.io import IMAGE_SUFFIXES
 from mzsr_tf.kernels import sample_kernel
 
-__all__ = ["load_images", "sample_patches", "bicubic_pairs", "kernel_tasks", "FLAT_THRESHOLD"]
+__all__ = ["load_images", "sample_patches", "bicubic_pairs", "kernel_pairs", "kernel_tasks", "FLAT_THRESHOLD"]
 
 FLAT_THRESHOLD = -6.0  # MainSR: keep patches with log(mean squared gradient) >= -6
 _MAX_TRIES = 20
@@ -100,6 +100,37 @@ def bicubic_pairs(images, batch: int, patch: int, scale: int, seed: int = 0, sta
 
     ds = _patch_dataset(images, batch, patch, seed, start_step)
     return ds.map(pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
+
+
+def kernel_pairs(
+    images,
+    batch: int,
+    patch: int,
+    scale: int,
+    subsample: str = "direct",
+    kernel_size: int = 15,
+    noise: float = 0.0,
+    seed: int = 0,
+    start_step: int = 0,
+):
+    """Batches ``(bicubic↑(LR), HR)`` with LR = (HR ⊛ k)↓s, a fresh k ~ p(k) per patch.
+
+    The meta-training degradations as plain supervised pairs: a cheaper stage-1 option than bicubic
+    pairs when compute is scarce (``train.py --stage pretrain --degradation kernels``).
+    """
+
+    def pairs(step, hr):
+        out = []
+        for n in range(batch):
+            patch_seed = tf.stack([tf.cast(seed, tf.int64) * 1000 + 500 + n, step])
+            kernel = sample_kernel(tf.cast(patch_seed, tf.int32), scale, kernel_size)
+            noise_seed = tf.cast(patch_seed[::-1], tf.int32) if noise else None
+            lr = degrade(hr[n : n + 1], kernel, scale, subsample, noise, noise_seed)
+            out.append(upscale(_quantise(lr), scale, (patch, patch)))
+        return tf.concat(out, axis=0), hr
+
+    ds = _patch_dataset(images, batch, patch, seed, start_step)
+    return ds.map(pairs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
 
 
 def kernel_tasks(

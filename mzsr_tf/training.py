@@ -41,6 +41,9 @@ class PretrainConfig:
     lr: float = 4e-4
     lr_decay_steps: int = 100_000  # halve every this many steps ...
     lr_floor: float = 1e-4  # ... down to this
+    degradation: str = "bicubic"  # 'bicubic' pairs (paper), or 'kernels': p(k) of meta-training
+    subsample: str = "direct"  # for 'kernels'
+    kernel_size: int = 15  # for 'kernels'
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,10 @@ class _Stage:
 
     def dataset(self, start_step):
         c = self.config
+        if self.run.stage == "pretrain" and c.degradation == "kernels":
+            return data_lib.kernel_pairs(
+                self.images, c.batch_size, c.patch, c.scale, c.subsample, c.kernel_size, 0.0, self.run.seed, start_step
+            )
         if self.run.stage == "pretrain":
             return data_lib.bicubic_pairs(self.images, c.batch_size, c.patch, c.scale, self.run.seed, start_step)
         return data_lib.kernel_tasks(
@@ -179,10 +186,11 @@ def _check_run_dir(run: RunConfig, config):
                 raise InputError(
                     f"--resume with {key}={record['run'][key]!r} but the run used {previous['run'][key]!r}"
                 )
-        if previous["stage_config"] != record["stage_config"]:
-            changed = [
-                k for k in record["stage_config"] if previous["stage_config"].get(k) != record["stage_config"][k]
-            ]
+        defaults = dataclasses.asdict(type(config)())
+        changed = [  # settings added since the run started count with their defaults
+            k for k, v in record["stage_config"].items() if previous["stage_config"].get(k, defaults[k]) != v
+        ]
+        if changed:
             raise InputError(f"--resume with different settings ({', '.join(changed)}) than the run in {out}")
     out.mkdir(parents=True, exist_ok=True)
     tmp = saved.with_suffix(".tmp")
