@@ -170,6 +170,37 @@ class _Stage:
         return self.config.meta_lr
 
 
+def make_step_fn(stage: _Stage, variables, optimizer, strategy, first_order: bool, jit: bool = False):
+    """The training step as one tf.function: per-replica loss and gradients, all-reduce, guarded update.
+
+    The host batch is split evenly over the replicas; the update is skipped when the loss or any
+    gradient is not finite. Returns ``step_fn(batch, step) -> (loss, per-inner-step losses, finite)``.
+    """
+    replicas = strategy.num_replicas_in_sync
+    global_size = stage.global_size()
+
+    def replica_fn(batch, step):
+        return stage.loss_and_grads(variables, batch, step, first_order, global_size)
+
+    @tf.function(jit_compile=jit or None)
+    def step_fn(batch, step):
+        values = strategy.experimental_distribute_values_from_function(
+            lambda ctx: _split(batch, ctx.replica_id_in_sync_group, replicas)
+        )
+        loss, grads, per_step = strategy.run(replica_fn, (values, step))
+        loss = strategy.reduce("SUM", loss, axis=None)
+        grads = [strategy.reduce("SUM", g, axis=None) for g in grads]
+        per_step = strategy.reduce("MEAN", per_step, axis=None)
+        finite = tf.math.is_finite(loss)
+        for g in grads:
+            finite = finite & tf.reduce_all(tf.math.is_finite(g))
+        if finite:
+            optimizer.apply_gradients(zip(grads, variables))
+        return loss, per_step, finite
+
+    return step_fn
+
+
 def _check_run_dir(run: RunConfig, config):
     out = Path(run.out)
     ckpt = out / "ckpt"
@@ -207,12 +238,11 @@ def train(run: RunConfig, config, log=print) -> Path:
         raise InputError(f"--steps must be positive, got {run.steps}")
     strategy = make_strategy(run.strategy)
     replicas = strategy.num_replicas_in_sync
-    stage_size = config.batch_size if run.stage == "pretrain" else config.meta_batch
-    if stage_size % replicas:
-        raise InputError(f"batch of {stage_size} does not split over {replicas} replicas")
+    stage = _Stage(run, config, images=None)
+    if stage.global_size() % replicas:
+        raise InputError(f"batch of {stage.global_size()} does not split over {replicas} replicas")
     ckpt_dir = _check_run_dir(run, config)
-    images = data_lib.load_images(run.data, config.patch)
-    stage = _Stage(run, config, images)
+    stage.images = data_lib.load_images(run.data, config.patch)
 
     with strategy.scope():
         net = MZSRNet(scale=config.scale)
@@ -232,34 +262,12 @@ def train(run: RunConfig, config, log=print) -> Path:
         return _finish(run, net)
 
     variables = net.params
-    global_size = stage.global_size()
-
-    def make_step(first_order):
-        def replica_fn(batch, step):
-            return stage.loss_and_grads(variables, batch, step, first_order, global_size)
-
-        @tf.function(jit_compile=run.jit or None)
-        def step_fn(batch, step):
-            values = strategy.experimental_distribute_values_from_function(
-                lambda ctx: _split(batch, ctx.replica_id_in_sync_group, replicas)
-            )
-            loss, grads, per_step = strategy.run(replica_fn, (values, step))
-            loss = strategy.reduce("SUM", loss, axis=None)
-            grads = [strategy.reduce("SUM", g, axis=None) for g in grads]
-            per_step = strategy.reduce("MEAN", per_step, axis=None)
-            finite = tf.math.is_finite(loss)
-            for g in grads:
-                finite = finite & tf.reduce_all(tf.math.is_finite(g))
-            if finite:
-                optimizer.apply_gradients(zip(grads, variables))
-            return loss, per_step, finite
-
-        return step_fn
-
-    first_order_step = make_step(True)
-    second_order_step = make_step(False) if run.stage == "meta" and not config.first_order else first_order_step
+    first_order_step = make_step_fn(stage, variables, optimizer, strategy, True, run.jit)
+    second_order_step = first_order_step
+    if run.stage == "meta" and not config.first_order:
+        second_order_step = make_step_fn(stage, variables, optimizer, strategy, False, run.jit)
     # A fixed validation batch from its own seed, not a batch of the training stream.
-    val_stage = _Stage(dataclasses.replace(run, seed=run.seed + 10_007), config, images)
+    val_stage = _Stage(dataclasses.replace(run, seed=run.seed + 10_007), config, stage.images)
     val_batch = next(iter(val_stage.dataset(0).take(1)))
     validate = tf.function(stage.validate)
     writer = tf.summary.create_file_writer(str(Path(run.out) / "logs"))

@@ -1,0 +1,92 @@
+"""Seconds per training step on this machine: meta-step second/first order, XLA on/off, pretraining.
+
+Times the exact step function ``train.py`` runs (``training.make_step_fn``) on random batches of
+the configured shapes, so data loading is excluded. Paper settings by default (5 tasks x 4 patches
+of 64², 5 inner steps).
+
+  python benchmarks/meta_speed.py --json meta_speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from mzsr_tf.meta import MetaConfig  # noqa: E402
+from mzsr_tf.model import MZSRNet  # noqa: E402
+from mzsr_tf.training import PretrainConfig, RunConfig, _Stage, make_step_fn  # noqa: E402
+
+
+def random_batch(stage: str, config):
+    if stage == "pretrain":
+        shape = [config.batch_size, config.patch, config.patch, 3]
+        return tf.random.uniform(shape, seed=0), tf.random.uniform(shape, seed=1)
+    shape = [config.meta_batch, config.task_batch, config.patch, config.patch, 3]
+    return tuple(tf.random.uniform(shape, seed=i) for i in range(4))
+
+
+def time_step(stage_name, config, first_order, jit, repeats):
+    run = RunConfig(stage=stage_name, data=(), out="", steps=1, jit=jit)
+    stage = _Stage(run, config, images=None)
+    net = MZSRNet(scale=config.scale)
+    optimizer = keras.optimizers.Adam(1e-4)
+    optimizer.build(net.params)
+    step_fn = make_step_fn(stage, net.params, optimizer, tf.distribute.get_strategy(), first_order, jit)
+    batch = random_batch(stage_name, config)
+    t0 = time.perf_counter()
+    step_fn(batch, tf.constant(0, tf.int64))[0].numpy()
+    trace = time.perf_counter() - t0
+    times = []
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        step_fn(batch, tf.constant(i + 1, tf.int64))[0].numpy()
+        times.append(time.perf_counter() - t0)
+    return min(times), trace
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--meta-batch", type=int, default=5)
+    p.add_argument("--task-batch", type=int, default=4)
+    p.add_argument("--patch", type=int, default=64)
+    p.add_argument("--inner-steps", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no-jit", action="store_true", help="skip the XLA rows")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    meta = MetaConfig(
+        meta_batch=args.meta_batch, task_batch=args.task_batch, patch=args.patch, inner_steps=args.inner_steps
+    )
+    rows = []
+    cases = [("meta", meta, False), ("meta", meta, True), ("pretrain", PretrainConfig(), True)]
+    for stage_name, config, first_order in cases:
+        for jit in (False,) if args.no_jit else (False, True):
+            try:
+                seconds, trace = time_step(stage_name, config, first_order, jit, args.repeats)
+            except Exception as e:  # an XLA failure is a result to report, not a crash
+                print(f"{stage_name} first_order={first_order} jit={jit}: failed ({type(e).__name__})")
+                continue
+            order = "-" if stage_name == "pretrain" else ("first" if first_order else "second")
+            rows.append({"stage": stage_name, "order": order, "jit": jit, "seconds_per_step": round(seconds, 3),
+                         "first_call_seconds": round(trace, 1)})  # fmt: skip
+            print(
+                f"{stage_name:<8} order={order:<6} jit={str(jit):<5} {seconds:8.3f} s/step  (first call {trace:.1f} s)"
+            )
+    result = {"meta_config": vars(args), "rows": rows}
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
