@@ -29,16 +29,13 @@ def geometric_self_ensemble(sr_fn, lr, reduce: str = "median", transforms=range(
     Args:
       sr_fn: NHWC LR → NHWC SR.
       reduce: 'median' (ZSSR) or 'mean'.
-      refine: optional ``fn(sr, lr_transformed)`` applied to each output before undoing it
-        (ZSSR back-projects every member).
+      refine: optional ``fn(sr, lr)`` applied to each member after undoing its transform, against the
+        original ``lr`` (ZSSR back-projects every member this way, so anisotropic kernels stay aligned).
     """
     outs = []
     for k in transforms:
-        lr_k = dihedral(lr, k)
-        sr_k = sr_fn(lr_k)
-        if refine is not None:
-            sr_k = refine(sr_k, lr_k)
-        outs.append(undo_dihedral(sr_k, k))
+        sr_k = undo_dihedral(sr_fn(dihedral(lr, k)), k)
+        outs.append(refine(sr_k, lr) if refine is not None else sr_k)
     stack = tf.stack(outs)
     if reduce == "mean":
         return tf.reduce_mean(stack, axis=0)

@@ -236,8 +236,8 @@ def zero_shot_sr(
     if config.back_projection_iters:
         kernel = np.ones((1, 1), np.float32) if degradation.kernel is None else degradation.kernel
 
-        def refine(sr, lr_k):
-            return back_projection(sr, lr_k, kernel, s, degradation.subsample, config.back_projection_iters)
+        def refine(sr, lr):
+            return back_projection(sr, lr, kernel, s, degradation.subsample, config.back_projection_iters)
 
     if config.self_ensemble:
         sr = geometric_self_ensemble(sr_fn, lr, "mean", refine=refine)

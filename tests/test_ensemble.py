@@ -49,3 +49,15 @@ def test_back_projection_makes_the_sr_consistent_with_the_lr(astronaut64):
     refined = back_projection(sr, lr, kernel, 2, "direct", iters=5)
     err_after = float(tf.reduce_mean(tf.abs(degrade(refined, kernel, 2) - lr)))
     assert err_after < 0.5 * err_before
+
+
+def test_refine_sees_each_member_in_the_original_orientation():
+    lr = tf.random.uniform([1, 4, 6, 3], seed=3)
+    seen = []
+
+    def refine(sr, lr_seen):
+        seen.append((tuple(sr.shape), tuple(lr_seen.shape), bool(tf.reduce_all(lr_seen == lr))))
+        return sr
+
+    geometric_self_ensemble(lambda x: upscale(x, 2), lr, refine=refine)
+    assert seen == [((1, 8, 12, 3), (1, 4, 6, 3), True)] * 8
