@@ -1,0 +1,106 @@
+"""What meta-learning buys: PSNR against adaptation steps (θ_M vs θ_T) and against wall-clock seconds.
+
+For each image of a set, degrade with the kernel, then run SGD with the official meta-test schedule
+one update at a time, super-resolving after the steps listed in ``--at``. Writes a JSON and a PNG
+(PSNR-Y vs steps per weights file; PSNR-Y vs cumulative adaptation seconds, plus ZSSR's curve when
+``--zssr`` is given).
+
+  python benchmarks/adaptation_curve.py --hr ../shared/datasets/test/Set5/HR \\
+      --weights mzsr_tf/weights/mzsr_x2_direct.weights.h5 --weights runs/pretrain/final.weights.h5 \\
+      --labels "meta θ_M,pretrained θ_T" --png curve.png --json curve.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from benchmarks.paper_table import load_hr, make_lr  # noqa: E402
+from mzsr_tf.io import list_images  # noqa: E402
+from mzsr_tf.kernels import resolve_degradation  # noqa: E402
+from mzsr_tf.metrics import psnr_y  # noqa: E402
+from mzsr_tf.model import load_params  # noqa: E402
+from mzsr_tf.zero_shot import AdaptConfig, adapt, learning_rates, zero_shot_sr  # noqa: E402
+
+
+def curve(params, images, degradation, scale, at):
+    """Mean PSNR-Y after each step count in ``at`` and the cumulative adaptation seconds to reach it."""
+    schedule = learning_rates(AdaptConfig(steps=max(at)))
+    psnr = {n: [] for n in at}
+    seconds = {n: 0.0 for n in at}
+    for hr, lr in images:
+        fast, elapsed = list(params), 0.0
+        for step in range(max(at) + 1):
+            if step in at:
+                sr = zero_shot_sr(fast, lr, degradation, scale, AdaptConfig(steps=0), hr.shape[:2]).sr
+                psnr[step].append(psnr_y(sr, hr, scale))
+                seconds[step] += elapsed
+            if step < max(at):
+                t0 = time.perf_counter()
+                fast, _ = adapt(fast, lr, degradation, scale, AdaptConfig(steps=1, learning_rates=(schedule[step],)))
+                elapsed += time.perf_counter() - t0
+    return [{"steps": n, "psnr_y": float(np.mean(psnr[n])), "seconds": seconds[n] / len(images)} for n in at]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--hr", type=Path, required=True)
+    p.add_argument("--kernel", default="g_d_2.0")
+    p.add_argument("--scale", type=int, default=2)
+    p.add_argument("--weights", type=Path, action="append", required=True)
+    p.add_argument("--labels", help="comma list, one per --weights")
+    p.add_argument("--at", default="0,1,2,3,5,10,15,20,30,40,50")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--zssr", type=Path, help="a paper_table JSON with zssr rows to add as a point")
+    p.add_argument("--png", type=Path)
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    at = sorted({int(v) for v in args.at.split(",")})
+    labels = args.labels.split(",") if args.labels else [w.stem for w in args.weights]
+    degradation = resolve_degradation(args.kernel)
+    images = []
+    for path in list_images(args.hr)[: args.limit]:
+        hr = load_hr(path, args.scale)
+        images.append((hr, make_lr(hr, degradation, args.scale).astype(np.float32) / 255.0))
+    results = {}
+    for label, weights in zip(labels, args.weights):
+        results[label] = curve(load_params(weights), images, degradation, args.scale, at)
+        for row in results[label]:
+            print(f"{label:<20} {row['steps']:3d} steps  {row['psnr_y']:6.2f} dB  {row['seconds']:7.2f} s/image")
+    if args.json:
+        args.json.write_text(json.dumps({"kernel": args.kernel, "set": str(args.hr), "curves": results}, indent=2))
+    if args.png:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+        for label, rows in results.items():
+            a.plot([r["steps"] for r in rows], [r["psnr_y"] for r in rows], marker="o", label=label)
+            b.plot([r["seconds"] for r in rows], [r["psnr_y"] for r in rows], marker="o", label=f"MZSR, {label}")
+        if args.zssr:
+            for row in json.loads(args.zssr.read_text())["results"]:
+                if row["method"].startswith("zssr") and row["kernel"] == args.kernel:
+                    b.scatter([row["seconds_per_image"]], [row["psnr_y"]], marker="*", s=150, label=row["method"])
+        a.set(xlabel="adaptation steps", ylabel="PSNR-Y (dB)", title=f"{args.hr.name} x{args.scale}, {args.kernel}")
+        b.set(xlabel="seconds per image (this CPU)", ylabel="PSNR-Y (dB)", xscale="symlog", title="PSNR vs time")
+        for ax in (a, b):
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.tight_layout()
+        fig.savefig(args.png, dpi=120)
+    return results
+
+
+if __name__ == "__main__":
+    main()
