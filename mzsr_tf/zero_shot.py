@@ -22,7 +22,16 @@ from mzsr_tf.imresize import output_length, upscale
 from mzsr_tf.kernels import Degradation
 from mzsr_tf.model import forward, l1_loss_and_grads, param_shapes
 
-__all__ = ["AdaptConfig", "TRACES", "learning_rates", "adapt", "adapt_graph", "super_resolve_tiled", "zero_shot_sr"]
+__all__ = [
+    "AdaptConfig",
+    "TRACES",
+    "learning_rates",
+    "adapt",
+    "adapt_graph",
+    "father_to_son",
+    "super_resolve_tiled",
+    "zero_shot_sr",
+]
 
 TRACES: collections.Counter = collections.Counter()  # graph traces per function (tests count them)
 
@@ -52,6 +61,12 @@ def learning_rates(config: AdaptConfig) -> np.ndarray:
 _PARAM_SPECS = [tf.TensorSpec(s, tf.float32) for s in param_shapes()]
 
 
+def father_to_son(father, kernel, scale: int, subsample: str = "direct", noise_sigma: float = 0.0, seed=None):
+    """The training pair of Algorithm 2: (bicubic↑(degrade(father)), father), both at the father's size."""
+    son = degrade(father, kernel, scale, subsample, noise_sigma, seed if noise_sigma else None)
+    return upscale(son, scale, tf.shape(father)[1:3]), father
+
+
 def adapt_graph(
     params,
     lr_image,
@@ -78,9 +93,7 @@ def adapt_graph(
     Returns:
       (fast weights, L1 loss before each update [steps]).
     """
-    father = lr_image[None]
-    son = degrade(father, kernel, scale, subsample, noise_sigma, seed if noise_sigma else None)
-    son_up = upscale(son, scale, tf.shape(father)[1:3])
+    son_up, father = father_to_son(lr_image[None], kernel, scale, subsample, noise_sigma, seed)
     pair = tf.concat([son_up, father], axis=-1)
     size = tf.concat([tf.minimum(crop, tf.shape(father)[1:3]), [6]], 0)
     steps = tf.shape(rates)[0]

@@ -1,0 +1,148 @@
+"""TF Serving export: MZSR zero-shot super-resolution (paper Algorithm 2) as one SavedModel request.
+
+``serving_default(image, kernel, steps) -> sr`` runs the whole meta-test in the graph: the LR son is
+made from the request image with the request kernel, ``steps`` SGD updates from θ_M follow the
+official ``test.py`` schedule (2e-2, then 1e-2 for steps 2-4, then 5e-3; ``AdaptConfig``), and the
+adapted net super-resolves the image. It is :func:`mzsr_tf.zero_shot.adapt_graph`, so the fast
+weights are ``tf.while_loop`` values: θ_M is read-only and concurrent requests share no state.
+``super_resolve(image) -> sr`` is net(bicubic↑(image)) with θ_M, no adaptation.
+
+Images are uint8 NHWC with a batch of one (``[1, H, W, 3]``), as TF Serving sends them; ``sr`` is
+``floor(255 · clip(x) + 0.5)`` like :func:`mzsr_tf.metrics.to_uint8`, so a response equals
+``adapt.py``'s PNG. Requests are validated in the graph (``tf.debugging.assert_*``): more than
+``max_pixels`` LR pixels, more than ``max_steps`` steps, a kernel that is not finite or has no
+positive sum, or an image smaller than the kernel or too small for the scale fail with an
+``InvalidArgumentError`` (HTTP 400 in TF Serving) whose first line says why.
+
+The layout is TF Serving's ``<model>/<version>/saved_model.pb`` (https://www.tensorflow.org/tfx/serving/serving_basic).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tensorflow as tf
+
+from mzsr_tf.imresize import upscale
+from mzsr_tf.metrics import to_uint8
+from mzsr_tf.model import PARAM_NAMES, forward
+from mzsr_tf.zero_shot import AdaptConfig, adapt_graph
+
+__all__ = ["ServingModule", "schedule_rates", "save_serving"]
+
+SUBSAMPLE = "direct"  # MZSR's Direct×s degradation, the kernel convention of the shipped meta-weights
+
+
+def schedule_rates(steps, schedule):
+    """In-graph :func:`mzsr_tf.zero_shot.learning_rates`: step i uses ``schedule[min(i, len - 1)]``."""
+    table = tf.constant(schedule, tf.float32)
+    return tf.gather(table, tf.minimum(tf.range(steps), len(schedule) - 1))
+
+
+def _image_float(image, scale: int, max_pixels: int):
+    """uint8 [1, H, W, 3] → float32 in [0, 1] (KAIR ``uint2single``), after the size checks."""
+    h, w = tf.shape(image, tf.int64)[1], tf.shape(image, tf.int64)[2]
+    checks = [
+        tf.debugging.assert_less_equal(
+            h * w, tf.constant(max_pixels, tf.int64), message=f"image has more than max_pixels={max_pixels} pixels"
+        ),
+        tf.debugging.assert_greater_equal(
+            tf.minimum(h, w),
+            tf.constant(scale + 1, tf.int64),
+            message=f"image must be at least {scale + 1} pixels on each side for x{scale}",
+        ),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.cast(image, tf.float32) / 255.0
+
+
+def _normalised_kernel(kernel, image):
+    """The kernel divided by its sum (as ``kernels.validate_kernel``: in float64), after its checks."""
+    k64 = tf.cast(kernel, tf.float64)
+    total = tf.reduce_sum(k64)
+    size, kernel_size = tf.shape(image)[1:3], tf.shape(kernel)
+    checks = [
+        tf.debugging.assert_all_finite(kernel, message="kernel contains NaN or Inf"),
+        tf.debugging.assert_positive(total, message="kernel must have a positive sum"),
+        tf.debugging.assert_greater_equal(size, kernel_size, message="image is smaller than the kernel"),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.cast(k64 / total, tf.float32)
+
+
+def _checked_steps(steps, max_steps: int):
+    checks = [
+        tf.debugging.assert_non_negative(steps, message="steps must be >= 0"),
+        tf.debugging.assert_less_equal(steps, max_steps, message=f"steps must be at most max_steps={max_steps}"),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(steps)
+
+
+class ServingModule(tf.Module):
+    """θ_M as read-only variables plus the two serving signatures.
+
+    Args:
+      params: meta-initial weights θ_M (16 tensors, ``model.PARAM_NAMES`` order).
+      scale: integer SR factor the weights were meta-trained for.
+      max_pixels: largest accepted LR image, H·W.
+      max_steps: most adaptation steps per request.
+      config: adaptation settings (schedule, crops above ``config.max_pixels``, seed); official defaults.
+    """
+
+    def __init__(self, params, scale: int, max_pixels: int, max_steps: int, config: AdaptConfig = AdaptConfig()):
+        super().__init__(name="mzsr")
+        self.scale, self.max_pixels, self.max_steps = int(scale), int(max_pixels), int(max_steps)
+        self._config = config
+        self.theta = [
+            tf.Variable(p, trainable=False, name=n.replace("/", "_"), dtype=tf.float32)
+            for n, p in zip(PARAM_NAMES, params)
+        ]
+        image = tf.TensorSpec([1, None, None, 3], tf.uint8, name="image")
+        kernel = tf.TensorSpec([None, None], tf.float32, name="kernel")
+        steps = tf.TensorSpec([], tf.int32, name="steps")
+        self.serving_default = tf.function(self._zero_shot_sr, input_signature=[image, kernel, steps])
+        self.super_resolve = tf.function(self._super_resolve, input_signature=[image])
+
+    def _sr_uint8(self, params, lr):
+        """net(bicubic↑s(LR)) at (sH, sW), rounded to uint8 as ``metrics.to_uint8``."""
+        size = tf.shape(lr)[1:3] * self.scale
+        return to_uint8(forward(params, upscale(lr, self.scale, size)))
+
+    def _zero_shot_sr(self, image, kernel, steps):
+        """MZSR(steps) on one request: adapt θ_M to the image, then super-resolve it."""
+        lr = _image_float(image, self.scale, self.max_pixels)
+        kernel = _normalised_kernel(kernel, image)
+        rates = schedule_rates(_checked_steps(steps, self.max_steps), self._config.learning_rates)
+        h, w = tf.shape(lr)[1], tf.shape(lr)[2]
+        whole = tf.cast(h, tf.int64) * tf.cast(w, tf.int64) <= self._config.max_pixels  # as zero_shot.adapt
+        crop = tf.where(whole, tf.stack([h, w]), tf.constant([self._config.crop_size] * 2))
+        fast, _ = adapt_graph(
+            [v.read_value() for v in self.theta],
+            lr[0],
+            kernel,
+            rates,
+            crop,
+            tf.constant([self._config.seed, 0], tf.int32),
+            self.scale,
+            SUBSAMPLE,
+            self._config.optimizer,
+            self._config.noise_sigma,
+        )
+        return {"sr": self._sr_uint8(fast, lr)}
+
+    def _super_resolve(self, image):
+        """net(bicubic↑s(image)) with θ_M (MZSR's "no adaptation" row)."""
+        lr = _image_float(image, self.scale, self.max_pixels)
+        return {"sr": self._sr_uint8([v.read_value() for v in self.theta], lr)}
+
+
+def save_serving(params, path, scale: int, max_pixels: int, max_steps: int) -> Path:
+    """Write the SavedModel to ``path`` (a TF Serving version folder, e.g. ``serving/1``)."""
+    module = ServingModule(params, scale, max_pixels, max_steps)
+    signatures = {
+        "serving_default": module.serving_default.get_concrete_function(),
+        "super_resolve": module.super_resolve.get_concrete_function(),
+    }
+    tf.saved_model.save(module, str(path), signatures=signatures)
+    return Path(path)

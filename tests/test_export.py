@@ -1,0 +1,259 @@
+"""Exports (issue #7): SavedModel equals the library path and is thread-safe; the TFLite graph adapts like it.
+
+Everything is exported once per module through ``python -m export`` (in-process) with small,
+distinct-valued weights: ``init_params(seed)`` repeats one kernel for layers of the same shape,
+which the TFLite converter stores once and would make the size check meaningless.
+"""
+
+import threading
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
+
+import export.__main__ as export_cli
+from export import FILES, ExportConfig
+from export.tflite import MAX_BYTES, WEIGHT_NAMES, embed_kernel, op_names
+from mzsr_tf import cli
+from mzsr_tf.errors import InputError
+from mzsr_tf.kernels import Degradation, gaussian_kernel, validate_kernel
+from mzsr_tf.metrics import to_uint8
+from mzsr_tf.model import init_params, load_params, param_shapes, save_params, super_resolve
+from mzsr_tf.zero_shot import AdaptConfig, adapt, learning_rates, zero_shot_sr
+
+KERNEL_SIZE = 21
+MAX_PIXELS = 40 * 40
+MAX_STEPS = 5
+KERNEL = gaussian_kernel(3.0, 1.5, 0.4, 13).numpy().astype(np.float32)  # 13x13 anisotropic
+
+
+def distinct_params(seed):
+    """init_params kernels drawn with a different seed per layer, plus small non-zero biases."""
+    rng = np.random.default_rng(seed)
+    return [
+        init_params(seed + i)[i].numpy() if len(s) == 4 else rng.normal(0, 0.01, s).astype(np.float32)
+        for i, s in enumerate(param_shapes())
+    ]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    params = distinct_params(3)
+    save_params(params, root / "meta.weights.h5")
+    argv = ["--weights", root / "meta.weights.h5", "--out", root / "out", "--kernel-size", KERNEL_SIZE]
+    argv += ["--max-pixels", MAX_PIXELS, "--max-steps", MAX_STEPS]
+    assert cli.run(export_cli.main, [str(a) for a in argv]) == 0
+    return root / "out", params
+
+
+@pytest.fixture(scope="module")
+def served(exported):
+    return tf.saved_model.load(str(exported[0] / FILES["serving"]))
+
+
+@pytest.fixture(scope="module")
+def image(astronaut_uint8):
+    return np.ascontiguousarray(astronaut_uint8[30:54, 50:76])  # 24x26 uint8
+
+
+def serve(served, image, kernel=KERNEL, steps=3):
+    fn = served.signatures["serving_default"]
+    return fn(image=tf.constant(image[None]), kernel=tf.constant(kernel), steps=tf.constant(steps))["sr"].numpy()
+
+
+# === Weights files ===
+
+
+def test_weights_files_hold_the_meta_weights(exported):
+    out, params = exported
+    assert sorted(p.name for p in out.iterdir()) == sorted(FILES[k].split("/")[0] for k in FILES)
+    for name in (FILES["weights_h5"], FILES["weights_npz"]):
+        for a, b in zip(load_params(out / name), params):
+            np.testing.assert_array_equal(a, b)
+    with np.load(out / FILES["weights_npz"]) as npz:
+        assert sorted(npz.files) == sorted(f"conv{i}/{p}" for i in range(1, 9) for p in ("kernel", "bias"))
+
+
+# === SavedModel ===
+
+
+def test_serving_equals_the_library_path(served, image, exported):
+    """adapt.py's path: zero_shot_sr with the official schedule, then MATLAB-style rounding."""
+    params = exported[1]
+    for steps in (0, 3):
+        degradation = Degradation(validate_kernel(KERNEL), "direct")
+        ref = zero_shot_sr(params, image.astype(np.float32) / 255.0, degradation, 2, AdaptConfig(steps=steps))
+        np.testing.assert_array_equal(serve(served, image, steps=steps)[0], to_uint8(ref.sr).numpy())
+    plain = served.signatures["super_resolve"](image=tf.constant(image[None]))["sr"].numpy()
+    np.testing.assert_array_equal(plain, serve(served, image, steps=0))
+    assert plain.shape == (1, 48, 52, 3) and plain.dtype == np.uint8
+
+
+def test_concurrent_requests_equal_serial_ones(served, image):
+    requests = [(np.ascontiguousarray(np.rot90(image, r)), steps) for r in range(2) for steps in (1, 3)] * 2
+    plain = served.signatures["super_resolve"](image=tf.constant(image[None]))["sr"].numpy()
+    serial = [serve(served, img, steps=steps) for img, steps in requests]
+    results = [None] * len(requests)
+
+    def worker(i):
+        results[i] = serve(served, requests[i][0], steps=requests[i][1])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(requests))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got, expected in zip(results, serial):
+        np.testing.assert_array_equal(got, expected)
+    # θ_M is read-only: after all the requests plain SR is unchanged.
+    np.testing.assert_array_equal(served.signatures["super_resolve"](image=tf.constant(image[None]))["sr"], plain)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"image": np.zeros((41, 40, 3), np.uint8)}, "more than max_pixels=1600 pixels"),
+        ({"steps": MAX_STEPS + 1}, "steps must be at most max_steps=5"),
+        ({"steps": -1}, "steps must be >= 0"),
+        ({"kernel": np.full((5, 5), np.nan, np.float32)}, "kernel contains NaN or Inf"),
+        ({"kernel": np.zeros((5, 5), np.float32)}, "kernel must have a positive sum"),
+        ({"kernel": np.ones((30, 30), np.float32)}, "image is smaller than the kernel"),
+        ({"image": np.zeros((2, 30, 3), np.uint8)}, "at least 3 pixels on each side"),
+    ],
+)
+def test_bad_requests_raise_readable_errors(served, image, change, message):
+    request = {"image": image, "kernel": KERNEL, "steps": 1, **change}
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        serve(served, request["image"], request["kernel"], request["steps"])
+
+
+def test_serving_kernel_is_normalised_in_graph(served, image):
+    np.testing.assert_array_equal(serve(served, image, KERNEL * 7.0, 1), serve(served, image, KERNEL, 1))
+
+
+# === TFLite ===
+
+
+@pytest.fixture(scope="module")
+def tflite_path(exported):
+    return exported[0] / FILES["tflite"]
+
+
+def runner(interpreter, name):
+    return interpreter.get_signature_runner(name)
+
+
+def test_tflite_is_small_and_builtin_only(tflite_path):
+    model = tflite_path.read_bytes()
+    assert len(model) <= MAX_BYTES
+    ops = op_names(model)
+    assert not [op for op in ops if op.startswith("CUSTOM")], ops
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "MIRROR_PAD", "ASSIGN_VARIABLE", "BATCH_MATMUL"} <= ops, ops
+    interpreter = Interpreter(model_content=model)
+    assert sorted(interpreter.get_signature_list()) == ["get_weights", "reset", "super_resolve", "train_step"]
+    assert interpreter.get_signature_list()["train_step"]["inputs"] == ["image", "kernel", "learning_rate"]
+
+
+def test_tflite_adaptation_matches_tf(tflite_path, exported, image):
+    """N train_steps + super_resolve in LiteRT == zero_shot.adapt + super_resolve in TF (1e-4)."""
+    params = exported[1]
+    lr = image.astype(np.float32) / 255.0
+    config = AdaptConfig(steps=3)
+    interpreter = Interpreter(model_path=str(tflite_path))
+    train = runner(interpreter, "train_step")
+    kernel = embed_kernel(KERNEL, KERNEL_SIZE)
+    losses = [train(image=lr[None], kernel=kernel, learning_rate=rate)["loss"] for rate in learning_rates(config)]
+    sr = runner(interpreter, "super_resolve")(image=lr[None])["sr"]
+
+    fast, ref_losses = adapt(params, lr, Degradation(KERNEL, "direct"), 2, config)
+    ref = tf.clip_by_value(super_resolve(fast, lr[None], 2, (48, 52)), 0, 1).numpy()
+    assert sr.shape == ref.shape == (1, 48, 52, 3)
+    np.testing.assert_allclose(np.ravel(losses), ref_losses, atol=1e-5)
+    np.testing.assert_allclose(sr, ref, atol=1e-4)
+    weights = runner(interpreter, "get_weights")()
+    for name, w in zip(WEIGHT_NAMES, fast):
+        np.testing.assert_allclose(weights[name], w, atol=1e-5)
+
+
+def test_tflite_reset_restores_the_meta_weights_exactly(tflite_path, exported, image):
+    params = exported[1]
+    interpreter = Interpreter(model_path=str(tflite_path))
+    get = runner(interpreter, "get_weights")
+    for name, p in zip(WEIGHT_NAMES, params):
+        np.testing.assert_array_equal(get()[name], p)  # initial weights are θ_M
+    lr = image.astype(np.float32)[None] / 255.0
+    runner(interpreter, "train_step")(image=lr, kernel=embed_kernel(KERNEL, KERNEL_SIZE), learning_rate=np.float32(0.1))
+    assert not np.array_equal(get()["conv8_bias"], params[-1])
+    runner(interpreter, "reset")()
+    for name, p in zip(WEIGHT_NAMES, params):
+        np.testing.assert_array_equal(get()[name], p)
+
+
+def test_embed_kernel_keeps_the_centre():
+    k = np.arange(1, 13, dtype=np.float32).reshape(3, 4)  # centre (1, 2)
+    big = embed_kernel(k, 7)
+    assert big[3, 3] == k[1, 2] and big.sum() == k.sum()
+    with pytest.raises(ValueError):
+        embed_kernel(np.ones((9, 9)), 7)
+
+
+# === CLI ===
+
+
+def run(argv, capsys):
+    code = cli.run(export_cli.main, [str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+def test_cli_errors_are_one_line_and_write_nothing(exported, tmp_path, capsys):
+    out = exported[0]
+    good = tmp_path / "w.weights.h5"
+    save_params(init_params(0), good)
+    (tmp_path / "corrupt.weights.h5").write_bytes(b"not hdf5")
+    cases = [
+        (["--weights", good, "--out", out], "exists (pass --overwrite"),
+        (["--weights", tmp_path / "missing.weights.h5", "--out", tmp_path / "a"], "weights file not found"),
+        (["--weights", tmp_path / "corrupt.weights.h5", "--out", tmp_path / "a"], "cannot read weights"),
+        (["--weights", good, "--out", tmp_path / "no" / "such"], "output folder does not exist"),
+        (["--weights", good, "--out", tmp_path / "a", "--kernel-size", "0"], "must be >= 1"),
+        (["--weights", good, "--out", tmp_path / "a", "--scale", "1.5"], "scale must be an integer"),
+        (["--weights", good, "--out", tmp_path / "a", "--max-steps", "x"], "not an integer"),
+        (["--weights", good], "--out"),
+    ]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for argv, message in cases:
+        code, err = run(argv, capsys)
+        assert code == 2 and message in err and err.count("\n") == 1, (argv, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_defaults():
+    assert ExportConfig().max_pixels == AdaptConfig().max_pixels
+    assert ExportConfig().kernel_size == gaussian_kernel(2, 2, 0, 21).shape[0] == KERNEL_SIZE
+
+
+def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
+    import export.savedmodel
+    from export import export_all
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(export.savedmodel, "save_serving", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export_all(distinct_params(0), tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_overwrite_replaces_the_folder_whole(tmp_path):
+    from export import _publish
+
+    out, staging = tmp_path / "out", tmp_path / ".out.tmp"
+    (out / "old").mkdir(parents=True)
+    (staging / "new").mkdir(parents=True)
+    with pytest.raises(InputError, match="exists"):
+        _publish(staging, out, overwrite=False)
+    _publish(staging, out, overwrite=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and [p.name for p in out.iterdir()] == ["new"]
