@@ -1,7 +1,8 @@
-"""Zero-shot super-resolution of LR photos: MZSR meta-test (paper Algorithm 2).
+"""Zero-shot super-resolution of LR photos: MZSR meta-test (paper Algorithm 2) or ZSSR (Shocher et al. 2018).
 
 python adapt.py photo.png --kernel g_d_2.0 --out photo_x2.png
 python adapt.py lr_folder/ --kernel kernel.mat --gt hr_folder/ --out results/ --json results.json
+python adapt.py photo.png --kernel kernel.mat --method zssr --preset x2_given_kernel
 python adapt.py --demo
 """
 
@@ -23,20 +24,30 @@ def build_parser():
     p.add_argument("--kernel", help="named kernel (g_d_0.2, g_d_2.0, g_d_ani, g_b_1.3, bicubic) or .mat/.npy file")
     p.add_argument("--subsample", choices=("direct", "bicubic"), help="override the kernel's subsampling")
     p.add_argument("--scale", type=cli.scale_type, default=2)
-    p.add_argument("--steps", type=cli.positive_int, default=10, help="adaptation updates (default 10)")
-    p.add_argument("--weights", type=Path, help="meta-weights: .weights.h5, .npz or TF1 checkpoint (default: shipped)")
+    p.add_argument("--method", choices=("mzsr", "zssr"), default="mzsr", help="MZSR adaptation or ZSSR training")
+    p.add_argument("--steps", type=cli.positive_int, help="mzsr: adaptation updates (default 10)")
+    p.add_argument(
+        "--weights", type=Path, help="mzsr: meta-weights, .weights.h5, .npz or TF1 checkpoint (default: shipped)"
+    )
+    p.add_argument(
+        "--preset", help="zssr: x2_ideal (default), x2_gradual_ideal, x2_given_kernel or x2_real (official configs)"
+    )
+    p.add_argument("--init", type=Path, help="zssr: start weights (default: train from scratch)")
+    p.add_argument("--max-iters", type=cli.positive_int, help="zssr: iteration cap per scale stage (default 3000)")
     p.add_argument("--out", type=Path, help="output file (one input) or folder (default: ./results)")
-    p.add_argument("--gt", type=Path, help="HR image or folder: report PSNR/SSIM before and after adaptation")
+    p.add_argument(
+        "--gt", type=Path, help="HR image or folder: report PSNR/SSIM (mzsr: before/after adaptation; zssr: vs bicubic)"
+    )
     p.add_argument("--json", type=Path, help="write a per-image report here")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), help="mzsr: optimizer (default sgd)")
     p.add_argument(
-        "--lr", type=cli.float_list, help="learning rates per step, last repeats (default 2e-2,1e-2,1e-2,1e-2,5e-3)"
+        "--lr",
+        type=cli.float_list,
+        help="mzsr: learning rates per step, last repeats (default 2e-2,1e-2,1e-2,1e-2,5e-3)",
     )
-    p.add_argument("--self-ensemble", action="store_true", help="8-way geometric self-ensemble")
-    p.add_argument(
-        "--back-projection", type=cli.positive_int, default=0, metavar="N", help="back-projection iterations"
-    )
+    p.add_argument("--self-ensemble", action="store_true", help="mzsr: 8-way geometric self-ensemble")
+    p.add_argument("--back-projection", type=cli.positive_int, metavar="N", help="mzsr: back-projection iterations")
     p.add_argument("--tile", type=int, default=1024, help="SR tile size in HR pixels (bounded memory)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--demo", action="store_true", help="degrade a scikit-image picture, adapt, report PSNR")
@@ -112,13 +123,72 @@ def _evaluate(sr, gt_path, scale):
     return psnr_y(sr, hr, scale), ssim_y(sr, hr, scale)
 
 
-def run_images(args, config, params, degradation):
+def mzsr_runner(args, config, params, degradation):
+    """``run(rgb, shape, gt_path, name) -> (sr, report fields)`` for MZSR(n) from the meta-weights."""
+    from mzsr_tf.zero_shot import zero_shot_sr
+
+    def run(rgb, shape, gt_path, name):
+        result = zero_shot_sr(params, rgb, degradation, args.scale, config, output_shape=shape)
+        entry = {
+            "method": "mzsr",
+            "steps": config.steps,
+            "losses": result.losses,
+            "seconds_adapt": round(result.seconds_adapt, 4),
+            "seconds_sr": round(result.seconds_sr, 4),
+        }
+        if gt_path is not None:
+            before = zero_shot_sr(params, rgb, degradation, args.scale, dataclasses.replace(config, steps=0), shape)
+            entry["psnr_y_before"], entry["ssim_y_before"] = _evaluate(before.sr, gt_path, args.scale)
+            entry["psnr_y"], entry["ssim_y"] = _evaluate(result.sr, gt_path, args.scale)
+            print(
+                f"{name}: PSNR-Y {entry['psnr_y_before']:.2f} -> {entry['psnr_y']:.2f} dB "
+                f"after {config.steps} steps ({result.seconds_adapt:.2f} s)",
+                file=sys.stderr,
+            )
+        return result.sr, entry
+
+    return run
+
+
+def zssr_runner(args, config, init, degradation):
+    """``run(rgb, shape, gt_path, name) -> (sr, report fields)`` for ZSSR trained on each image."""
+    from mzsr_tf.imresize import upscale
+    from mzsr_tf.io import read_image
+    from mzsr_tf.metrics import modcrop
+    from mzsr_tf.zssr import train_zssr
+
+    def run(rgb, shape, gt_path, name):
+        gt = None if gt_path is None else modcrop(read_image(gt_path).rgb, args.scale)
+        result = train_zssr(rgb, degradation, args.scale, config, init, gt=gt, output_shape=shape)
+        entry = {
+            "method": "zssr",
+            "preset": args.preset or "x2_ideal",
+            "iterations": result.iterations,
+            "learning_rate_drops": [i for stage in result.log for i in stage.learning_rate_drops],
+            "stages": [stage.as_dict() for stage in result.log],
+            "seconds_train": round(sum(stage.seconds_train for stage in result.log), 4),
+            "seconds_sr": round(sum(stage.seconds_test for stage in result.log), 4),
+        }
+        if gt_path is not None:
+            bicubic = upscale(rgb, args.scale, result.sr.shape[:2]).numpy().clip(0, 1)
+            entry["psnr_y_bicubic"], entry["ssim_y_bicubic"] = _evaluate(bicubic, gt_path, args.scale)
+            entry["psnr_y"], entry["ssim_y"] = _evaluate(result.sr, gt_path, args.scale)
+            print(
+                f"{name}: PSNR-Y bicubic {entry['psnr_y_bicubic']:.2f} -> ZSSR {entry['psnr_y']:.2f} dB "
+                f"after {result.iterations} iterations ({entry['seconds_train']:.1f} s)",
+                file=sys.stderr,
+            )
+        return result.sr, entry
+
+    return run
+
+
+def run_images(args, run):
     import numpy as np
 
     from mzsr_tf.errors import InputError
     from mzsr_tf.imresize import upscale
     from mzsr_tf.io import ImageData, atomic_write, read_image, write_image
-    from mzsr_tf.zero_shot import zero_shot_sr
 
     files = _expand(args.inputs)
     gts = _pair_gt(files, args.gt)
@@ -140,40 +210,23 @@ def run_images(args, config, params, degradation):
         if gt is not None:
             gt_img = read_image(gt)
             shape = tuple(s - s % args.scale for s in gt_img.rgb.shape[:2])
-        result = zero_shot_sr(params, img.rgb, degradation, args.scale, config, output_shape=shape)
+        sr, fields = run(img.rgb, shape, gt, f.name)
         alpha = None
         if img.alpha is not None:
-            alpha = np.clip(upscale(img.alpha[..., None], args.scale, result.sr.shape[:2]).numpy()[..., 0], 0, 1)
-        write_image(out, ImageData(result.sr, alpha, img.gray, img.bit_depth), overwrite=args.overwrite)
-        entry = {
-            "input": str(f),
-            "output": str(out),
-            "size": list(img.rgb.shape[:2]),
-            "steps": config.steps,
-            "losses": result.losses,
-            "seconds_adapt": round(result.seconds_adapt, 4),
-            "seconds_sr": round(result.seconds_sr, 4),
-        }
-        if gt is not None:
-            before = zero_shot_sr(params, img.rgb, degradation, args.scale, dataclasses.replace(config, steps=0), shape)
-            entry["psnr_y_before"], entry["ssim_y_before"] = _evaluate(before.sr, gt, args.scale)
-            entry["psnr_y"], entry["ssim_y"] = _evaluate(result.sr, gt, args.scale)
-            print(
-                f"{f.name}: PSNR-Y {entry['psnr_y_before']:.2f} -> {entry['psnr_y']:.2f} dB "
-                f"after {config.steps} steps ({result.seconds_adapt:.2f} s)",
-                file=sys.stderr,
-            )
-        report.append(entry)
+            alpha = np.clip(upscale(img.alpha[..., None], args.scale, sr.shape[:2]).numpy()[..., 0], 0, 1)
+        write_image(out, ImageData(sr, alpha, img.gray, img.bit_depth), overwrite=args.overwrite)
+        report.append({"input": str(f), "output": str(out), "size": list(img.rgb.shape[:2]), **fields})
     if args.json:
         with atomic_write(args.json, args.overwrite) as tmp:
             tmp.write_text(json.dumps({"images": report}, indent=2))
     return report
 
 
-def run_demo(args, config, params):
-    """Degrade scikit-image's astronaut with g_d_2.0, adapt, write the SR image, print PSNRs."""
-    import dataclasses as dc
+def run_demo(args, rows):
+    """Degrade scikit-image's astronaut with g_d_2.0, super-resolve it, write the last SR image, print PSNRs.
 
+    ``rows``: (label, file tag, ``fn(lr, degradation, hr_shape) -> (sr, seconds)``) per method.
+    """
     import numpy as np
     import skimage.data
 
@@ -182,7 +235,6 @@ def run_demo(args, config, params):
     from mzsr_tf.io import write_image
     from mzsr_tf.kernels import resolve_degradation
     from mzsr_tf.metrics import psnr_y
-    from mzsr_tf.zero_shot import zero_shot_sr
 
     hr = skimage.data.astronaut().astype(np.float64) / 255.0
     degradation = resolve_degradation(args.kernel or DEMO_KERNEL, args.subsample)
@@ -190,28 +242,75 @@ def run_demo(args, config, params):
     lr = lr.astype(np.float32)
     out = args.out or Path("mzsr_demo")
     out.mkdir(parents=True, exist_ok=True)
-    rows = [("bicubic", upscale(lr, args.scale, hr.shape[:2]).numpy(), 0.0)]
-    for name, steps in (("no adaptation", 0), (f"MZSR({config.steps})", config.steps)):
-        r = zero_shot_sr(params, lr, degradation, args.scale, dc.replace(config, steps=steps), hr.shape[:2])
-        rows.append((name, r.sr, r.seconds_adapt))
+    results = [("bicubic", upscale(lr, args.scale, hr.shape[:2]).numpy(), 0.0)]
+    results += [(label, *fn(lr, degradation, hr.shape[:2])) for label, _, fn in rows]
+    name = out / f"astronaut_x{args.scale}_{rows[-1][1]}.png"
     write_image(out / "astronaut_lr.png", lr, overwrite=True)
-    write_image(out / f"astronaut_x{args.scale}_mzsr{config.steps}.png", rows[-1][1], overwrite=True)
+    write_image(name, results[-1][1], overwrite=True)
     print(f"astronaut 512x512, kernel {degradation.name}, x{args.scale}; PSNR-Y (shave {args.scale}):")
-    for name, sr, seconds in rows:
-        print(
-            f"  {name:<14} {psnr_y(sr, hr, args.scale):6.2f} dB"
-            + (f"   ({seconds:.2f} s adaptation)" if seconds else "")
-        )
-    print(f"wrote {out / f'astronaut_x{args.scale}_mzsr{config.steps}.png'}")
+    for label, sr, seconds in results:
+        print(f"  {label:<14} {psnr_y(sr, hr, args.scale):6.2f} dB" + (f"   ({seconds:.2f} s)" if seconds else ""))
+    print(f"wrote {name}")
+
+
+def _method_config(args, degradation):
+    """(runner, demo rows) for ``--method``; flags of the other method are an error."""
+    from mzsr_tf.errors import InputError
+    from mzsr_tf.model import load_params
+
+    mzsr_only = {"--steps": args.steps, "--weights": args.weights, "--optimizer": args.optimizer, "--lr": args.lr}
+    mzsr_only.update({"--self-ensemble": args.self_ensemble or None, "--back-projection": args.back_projection})
+    zssr_only = {"--preset": args.preset, "--init": args.init, "--max-iters": args.max_iters}
+    wrong = [flag for flag, v in (mzsr_only if args.method == "zssr" else zssr_only).items() if v is not None]
+    if wrong:
+        raise InputError(f"{wrong[0]} does not apply to --method {args.method}")
+    if args.method == "zssr":
+        import dataclasses as dc
+
+        from mzsr_tf.zssr import PRESETS, train_zssr
+
+        if (args.preset or "x2_ideal") not in PRESETS:
+            raise InputError(f"unknown --preset {args.preset!r}: use one of {', '.join(PRESETS)}")
+        config = dc.replace(PRESETS[args.preset or "x2_ideal"], tile=args.tile, seed=args.seed)
+        if args.max_iters is not None:
+            config = dc.replace(config, max_iters=args.max_iters)
+        init = load_params(args.init) if args.init else None
+
+        def demo(lr, degradation, shape):
+            result = train_zssr(lr, degradation, args.scale, config, init, output_shape=shape)
+            return result.sr, result.seconds
+
+        return zssr_runner(args, config, init, degradation), [("ZSSR", "zssr", demo)]
+
+    from mzsr_tf.weights import default_weights
+    from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
+
+    config = AdaptConfig(
+        steps=10 if args.steps is None else args.steps,
+        optimizer=args.optimizer or "sgd",
+        self_ensemble=args.self_ensemble,
+        back_projection_iters=args.back_projection or 0,
+        tile=args.tile,
+        seed=args.seed,
+        **({"learning_rates": args.lr} if args.lr else {}),
+    )
+    params = load_params(args.weights or default_weights(args.scale, degradation.subsample))
+
+    def demo(steps):
+        def fn(lr, degradation, shape):
+            result = zero_shot_sr(params, lr, degradation, args.scale, dataclasses.replace(config, steps=steps), shape)
+            return result.sr, result.seconds_adapt
+
+        return fn
+
+    rows = [("no adaptation", "noadapt", demo(0)), (f"MZSR({config.steps})", f"mzsr{config.steps}", demo(config.steps))]
+    return mzsr_runner(args, config, params, degradation), rows
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from mzsr_tf.errors import InputError
     from mzsr_tf.kernels import resolve_degradation
-    from mzsr_tf.model import load_params
-    from mzsr_tf.weights import default_weights
-    from mzsr_tf.zero_shot import AdaptConfig
 
     if not args.demo and not args.inputs:
         raise InputError("no input images (give files/folders, or --demo)")
@@ -220,19 +319,10 @@ def main(argv=None):
     if args.tile < 64:
         raise InputError(f"--tile must be at least 64, got {args.tile}")
     degradation = resolve_degradation(args.kernel or DEMO_KERNEL, args.subsample)
-    config = AdaptConfig(
-        steps=args.steps,
-        optimizer=args.optimizer,
-        self_ensemble=args.self_ensemble,
-        back_projection_iters=args.back_projection,
-        tile=args.tile,
-        seed=args.seed,
-        **({"learning_rates": args.lr} if args.lr else {}),
-    )
-    params = load_params(args.weights or default_weights(args.scale, degradation.subsample))
+    run, demo_rows = _method_config(args, degradation)
     if args.demo:
-        return run_demo(args, config, params)
-    run_images(args, config, params, degradation)
+        return run_demo(args, demo_rows)
+    run_images(args, run)
     return 0
 
 

@@ -24,22 +24,13 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
+from benchmarks.common import best_of  # noqa: E402
 from export.tflite import AdaptationModule, convert, embed_kernel  # noqa: E402
 from mzsr_tf.kernels import resolve_degradation  # noqa: E402
 from mzsr_tf.model import init_params  # noqa: E402
 from mzsr_tf.zero_shot import AdaptConfig, adapt, super_resolve_tiled  # noqa: E402
 
 SCALE, KERNEL_SIZE = 2, 21
-
-
-def best_of(fn, repeats):
-    fn()  # warm-up (tracing, tensor allocation)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def time_size(interpreter, params, degradation, size, repeats):

@@ -32,7 +32,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -88,10 +88,45 @@ def make_mzsr(args: argparse.Namespace, steps: str = "0") -> Method:
     return mzsr
 
 
+ZSSR_FAST_ITERS = 300  # zssr_fast: stops at the first learning-rate check (iteration 299), a quick estimate
+
+
+def make_zssr(args: argparse.Namespace, fast: str | None = None) -> Method:
+    """ZSSR trained from scratch on each LR image with ``--zssr-preset``; ``zssr_fast`` stops at 300 iterations.
+
+    ``--zssr-max-iters`` overrides the iteration cap of both. Each image's iterations, learning-rate drops
+    and time go to stderr.
+    """
+    from mzsr_tf.zssr import PRESETS, train_zssr
+
+    if args.zssr_preset not in PRESETS:
+        raise InputError(f"unknown --zssr-preset {args.zssr_preset!r}: use one of {', '.join(PRESETS)}")
+    if args.zssr_max_iters is not None and args.zssr_max_iters < 0:
+        raise InputError(f"--zssr-max-iters must be >= 0, got {args.zssr_max_iters}")
+    config = PRESETS[args.zssr_preset]
+    max_iters = args.zssr_max_iters if args.zssr_max_iters is not None else ZSSR_FAST_ITERS if fast else None
+    if max_iters is not None:
+        config = replace(config, max_iters=max_iters)
+
+    def zssr(lr, degradation, scale, *, output_shape):
+        result = train_zssr(lr, degradation, scale, config, output_shape=output_shape)
+        drops = [i for stage in result.log for i in stage.learning_rate_drops]
+        print(
+            f"  zssr {lr.shape[1]}x{lr.shape[0]} {degradation.name}: {result.iterations} iterations, "
+            f"learning-rate drops at {drops}, {result.seconds:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        return result.sr
+
+    return zssr
+
+
 METHODS: dict[str, Callable[..., Method]] = {
     "bicubic": make_bicubic,
     "noadapt": make_mzsr,
     r"mzsr(?P<steps>\d+)": make_mzsr,
+    r"zssr(?P<fast>_fast)?": make_zssr,
 }
 
 
@@ -194,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--limit", type=int, help="only the first N images of each set (quick runs)")
     p.add_argument("--weights", type=Path, help="network weights for noadapt/mzsrN (default: shipped meta-weights)")
+    p.add_argument("--zssr-preset", default="x2_ideal", help="ZSSR config for zssr/zssr_fast (mzsr_tf.zssr.PRESETS)")
+    p.add_argument("--zssr-max-iters", type=int, help="ZSSR iteration cap per scale stage (default: the preset's)")
     return p
 
 

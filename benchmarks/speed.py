@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -26,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from benchmarks.common import best_of  # noqa: E402
 from mzsr_tf.kernels import Degradation, load_kernel, resolve_degradation  # noqa: E402
 from mzsr_tf.model import forward, init_params, param_shapes  # noqa: E402
 from mzsr_tf.zero_shot import TRACES, AdaptConfig, _forward_graph, adapt  # noqa: E402
@@ -33,16 +33,6 @@ from mzsr_tf.zero_shot import TRACES, AdaptConfig, _forward_graph, adapt  # noqa
 SET5_LR = ROOT.parent / "shared" / "anchors" / "mzsr_testsets" / "Input" / "g20"
 FORWARD_FLOP_PER_PIXEL = sum(2 * np.prod(s) for s in param_shapes() if len(s) == 4)  # 449,280
 STEP_FLOP_PER_PIXEL = 3 * FORWARD_FLOP_PER_PIXEL  # forward + input grads + filter grads
-
-
-def best_of(fn, repeats):
-    fn()  # warm-up (tracing)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def bare_forward_gflops(params, size, repeats):

@@ -33,7 +33,7 @@ from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
 from mzsr_tf.model import PARAM_NAMES, l1_loss_and_grads, super_resolve
-from mzsr_tf.zero_shot import father_to_son
+from mzsr_tf.zero_shot import training_pair
 
 __all__ = [
     "SIGNATURES",
@@ -97,7 +97,7 @@ class AdaptationModule(tf.Module):
 
     def _train_step(self, image, kernel, learning_rate):
         """One meta-test update on (son → image), plain SGD like the official ``test.py``."""
-        son_up, father = father_to_son(image, kernel / tf.reduce_sum(kernel), self.scale, SUBSAMPLE)
+        son_up, father = training_pair(image, kernel / tf.reduce_sum(kernel), self.scale, SUBSAMPLE)
         loss, grads = l1_loss_and_grads(self._values(), son_up, father)
         for w, g in zip(self.weights, grads):
             w.assign_sub(learning_rate * g)

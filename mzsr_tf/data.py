@@ -102,6 +102,14 @@ def bicubic_pairs(images, batch: int, patch: int, scale: int, seed: int = 0, sta
     return ds.map(pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
 
 
+def _random_kernel_input(hr, stream: int, step, scale, subsample, kernel_size, noise):
+    """bicubic↑(uint8((hr ⊛ k)↓s + n)) for patches sharing one k ~ p(k), drawn from seed (stream, step)."""
+    seed = tf.stack([tf.constant(stream, tf.int64), step])
+    kernel = sample_kernel(tf.cast(seed, tf.int32), scale, kernel_size)
+    lr = degrade(hr, kernel, scale, subsample, noise, tf.cast(seed[::-1], tf.int32) if noise else None)
+    return upscale(_quantise(lr), scale, tf.shape(hr)[1:3])
+
+
 def kernel_pairs(
     images,
     batch: int,
@@ -120,14 +128,9 @@ def kernel_pairs(
     """
 
     def pairs(step, hr):
-        out = []
-        for n in range(batch):
-            patch_seed = tf.stack([tf.cast(seed, tf.int64) * 1000 + 500 + n, step])
-            kernel = sample_kernel(tf.cast(patch_seed, tf.int32), scale, kernel_size)
-            noise_seed = tf.cast(patch_seed[::-1], tf.int32) if noise else None
-            lr = degrade(hr[n : n + 1], kernel, scale, subsample, noise, noise_seed)
-            out.append(upscale(_quantise(lr), scale, (patch, patch)))
-        return tf.concat(out, axis=0), hr
+        x = [_random_kernel_input(hr[n : n + 1], seed * 1000 + 500 + n, step, scale, subsample, kernel_size, noise)
+             for n in range(batch)]  # fmt: skip
+        return tf.concat(x, axis=0), hr
 
     ds = _patch_dataset(images, batch, patch, seed, start_step)
     return ds.map(pairs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
@@ -153,13 +156,10 @@ def kernel_tasks(
 
     def tasks(step, hr):
         hr = tf.reshape(hr, [meta_batch, 2 * task_batch, patch, patch, 3])
-        out = []
-        for t in range(meta_batch):
-            task_seed = tf.stack([tf.cast(seed, tf.int64) * 1000 + t, step])
-            kernel = sample_kernel(tf.cast(task_seed, tf.int32), scale, kernel_size)
-            lr = degrade(hr[t], kernel, scale, subsample, noise, tf.cast(task_seed[::-1], tf.int32) if noise else None)
-            out.append(upscale(_quantise(lr), scale, (patch, patch)))
-        x = tf.stack(out)
+        x = tf.stack(
+            [_random_kernel_input(hr[t], seed * 1000 + t, step, scale, subsample, kernel_size, noise)
+             for t in range(meta_batch)]
+        )  # fmt: skip
         return x[:, :task_batch], hr[:, :task_batch], x[:, task_batch:], hr[:, task_batch:]
 
     ds = _patch_dataset(images, meta_batch * 2 * task_batch, patch, seed, start_step)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from mzsr_tf.imresize import downscale
+from mzsr_tf.imresize import imresize
 
 __all__ = ["blur", "degrade", "subsample_direct"]
 
@@ -46,29 +46,33 @@ def subsample_direct(x, scale: int):
     return x[..., ::scale, ::scale, :]
 
 
-def degrade(hr, kernel, scale, subsample: str = "direct", noise_sigma: float = 0.0, seed=None):
+def degrade(hr, kernel, scale, subsample: str = "direct", noise_sigma: float = 0.0, seed=None, output_shape=None):
     """LR son/test image from an HR image: (hr ⊛ k)↓s + n, clipped to [0, 1] when noisy.
 
     Args:
       hr: float NHWC or HWC tensor in [0, 1].
       kernel: 2-D blur kernel (sum 1) or None (plain bicubic downscale, ``subsample='bicubic'`` only).
-      scale: integer factor for 'direct'; any factor > 1 for 'bicubic'.
+      scale: integer factor for 'direct'; any factor > 1, or (s_h, s_w), for 'bicubic'.
       subsample: 'direct' or 'bicubic'.
       noise_sigma: std of additive Gaussian noise (0 = none).
       seed: int or shape-[2] tensor for the noise (stateless); None draws a fresh one.
+      output_shape: imposes the LR size (H, W), e.g. to match a given LR in back-projection.
     """
     hr, squeeze = _as_nhwc(hr)
+    scales = [float(s) for s in scale] if isinstance(scale, (tuple, list)) else [float(scale)] * 2
     if subsample == "direct":
         if kernel is None:
             raise ValueError("direct subsampling needs a kernel")
-        s = int(round(float(scale)))
-        if abs(float(scale) - s) > 1e-9 or s < 1:
+        s = int(round(scales[0]))
+        if any(abs(v - s) > 1e-9 for v in scales) or s < 1:
             raise ValueError(f"direct subsampling needs an integer scale, got {scale}")
         k = _depthwise_kernel(kernel, hr.shape[-1], hr.dtype)
         # The strided VALID correlation computes only the kept pixels.
         lr = tf.nn.depthwise_conv2d(_reflect_pad(hr, kernel), k, [1, s, s, 1], "VALID")
+        if output_shape is not None:
+            lr = lr[:, : output_shape[0], : output_shape[1]]
     elif subsample == "bicubic":
-        lr = downscale(blur(hr, kernel) if kernel is not None else hr, float(scale))
+        lr = imresize(blur(hr, kernel) if kernel is not None else hr, [1.0 / v for v in scales], output_shape)
     else:
         raise ValueError(f"subsample must be 'direct' or 'bicubic', got {subsample!r}")
     if noise_sigma:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from mzsr_tf.degradation import degrade
-from mzsr_tf.imresize import upscale
+from mzsr_tf.imresize import imresize
 
 __all__ = ["dihedral", "undo_dihedral", "geometric_self_ensemble", "back_projection"]
 
@@ -49,9 +49,12 @@ def geometric_self_ensemble(sr_fn, lr, reduce: str = "median", transforms=range(
 def back_projection(sr, lr, kernel, scale, subsample: str = "direct", iters: int = 10):
     """Iterative back-projection (Irani & Peleg; ZSSR ``back_projection``), clipped to [0, 1].
 
-    sr ← clip(sr + bicubic↑s(lr − (sr ⊛ k)↓s)): makes ``degrade(sr)`` agree with ``lr``.
+    sr ← clip(sr + bicubic↑s(lr − (sr ⊛ k)↓s)): makes ``degrade(sr)`` agree with ``lr``. ``scale``
+    may be (s_h, s_w); the down-projection is held to the LR's size (x1.5 of a 33-px image is 50 px,
+    and 50 / 1.5 rounds up to 34).
     """
+    lr_shape, sr_shape = tf.shape(lr)[1:3], tf.shape(sr)[1:3]
     for _ in range(iters):
-        residual = lr - degrade(sr, kernel, scale, subsample)
-        sr = tf.clip_by_value(sr + upscale(residual, scale, tf.shape(sr)[1:3]), 0.0, 1.0)
+        residual = lr - degrade(sr, kernel, scale, subsample, output_shape=lr_shape)
+        sr = tf.clip_by_value(sr + imresize(residual, scale, sr_shape), 0.0, 1.0)
     return sr

@@ -28,7 +28,7 @@ __all__ = [
     "learning_rates",
     "adapt",
     "adapt_graph",
-    "father_to_son",
+    "training_pair",
     "super_resolve_tiled",
     "zero_shot_sr",
 ]
@@ -61,7 +61,7 @@ def learning_rates(config: AdaptConfig) -> np.ndarray:
 _PARAM_SPECS = [tf.TensorSpec(s, tf.float32) for s in param_shapes()]
 
 
-def father_to_son(father, kernel, scale: int, subsample: str = "direct", noise_sigma: float = 0.0, seed=None):
+def training_pair(father, kernel, scale: int, subsample: str = "direct", noise_sigma: float = 0.0, seed=None):
     """The training pair of Algorithm 2: (bicubic↑(degrade(father)), father), both at the father's size."""
     son = degrade(father, kernel, scale, subsample, noise_sigma, seed if noise_sigma else None)
     return upscale(son, scale, tf.shape(father)[1:3]), father
@@ -93,7 +93,7 @@ def adapt_graph(
     Returns:
       (fast weights, L1 loss before each update [steps]).
     """
-    son_up, father = father_to_son(lr_image[None], kernel, scale, subsample, noise_sigma, seed)
+    son_up, father = training_pair(lr_image[None], kernel, scale, subsample, noise_sigma, seed)
     pair = tf.concat([son_up, father], axis=-1)
     size = tf.concat([tf.minimum(crop, tf.shape(father)[1:3]), [6]], 0)
     steps = tf.shape(rates)[0]
