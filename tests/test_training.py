@@ -103,6 +103,10 @@ def test_pretrain_writes_checkpoints_logs_and_final_weights(data_dir, tmp_path, 
     assert any((out / "logs").iterdir())
     assert json.loads((out / "config.json").read_text())["stage_config"]["batch_size"] == 4
     assert "val/psnr" in err
+    from benchmarks.learning_curve import read_scalars
+
+    curves = read_scalars(out)
+    assert [step for step, _ in curves["val/psnr"]] == [2, 3] and set(curves) == {"val/psnr", "val/psnr_bicubic"}
     # An existing run is never silently overwritten, and resume refuses changed settings.
     code, err = run(TINY_PRE + ["--data", data_dir, "--out", out, "--steps", "4"], capsys)
     assert code == 2 and "--resume" in err

@@ -1,0 +1,65 @@
+"""Validation PSNR against training steps, read from ``train.py`` run folders (TensorBoard logs).
+
+  python benchmarks/learning_curve.py runs/pretrain_x2 runs/meta_x2 --png curve.png --json curve.json
+
+Pretraining runs log ``val/psnr``; meta runs log ``val/psnr_before`` and ``val/psnr_after`` (PSNR on a
+fixed set of kernel tasks before and after the inner loop), which is where meta-learning shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+TAGS = ("val/psnr", "val/psnr_bicubic", "val/psnr_before", "val/psnr_after")
+
+
+def read_scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every validation scalar of a run, in step order, across all its event files."""
+    import tensorflow as tf
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    series: dict[str, dict[int, float]] = {}
+    for events in sorted((run / "logs").glob("events.*")):
+        acc = EventAccumulator(str(events), size_guidance={"tensors": 0})
+        acc.Reload()
+        for tag in set(acc.Tags()["tensors"]) & set(TAGS):
+            for e in acc.Tensors(tag):
+                series.setdefault(tag, {})[e.step] = float(tf.make_ndarray(e.tensor_proto))
+    return {tag: sorted(points.items()) for tag, points in series.items()}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("--png", type=Path)
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    curves = {str(run): read_scalars(run) for run in args.runs}
+    for run, series in curves.items():
+        for tag, points in series.items():
+            last = points[-1]
+            print(f"{run:<40} {tag:<18} {len(points):4d} points, last: step {last[0]} = {last[1]:.3f} dB")
+    if args.json:
+        args.json.write_text(json.dumps(curves, indent=2))
+    if args.png:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4), squeeze=False)
+        for ax, (run, series) in zip(axes[0], curves.items()):
+            for tag, points in series.items():
+                ax.plot([s for s, _ in points], [v for _, v in points], marker=".", label=tag)
+            ax.set(title=Path(run).name, xlabel="step", ylabel="validation PSNR (dB, RGB)")
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.tight_layout()
+        fig.savefig(args.png, dpi=120)
+    return curves
+
+
+if __name__ == "__main__":
+    main()
