@@ -82,7 +82,8 @@ def main(argv=None):
             print(
                 f"{stage_name:<8} order={order:<6} jit={str(jit):<5} {seconds:8.3f} s/step  (first call {trace:.1f} s)"
             )
-    result = {"meta_config": vars(args), "rows": rows}
+    settings = {k: v for k, v in vars(args).items() if k != "json"}
+    result = {"meta_config": settings, "rows": rows}
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return result
