@@ -114,15 +114,12 @@ class ServingModule(tf.Module):
         lr = _image_float(image, self.scale, self.max_pixels)
         kernel = _normalised_kernel(kernel, image)
         rates = schedule_rates(_checked_steps(steps, self.max_steps), self._config.learning_rates)
-        h, w = tf.shape(lr)[1], tf.shape(lr)[2]
-        whole = tf.cast(h, tf.int64) * tf.cast(w, tf.int64) <= self._config.max_pixels  # as zero_shot.adapt
-        crop = tf.where(whole, tf.stack([h, w]), tf.constant([self._config.crop_size] * 2))
         fast, _ = adapt_graph(
             [v.read_value() for v in self.theta],
             lr[0],
             kernel,
             rates,
-            crop,
+            tf.constant([self._config.max_pixels, self._config.crop_size], tf.int32),
             tf.constant([self._config.seed, 0], tf.int32),
             self.scale,
             SUBSAMPLE,

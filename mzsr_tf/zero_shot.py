@@ -72,7 +72,7 @@ def adapt_graph(
     lr_image,
     kernel,
     rates,
-    crop,
+    crop_limits,
     seed,
     scale: int,
     subsample: str = "direct",
@@ -88,14 +88,17 @@ def adapt_graph(
       lr_image: float32 [H, W, 3], the test image (the HR father).
       kernel: float32 [k, k], its blur kernel (``[[1.]]`` for plain bicubic subsampling).
       rates: float32 [steps], learning rate of each update.
-      crop: int32 [2], training-window size (the whole image when larger than it).
+      crop_limits: int32 [2], (max_pixels, crop_size): images with more than max_pixels pixels train
+        on random crop_size² windows, smaller ones whole (official: whole image).
       seed: int32 [2], for the crops and the son's noise.
     Returns:
       (fast weights, L1 loss before each update [steps]).
     """
     son_up, father = training_pair(lr_image[None], kernel, scale, subsample, noise_sigma, seed)
     pair = tf.concat([son_up, father], axis=-1)
-    size = tf.concat([tf.minimum(crop, tf.shape(father)[1:3]), [6]], 0)
+    hw = tf.shape(father)[1:3]
+    whole = tf.cast(hw[0], tf.int64) * tf.cast(hw[1], tf.int64) <= tf.cast(crop_limits[0], tf.int64)
+    size = tf.concat([tf.where(whole, hw, tf.minimum(crop_limits[1], hw)), [6]], 0)
     steps = tf.shape(rates)[0]
     moments = [tf.zeros_like(p) for p in params] * 2
 
@@ -129,13 +132,13 @@ def _make_adapt_fn(scale: int, subsample: str, optimizer: str, noise_sigma: floa
             tf.TensorSpec([None, None, 3], tf.float32),  # LR test image (the HR father)
             tf.TensorSpec([None, None], tf.float32),  # its blur kernel
             tf.TensorSpec([None], tf.float32),  # per-step learning rates
-            tf.TensorSpec([2], tf.int32),  # crop size (h, w)
+            tf.TensorSpec([2], tf.int32),  # (max_pixels, crop_size)
             tf.TensorSpec([2], tf.int32),  # seed
         ]
     )
-    def adapt_fn(params, lr_image, kernel, rates, crop, seed):
+    def adapt_fn(params, lr_image, kernel, rates, crop_limits, seed):
         TRACES["adapt"] += 1
-        return adapt_graph(params, lr_image, kernel, rates, crop, seed, scale, subsample, optimizer, noise_sigma)
+        return adapt_graph(params, lr_image, kernel, rates, crop_limits, seed, scale, subsample, optimizer, noise_sigma)
 
     return adapt_fn
 
@@ -172,14 +175,12 @@ def adapt(params, lr_image, degradation: Degradation, scale, config: AdaptConfig
             raise InputError(f"optimizer must be 'sgd' or 'adam', got {config.optimizer!r}")
         _ADAPT_FNS[key] = _make_adapt_fn(*key)
     kernel = np.ones((1, 1), np.float32) if degradation.kernel is None else degradation.kernel
-    h, w = lr_image.shape[:2]
-    crop = [h, w] if h * w <= config.max_pixels else [config.crop_size] * 2
     fast, losses = _ADAPT_FNS[key](
         [tf.convert_to_tensor(p, tf.float32) for p in params],
         tf.convert_to_tensor(lr_image, tf.float32),
         tf.convert_to_tensor(kernel, tf.float32),
         learning_rates(config),
-        tf.constant(crop, tf.int32),
+        tf.constant([config.max_pixels, config.crop_size], tf.int32),
         tf.constant([config.seed, 0], tf.int32),
     )
     return fast, losses.numpy()
