@@ -33,7 +33,9 @@ def build_parser():
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     pre = p.add_argument_group("pretrain")
     pre.add_argument("--batch-size", type=int, help="patches per step (32)")
-    pre.add_argument("--lr", type=float, help="Adam learning rate (4e-4, halved every 100k steps to 1e-4)")
+    pre.add_argument("--lr", type=float, help="Adam learning rate (4e-4)")
+    pre.add_argument("--lr-decay-steps", type=int, help="halve the learning rate every this many steps (100000)")
+    pre.add_argument("--lr-floor", type=float, help="... down to this (1e-4)")
     pre.add_argument(
         "--degradation", choices=("bicubic", "kernels"), help="bicubic pairs (paper) or random-kernel pairs"
     )
@@ -65,11 +67,12 @@ def main(argv=None):
         "task_batch",
         "checkpoint_every",
         "val_every",
+        "lr_decay_steps",
     ):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise InputError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    for name in ("lr", "inner_lr", "meta_lr"):
+    for name in ("lr", "lr_floor", "inner_lr", "meta_lr"):
         value = getattr(args, name)
         if value is not None and not value > 0:
             raise InputError(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -82,6 +85,8 @@ def main(argv=None):
         patch=args.patch,
         batch_size=args.batch_size,
         lr=args.lr,
+        lr_decay_steps=args.lr_decay_steps,
+        lr_floor=args.lr_floor,
         degradation=args.degradation,
         subsample=args.subsample,
         inner_steps=args.inner_steps,
