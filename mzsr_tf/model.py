@@ -65,18 +65,49 @@ def _conv_input_grad(dy, kernel):
 
 
 def _conv_filter_grad(x, dy):
-    """∂L/∂W of a stride-1 SAME 3x3 conv: Σ_pixels patch(x)ᵀ · dy, one matmul per tap."""
+    """∂L/∂W of a stride-1 SAME 3x3 conv: Σ_p patch(x)_pᵀ · dy_p, as matrix products (TFLite builtins only).
+
+    Thin layers (3 channels on one side) gather the 9 shifted copies of the thin tensor into one matrix
+    (im2col); 64→64 layers use flat shifts instead: with x zero-padded and both tensors flattened
+    row-major at padded width, tap (i, j) is the contiguous row range starting at i·(w+2)+j, so no
+    patch copies are made.
+    """
+    cin, cout = _channels(x), _channels(dy)
+    if cin <= _THIN or cout <= _THIN:
+        return _filter_grad_im2col(x, dy, cin, cout)
     h, w = tf.shape(x)[1], tf.shape(x)[2]
-    cin = x.shape[-1] if x.shape[-1] is not None else tf.shape(x)[-1]
-    cout = dy.shape[-1] if dy.shape[-1] is not None else tf.shape(dy)[-1]
-    xp = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
-    dy2 = tf.reshape(dy, [-1, cout])
-    taps = [
-        tf.matmul(tf.reshape(xp[:, i : i + h, j : j + w, :], [-1, cin]), dy2, transpose_a=True)
-        for i in range(3)
-        for j in range(3)
-    ]
+    wp = w + 2
+    xp = tf.reshape(tf.pad(x, [[0, 0], [1, 2], [1, 1], [0, 0]]), [-1, cin])
+    xp = tf.pad(xp, [[0, 2 * wp + 2], [0, 0]])  # taps of the last image may run past its block
+    d = tf.reshape(tf.pad(dy, [[0, 0], [0, 3], [0, 2], [0, 0]]), [-1, cout])  # zeros where xp wraps
+    n = tf.shape(d)[0]
+    taps = [tf.matmul(xp[i * wp + j : i * wp + j + n], d, transpose_a=True) for i in range(3) for j in range(3)]
     return tf.reshape(tf.stack(taps), [3, 3, cin, cout])
+
+
+_THIN = 16
+
+
+def _channels(t):
+    return t.shape[-1] if t.shape[-1] is not None else tf.shape(t)[-1]
+
+
+def _shifts(t, flip: bool):
+    """The 9 taps of a zero-padded 3x3 neighbourhood, concatenated on channels (tap-major)."""
+    h, w = tf.shape(t)[1], tf.shape(t)[2]
+    tp = tf.pad(t, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    offsets = [(2 - i, 2 - j) if flip else (i, j) for i in range(3) for j in range(3)]
+    return tf.concat([tp[:, a : a + h, b : b + w, :] for a, b in offsets], -1)
+
+
+def _filter_grad_im2col(x, dy, cin, cout):
+    """Filter gradient by one matrix product against the 9 shifted copies of the thinner side."""
+    if cin <= cout:  # tap (i, j) = Σ_p x[p + (i-1, j-1)]ᵀ dy[p]
+        g = tf.matmul(tf.reshape(_shifts(x, False), [-1, 9 * cin]), tf.reshape(dy, [-1, cout]), transpose_a=True)
+        return tf.reshape(g, [3, 3, cin, cout])
+    # tap (i, j) = Σ_q x[q]ᵀ dy[q - (i-1, j-1)]
+    g = tf.matmul(tf.reshape(x, [-1, cin]), tf.reshape(_shifts(dy, True), [-1, 9 * cout]), transpose_a=True)
+    return tf.transpose(tf.reshape(g, [cin, 3, 3, cout]), [1, 2, 0, 3])
 
 
 def _forward_with_activations(params, x):
