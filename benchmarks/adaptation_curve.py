@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from benchmarks.common import save_json  # noqa: E402
 from benchmarks.paper_table import load_hr, make_lr  # noqa: E402
 from mzsr_tf.io import list_images  # noqa: E402
 from mzsr_tf.kernels import resolve_degradation  # noqa: E402
@@ -77,7 +78,7 @@ def main(argv=None):
         for row in results[label]:
             print(f"{label:<20} {row['steps']:3d} steps  {row['psnr_y']:6.2f} dB  {row['seconds']:7.2f} s/image")
     if args.json:
-        args.json.write_text(json.dumps({"kernel": args.kernel, "set": str(args.hr), "curves": results}, indent=2))
+        save_json(args.json, {"kernel": args.kernel, "set": str(args.hr), "curves": results})
     if args.png:
         import matplotlib
 

@@ -11,7 +11,6 @@ LiteRT interpreter (``ai-edge-litert``, default XNNPACK delegate) and in TensorF
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -24,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
-from benchmarks.common import best_of  # noqa: E402
+from benchmarks.common import best_of, save_json  # noqa: E402
 from export.tflite import AdaptationModule, convert, embed_kernel  # noqa: E402
 from mzsr_tf.kernels import resolve_degradation  # noqa: E402
 from mzsr_tf.model import init_params  # noqa: E402
@@ -87,7 +86,7 @@ def main(argv=None):
         "cpu_count": os.cpu_count(),
     }
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+        save_json(args.json, report)
     return report
 
 

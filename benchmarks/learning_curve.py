@@ -9,8 +9,12 @@ fixed set of kernel tasks before and after the inner loop), which is where meta-
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import save_json  # noqa: E402
 
 TAGS = ("val/psnr", "val/psnr_bicubic", "val/psnr_before", "val/psnr_after")
 
@@ -42,7 +46,7 @@ def main(argv=None):
             last = points[-1]
             print(f"{run:<40} {tag:<18} {len(points):4d} points, last: step {last[0]} = {last[1]:.3f} dB")
     if args.json:
-        args.json.write_text(json.dumps(curves, indent=2))
+        save_json(args.json, curves)
     if args.png:
         import matplotlib
 

@@ -10,7 +10,6 @@ of 64², 5 inner steps).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -22,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from benchmarks.common import save_json  # noqa: E402
 from mzsr_tf.meta import MetaConfig  # noqa: E402
 from mzsr_tf.model import MZSRNet  # noqa: E402
 from mzsr_tf.training import PretrainConfig, RunConfig, _Stage, make_step_fn  # noqa: E402
@@ -85,7 +85,7 @@ def main(argv=None):
     settings = {k: v for k, v in vars(args).items() if k != "json"}
     result = {"meta_config": settings, "rows": rows}
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        save_json(args.json, result)
     return result
 
 

@@ -75,8 +75,7 @@ def _conv_filter_grad(x, dy):
     cin, cout = _channels(x), _channels(dy)
     if cin <= _THIN or cout <= _THIN:
         return _filter_grad_im2col(x, dy, cin, cout)
-    h, w = tf.shape(x)[1], tf.shape(x)[2]
-    wp = w + 2
+    wp = tf.shape(x)[2] + 2
     xp = tf.reshape(tf.pad(x, [[0, 0], [1, 2], [1, 1], [0, 0]]), [-1, cin])
     xp = tf.pad(xp, [[0, 2 * wp + 2], [0, 0]])  # taps of the last image may run past its block
     d = tf.reshape(tf.pad(dy, [[0, 0], [0, 3], [0, 2], [0, 0]]), [-1, cout])  # zeros where xp wraps

@@ -39,7 +39,9 @@ def test_super_resolve_upsamples_then_refines():
     assert super_resolve(params, lr, 2, (15, 11)).shape == (1, 15, 11, 3)
 
 
-@pytest.mark.parametrize("batch,height,width,dynamic", [(1, 12, 10, False), (2, 7, 9, False), (3, 1, 2, False), (2, 5, 3, True)])
+@pytest.mark.parametrize(
+    "batch,height,width,dynamic", [(1, 12, 10, False), (2, 7, 9, False), (3, 1, 2, False), (2, 5, 3, True)]
+)
 def test_hand_written_backward_matches_gradient_tape(batch, height, width, dynamic):
     params = [p + 0.01 * tf.random.normal(p.shape, seed=i) for i, p in enumerate(init_params(3))]
     x = tf.random.uniform([batch, height, width, 3], seed=4)
@@ -51,7 +53,9 @@ def test_hand_written_backward_matches_gradient_tape(batch, height, width, dynam
     grads_fn = l1_loss_and_grads
     if dynamic:  # unknown batch and spatial sizes at trace time, as in the serving and TFLite graphs
         spec = tf.TensorSpec([None, None, None, 3])
-        grads_fn = tf.function(l1_loss_and_grads).get_concrete_function([tf.TensorSpec(p.shape) for p in params], spec, spec)
+        grads_fn = tf.function(l1_loss_and_grads).get_concrete_function(
+            [tf.TensorSpec(p.shape) for p in params], spec, spec
+        )
     got_loss, got = grads_fn(params, x, y)
     np.testing.assert_allclose(got_loss, loss, rtol=1e-6)
     for name, g, e in zip(PARAM_NAMES, got, expected):
