@@ -2,6 +2,10 @@
 
   python benchmarks/learning_curve.py runs/pretrain_x2 runs/meta_x2 --png curve.png --json curve.json
 
+A run started with ``--init`` from another run's final weights continues it: join them with ``+``
+(``runs/pretrain_a+runs/pretrain_b``) to draw one curve, the later run's steps counted on from the
+earlier one's last step.
+
 Pretraining runs log ``val/psnr``; meta runs log ``val/psnr_before`` and ``val/psnr_after`` (PSNR on a
 fixed set of kernel tasks before and after the inner loop), which is where meta-learning shows.
 """
@@ -34,13 +38,25 @@ def read_scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: sorted(points.items()) for tag, points in series.items()}
 
 
+def read_chain(chain: str) -> dict[str, list[tuple[int, float]]]:
+    """``A+B+...``: the runs' scalars end to end, each run's steps offset by the steps before it."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    offset = 0
+    for run in chain.split("+"):
+        run_series = read_scalars(Path(run))
+        for tag, points in run_series.items():
+            series.setdefault(tag, []).extend((offset + step, value) for step, value in points)
+        offset += max((points[-1][0] for points in run_series.values()), default=0)
+    return series
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("runs", nargs="+", help="run folders; A+B for a run initialised from A's final weights")
     p.add_argument("--png", type=Path)
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
-    curves = {str(run): read_scalars(run) for run in args.runs}
+    curves = {run: read_chain(run) for run in args.runs}
     for run, series in curves.items():
         for tag, points in series.items():
             last = points[-1]
@@ -57,7 +73,8 @@ def main(argv=None):
         for ax, (run, series) in zip(axes[0], curves.items()):
             for tag, points in series.items():
                 ax.plot([s for s, _ in points], [v for _, v in points], marker=".", label=tag)
-            ax.set(title=Path(run).name, xlabel="step", ylabel="validation PSNR (dB, RGB)")
+            title = " → ".join(Path(r).name for r in run.split("+"))
+            ax.set(title=title, xlabel="step", ylabel="validation PSNR (dB, RGB)")
             ax.grid(alpha=0.3)
             ax.legend()
         fig.tight_layout()

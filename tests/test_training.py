@@ -103,10 +103,12 @@ def test_pretrain_writes_checkpoints_logs_and_final_weights(data_dir, tmp_path, 
     assert any((out / "logs").iterdir())
     assert json.loads((out / "config.json").read_text())["stage_config"]["batch_size"] == 4
     assert "val/psnr" in err
-    from benchmarks.learning_curve import read_scalars
+    from benchmarks.learning_curve import read_chain, read_scalars
 
     curves = read_scalars(out)
     assert [step for step, _ in curves["val/psnr"]] == [2, 3] and set(curves) == {"val/psnr", "val/psnr_bicubic"}
+    chained = read_chain(f"{out}+{out}")["val/psnr"]
+    assert [step for step, _ in chained] == [2, 3, 5, 6] and chained[2][1] == curves["val/psnr"][0][1]
     # An existing run is never silently overwritten, and resume refuses changed settings.
     code, err = run(TINY_PRE + ["--data", data_dir, "--out", out, "--steps", "4"], capsys)
     assert code == 2 and "--resume" in err
@@ -127,6 +129,8 @@ def test_non_finite_losses_stop_the_run_with_a_clear_message(data_dir, tmp_path,
         (["--steps", "2", "--inner-lr", "-1"], "--inner-lr must be positive"),
         (["--steps", "2", "--scale", "1"], "integer > 1"),
         (["--steps", "2", "--strategy", "tpu"], "invalid choice"),
+        (["--steps", "2", "--lr-decay-steps", "0"], "--lr-decay-steps must be positive"),
+        (["--steps", "2", "--lr-floor", "nan"], "--lr-floor must be positive"),
     ],
 )
 def test_bad_flags(data_dir, tmp_path, capsys, argv, match):
