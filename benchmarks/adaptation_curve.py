@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from benchmarks.common import save_json  # noqa: E402
-from benchmarks.paper_table import load_hr, make_lr  # noqa: E402
+from benchmarks.paper_table import load_hr, make_lr, set_name  # noqa: E402
 from mzsr_tf.io import list_images  # noqa: E402
 from mzsr_tf.kernels import resolve_degradation  # noqa: E402
 from mzsr_tf.metrics import psnr_y  # noqa: E402
@@ -52,19 +52,53 @@ def curve(params, images, degradation, scale, at):
     return [{"steps": n, "psnr_y": float(np.mean(psnr[n])), "seconds": seconds[n] / len(images)} for n in at]
 
 
+def plot(results, args, png: Path) -> None:
+    """Left: PSNR-Y vs adaptation steps per weights file; right: PSNR-Y vs seconds, with ZSSR's rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, rows in results["curves"].items():
+        a.plot([r["steps"] for r in rows], [r["psnr_y"] for r in rows], marker="o", label=label)
+        b.plot([r["seconds"] for r in rows], [r["psnr_y"] for r in rows], marker="o", label=f"MZSR, {label}")
+    for path in args.zssr or []:
+        for row in json.loads(path.read_text())["results"]:
+            if row["method"].startswith("zssr") and row["kernel"] == results["kernel"]:
+                b.scatter([row["seconds_per_image"]], [row["psnr_y"]], marker="*", s=150, label=row["method"])
+    title = f"{set_name(Path(results['set']))} x{results.get('scale', 2)}, {results['kernel']}"
+    a.set(xlabel="adaptation steps", ylabel="PSNR-Y (dB)", title=title)
+    b.set(xlabel="seconds per image (this CPU)", ylabel="PSNR-Y (dB)", xscale="symlog", title="PSNR vs time")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--hr", type=Path, required=True)
+    p.add_argument("--replot", type=Path, help="draw --png from this script's earlier --json, computing nothing")
+    p.add_argument("--hr", type=Path)
     p.add_argument("--kernel", default="g_d_2.0")
     p.add_argument("--scale", type=int, default=2)
-    p.add_argument("--weights", type=Path, action="append", required=True)
+    p.add_argument("--weights", type=Path, action="append")
     p.add_argument("--labels", help="comma list, one per --weights")
     p.add_argument("--at", default="0,1,2,3,5,10,15,20,30,40,50")
     p.add_argument("--limit", type=int)
-    p.add_argument("--zssr", type=Path, help="a paper_table JSON with zssr rows to add as a point")
+    p.add_argument("--zssr", type=Path, action="append", help="paper_table JSON with zssr rows (points)")
     p.add_argument("--png", type=Path)
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
+    if args.replot:
+        if not args.png:
+            p.error("--replot needs --png")
+        results = json.loads(args.replot.read_text())
+        plot(results, args, args.png)
+        return results
+    if not args.hr or not args.weights:
+        p.error("--hr and --weights are required (or --replot)")
     at = sorted({int(v) for v in args.at.split(",")})
     labels = args.labels.split(",") if args.labels else [w.stem for w in args.weights]
     degradation = resolve_degradation(args.kernel)
@@ -72,34 +106,16 @@ def main(argv=None):
     for path in list_images(args.hr)[: args.limit]:
         hr = load_hr(path, args.scale)
         images.append((hr, make_lr(hr, degradation, args.scale).astype(np.float32) / 255.0))
-    results = {}
+    curves = {}
     for label, weights in zip(labels, args.weights):
-        results[label] = curve(load_params(weights), images, degradation, args.scale, at)
-        for row in results[label]:
+        curves[label] = curve(load_params(weights), images, degradation, args.scale, at)
+        for row in curves[label]:
             print(f"{label:<20} {row['steps']:3d} steps  {row['psnr_y']:6.2f} dB  {row['seconds']:7.2f} s/image")
+    results = {"kernel": args.kernel, "set": str(args.hr), "scale": args.scale, "curves": curves}
     if args.json:
-        save_json(args.json, {"kernel": args.kernel, "set": str(args.hr), "curves": results})
+        save_json(args.json, results)
     if args.png:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-        for label, rows in results.items():
-            a.plot([r["steps"] for r in rows], [r["psnr_y"] for r in rows], marker="o", label=label)
-            b.plot([r["seconds"] for r in rows], [r["psnr_y"] for r in rows], marker="o", label=f"MZSR, {label}")
-        if args.zssr:
-            for row in json.loads(args.zssr.read_text())["results"]:
-                if row["method"].startswith("zssr") and row["kernel"] == args.kernel:
-                    b.scatter([row["seconds_per_image"]], [row["psnr_y"]], marker="*", s=150, label=row["method"])
-        a.set(xlabel="adaptation steps", ylabel="PSNR-Y (dB)", title=f"{args.hr.name} x{args.scale}, {args.kernel}")
-        b.set(xlabel="seconds per image (this CPU)", ylabel="PSNR-Y (dB)", xscale="symlog", title="PSNR vs time")
-        for ax in (a, b):
-            ax.grid(alpha=0.3)
-            ax.legend()
-        fig.tight_layout()
-        fig.savefig(args.png, dpi=120)
+        plot(results, args, args.png)
     return results
 
 

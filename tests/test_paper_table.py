@@ -135,3 +135,22 @@ def test_infinite_psnr_is_written_as_null(tmp_path):
     paper_table.write_json(tmp_path / "r.json", [result], overwrite=False)
     (row,) = json.loads((tmp_path / "r.json").read_text())["results"]
     assert row["psnr_y"] is None and row["per_image"] == {"a.png": None, "b.png": 40.0}
+
+
+def test_adaptation_curve_writes_json_and_png_and_replots(tmp_path, astronaut_uint8):
+    from benchmarks import adaptation_curve
+    from mzsr_tf.model import init_params, save_params
+
+    hr_folder = tmp_path / "HR"
+    hr_folder.mkdir()
+    Image.fromarray(astronaut_uint8[:64, :56]).save(hr_folder / "crop.png")  # LR 32x28 > the 21² kernel
+    weights = save_params(init_params(0), tmp_path / "w.weights.h5")
+    out = tmp_path / "curve.json"
+    argv = ["--hr", hr_folder, "--weights", weights, "--at", "0,1,3", "--json", out, "--png", tmp_path / "a.png"]
+    results = adaptation_curve.main([str(a) for a in argv])
+    rows = json.loads(out.read_text())["curves"]["w.weights"]
+    assert [r["steps"] for r in rows] == [0, 1, 3] and rows == results["curves"]["w.weights"]
+    assert rows[0]["seconds"] == 0 < rows[1]["seconds"] < rows[2]["seconds"]
+    assert all(math.isfinite(r["psnr_y"]) for r in rows) and len({r["psnr_y"] for r in rows}) == 3
+    adaptation_curve.main(["--replot", str(out), "--png", str(tmp_path / "b.png")])
+    assert (tmp_path / "a.png").stat().st_size > 1000 and (tmp_path / "b.png").stat().st_size > 1000
