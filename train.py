@@ -37,7 +37,9 @@ def build_parser():
     pre.add_argument("--lr-decay-steps", type=int, help="halve the learning rate every this many steps (100000)")
     pre.add_argument("--lr-floor", type=float, help="... down to this (1e-4)")
     pre.add_argument(
-        "--degradation", choices=("bicubic", "kernels"), help="bicubic pairs (paper) or random-kernel pairs"
+        "--degradation",
+        choices=("bicubic", "kernels", "mixed"),
+        help="bicubic pairs (paper), random-kernel pairs, or half each",
     )
     meta = p.add_argument_group("meta")
     meta.add_argument("--subsample", choices=("direct", "bicubic"))

@@ -95,11 +95,15 @@ def bicubic_pairs(images, batch: int, patch: int, scale: int, seed: int = 0, sta
     """Batches ``(bicubic↑(LR), HR)`` of ``batch`` patches, LR = MATLAB-bicubic↓s(HR) in uint8 levels."""
 
     def pair(step, hr):
-        lr = _quantise(downscale(hr, scale))
-        return upscale(lr, scale, (patch, patch)), hr
+        return _bicubic_input(hr, scale), hr
 
     ds = _patch_dataset(images, batch, patch, seed, start_step)
     return ds.map(pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
+
+
+def _bicubic_input(hr, scale):
+    """bicubic↑(uint8(MATLAB-bicubic↓s(hr)))."""
+    return upscale(_quantise(downscale(hr, scale)), scale, tf.shape(hr)[1:3])
 
 
 def _random_kernel_input(hr, stream: int, step, scale, subsample, kernel_size, noise):
@@ -120,16 +124,20 @@ def kernel_pairs(
     noise: float = 0.0,
     seed: int = 0,
     start_step: int = 0,
+    bicubic: int = 0,
 ):
     """Batches ``(bicubic↑(LR), HR)`` with LR = (HR ⊛ k)↓s, a fresh k ~ p(k) per patch.
 
     The meta-training degradations as plain supervised pairs: a cheaper stage-1 option than bicubic
-    pairs when compute is scarce (``train.py --stage pretrain --degradation kernels``).
+    pairs when compute is scarce (``train.py --stage pretrain --degradation kernels``). The first
+    ``bicubic`` patches of each batch are bicubic pairs instead (``--degradation mixed``), which keeps
+    sharp kernels and bicubic subsampling in range.
     """
 
     def pairs(step, hr):
-        x = [_random_kernel_input(hr[n : n + 1], seed * 1000 + 500 + n, step, scale, subsample, kernel_size, noise)
-             for n in range(batch)]  # fmt: skip
+        x = [_bicubic_input(hr[:bicubic], scale)] if bicubic else []
+        x += [_random_kernel_input(hr[n : n + 1], seed * 1000 + 500 + n, step, scale, subsample, kernel_size, noise)
+              for n in range(bicubic, batch)]  # fmt: skip
         return tf.concat(x, axis=0), hr
 
     ds = _patch_dataset(images, batch, patch, seed, start_step)

@@ -41,7 +41,7 @@ class PretrainConfig:
     lr: float = 4e-4
     lr_decay_steps: int = 100_000  # halve every this many steps ...
     lr_floor: float = 1e-4  # ... down to this
-    degradation: str = "bicubic"  # 'bicubic' pairs (paper), or 'kernels': p(k) of meta-training
+    degradation: str = "bicubic"  # 'bicubic' pairs (paper), 'kernels': p(k) of meta-training, 'mixed': half each
     subsample: str = "direct"  # for 'kernels'
     kernel_size: int = 15  # for 'kernels'
 
@@ -116,10 +116,12 @@ class _Stage:
 
     def dataset(self, start_step):
         c = self.config
-        if self.run.stage == "pretrain" and c.degradation == "kernels":
+        if self.run.stage == "pretrain" and c.degradation in ("kernels", "mixed"):
+            bicubic = c.batch_size // 2 if c.degradation == "mixed" else 0
             return data_lib.kernel_pairs(
-                self.images, c.batch_size, c.patch, c.scale, c.subsample, c.kernel_size, 0.0, self.run.seed, start_step
-            )
+                self.images, c.batch_size, c.patch, c.scale, c.subsample, c.kernel_size, 0.0, self.run.seed, start_step,
+                bicubic,
+            )  # fmt: skip
         if self.run.stage == "pretrain":
             return data_lib.bicubic_pairs(self.images, c.batch_size, c.patch, c.scale, self.run.seed, start_step)
         return data_lib.kernel_tasks(

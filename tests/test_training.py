@@ -153,3 +153,10 @@ def test_init_from_weights(data_dir, tmp_path, capsys):
     assert code == 0, err
     moved = [np.abs(a - b).max() for a, b in zip(load_params(init), load_params(out / "final.weights.h5"))]
     assert 0 < max(moved) < 1e-2  # one Adam step of 1e-4 from the given start
+
+
+def test_pretrain_on_mixed_degradations(data_dir, tmp_path, capsys):
+    out = tmp_path / "mixed"
+    code, err = run(TINY_PRE + ["--data", data_dir, "--out", out, "--steps", "1", "--degradation", "mixed"], capsys)
+    assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["stage_config"]["degradation"] == "mixed"

@@ -1,0 +1,47 @@
+"""Training data: pairs are what their docstrings say, and every batch is a pure function of (seed, step)."""
+
+import numpy as np
+import tensorflow as tf
+
+from mzsr_tf.data import bicubic_pairs, kernel_pairs, kernel_tasks
+from mzsr_tf.imresize import downscale, upscale
+
+
+def _first(ds, n=1):
+    return [tuple(t.numpy() for t in b) for b in ds.take(n)]
+
+
+def test_bicubic_pairs_are_uint8_quantised_matlab_bicubic(astronaut_uint8, chelsea_uint8):
+    ((x, y),) = _first(bicubic_pairs([astronaut_uint8, chelsea_uint8], 3, 16, 2, seed=1))
+    assert x.shape == y.shape == (3, 16, 16, 3)
+    lr = tf.round(tf.clip_by_value(downscale(y, 2), 0, 1) * 255) / 255
+    np.testing.assert_allclose(x, upscale(lr, 2, (16, 16)), atol=1e-6)
+    np.testing.assert_array_equal(np.round(y * 255) / 255, y)  # HR patches are uint8 levels
+
+
+def test_batches_are_a_pure_function_of_seed_and_step(astronaut_uint8):
+    images = [astronaut_uint8]
+    from_zero = _first(kernel_pairs(images, 2, 16, 2, seed=3), 3)[2]
+    resumed = _first(kernel_pairs(images, 2, 16, 2, seed=3, start_step=2))[0]
+    for a, b in zip(from_zero, resumed):
+        np.testing.assert_array_equal(a, b)
+    other_seed = _first(kernel_pairs(images, 2, 16, 2, seed=4, start_step=2))[0]
+    assert not np.array_equal(other_seed[1], resumed[1])
+
+
+def test_mixed_pairs_are_half_bicubic_half_random_kernels(astronaut_uint8, chelsea_uint8):
+    images = [astronaut_uint8, chelsea_uint8]
+    ((xm, ym),) = _first(kernel_pairs(images, 4, 16, 2, seed=2, bicubic=2))
+    ((xb, yb),) = _first(bicubic_pairs(images, 4, 16, 2, seed=2))
+    ((xk, yk),) = _first(kernel_pairs(images, 4, 16, 2, seed=2))
+    np.testing.assert_array_equal(ym, yb)
+    np.testing.assert_array_equal(ym, yk)
+    np.testing.assert_allclose(xm[:2], xb[:2], atol=1e-6)
+    np.testing.assert_allclose(xm[2:], xk[2:], atol=1e-6)
+    assert np.abs(xm[2:] - xb[2:]).max() > 1e-2  # the kernel half really is blurred differently
+
+
+def test_kernel_tasks_have_support_and_query_sets_per_task(astronaut_uint8):
+    ((x_tr, y_tr, x_te, y_te),) = _first(kernel_tasks([astronaut_uint8], 3, 2, 16, 2, seed=0))
+    assert x_tr.shape == y_tr.shape == x_te.shape == y_te.shape == (3, 2, 16, 16, 3)
+    assert not np.array_equal(y_tr, y_te)
