@@ -107,6 +107,7 @@ def main(argv=None):
         hr = load_hr(path, args.scale)
         images.append((hr, make_lr(hr, degradation, args.scale).astype(np.float32) / 255.0))
     curves = {}
+    adapt(load_params(args.weights[0]), images[0][1], degradation, args.scale, AdaptConfig(steps=1))  # trace once
     for label, weights in zip(labels, args.weights):
         curves[label] = curve(load_params(weights), images, degradation, args.scale, at)
         for row in curves[label]:
