@@ -198,11 +198,16 @@ def _check_shapes(arrays, source) -> list[np.ndarray]:
     return [np.asarray(a, np.float32) for a in arrays]
 
 
-def load_params(path) -> list[tf.Tensor]:
-    """Load weights from ``.weights.h5`` (ours), ``.npz`` (``convN/kernel`` arrays) or a TF1 checkpoint.
+# train.py checkpoints hold the network's variables, in ``params`` order, as the optimizer's.
+_TRAIN_CKPT = "optimizer/_trainable_variables/{}/.ATTRIBUTES/VARIABLE_VALUE"
 
-    The TF1 checkpoint is the official MZSR layout (variables ``MODEL/convN/kernel|bias``),
-    given as its prefix (``.../Pretrained``), its ``.index`` file or its folder.
+
+def load_params(path) -> list[tf.Tensor]:
+    """Load weights from ``.weights.h5`` (ours), ``.npz`` (``convN/kernel`` arrays) or a TF checkpoint.
+
+    A TF checkpoint is either the official MZSR TF1 layout (variables ``MODEL/convN/kernel|bias``)
+    or one of ``train.py``'s (``RUN/ckpt/ckpt-N``, to use a step chosen by validation), given as its
+    prefix (``.../Pretrained``), its ``.index`` file or its folder (the latest checkpoint).
     """
     path = Path(path)
     name = path.name
@@ -227,10 +232,13 @@ def load_params(path) -> list[tf.Tensor]:
                 raise InputError(f"{path}: not a .weights.h5, .npz or TF checkpoint")
             reader = tf.train.load_checkpoint(str(prefix))
             keys = reader.get_variable_to_shape_map()
-            missing = [n for n in PARAM_NAMES if f"MODEL/{n}" not in keys]
+            names = [f"MODEL/{n}" for n in PARAM_NAMES]
+            if names[0] not in keys and _TRAIN_CKPT.format(0) in keys:  # a train.py checkpoint
+                names = [_TRAIN_CKPT.format(i) for i in range(len(PARAM_NAMES))]
+            missing = [n for n in names if n not in keys]
             if missing:
-                raise InputError(f"{path}: checkpoint lacks MODEL/{missing[0]}")
-            arrays = [reader.get_tensor(f"MODEL/{n}") for n in PARAM_NAMES]
+                raise InputError(f"{path}: checkpoint lacks {missing[0]}")
+            arrays = [reader.get_tensor(n) for n in names]
     except InputError:
         raise
     except Exception as e:  # h5py/TF raise many types for corrupt files

@@ -100,6 +100,10 @@ def test_pretrain_writes_checkpoints_logs_and_final_weights(data_dir, tmp_path, 
     assert code == 0, err
     assert (out / "final.weights.h5").is_file() and len(load_params(out / "final.weights.h5")) == 16
     assert (out / "ckpt" / "checkpoint").is_file()
+    # --weights accepts a run's checkpoint: its folder means the latest, which is the final model.
+    for got, want in zip(load_params(out / "ckpt"), load_params(out / "final.weights.h5")):
+        np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(load_params(out / "ckpt" / "ckpt-2")[0], load_params(out / "ckpt")[0])
     assert any((out / "logs").iterdir())
     assert json.loads((out / "config.json").read_text())["stage_config"]["batch_size"] == 4
     assert "val/psnr" in err
