@@ -6,9 +6,10 @@ bicubic-upsampled LR input (MZSR ``model.py``; ZSSR's net with biases): 225,091 
 so MAML fast weights are just new lists (cbfinn/maml style).
 
 The backward pass is also written out (``l1_loss_and_grads``): conv input gradients as a
-forward conv with the flipped kernel, filter gradients as 3x3 shifted-slice matmuls. It is
-~1.5-2x faster than TF's generic conv gradients on CPU, uses only TFLite builtin ops, and
-is itself differentiable, so MAML's second-order meta-gradient flows through it.
+forward conv with the flipped kernel, filter gradients as 9 matrix products over copy-free
+flat shifts (im2col for the thin first and last layers). It is ~1.45x faster than TF's
+generic conv gradients on CPU for one whole image (``benchmarks/speed.py``), uses only TFLite
+builtin ops, and is itself differentiable, so MAML's second-order meta-gradient flows through it.
 """
 
 from __future__ import annotations
