@@ -110,17 +110,24 @@ def _outputs(files, out, scale):
     return [out / n for n in names]
 
 
-def _evaluate(sr, gt_path, scale):
-    from mzsr_tf.errors import InputError
+def _load_gt(gt_path, scale):
     from mzsr_tf.io import read_image
-    from mzsr_tf.metrics import modcrop, psnr_y, ssim_y
+    from mzsr_tf.metrics import modcrop
 
-    hr = modcrop(read_image(gt_path).rgb, scale)
-    if hr.shape != sr.shape:
-        raise InputError(
-            f"{gt_path}: GT is {hr.shape[1]}x{hr.shape[0]} after modcrop, SR is {sr.shape[1]}x{sr.shape[0]}"
-        )
-    return psnr_y(sr, hr, scale), ssim_y(sr, hr, scale)
+    return modcrop(read_image(gt_path).rgb, scale)
+
+
+def _score(entry, baseline: str, before, after, hr, gt_path, scale):
+    """Fill ``psnr_y_<baseline>``/``ssim_y_<baseline>`` (``before``) and ``psnr_y``/``ssim_y`` (``after``)."""
+    from mzsr_tf.errors import InputError
+    from mzsr_tf.metrics import psnr_y, ssim_y
+
+    for suffix, sr in ((f"_{baseline}", before), ("", after)):
+        if hr.shape != sr.shape:
+            raise InputError(
+                f"{gt_path}: GT is {hr.shape[1]}x{hr.shape[0]} after modcrop, SR is {sr.shape[1]}x{sr.shape[0]}"
+            )
+        entry[f"psnr_y{suffix}"], entry[f"ssim_y{suffix}"] = psnr_y(sr, hr, scale), ssim_y(sr, hr, scale)
 
 
 def mzsr_runner(args, config, params, degradation):
@@ -138,8 +145,7 @@ def mzsr_runner(args, config, params, degradation):
         }
         if gt_path is not None:
             before = zero_shot_sr(params, rgb, degradation, args.scale, dataclasses.replace(config, steps=0), shape)
-            entry["psnr_y_before"], entry["ssim_y_before"] = _evaluate(before.sr, gt_path, args.scale)
-            entry["psnr_y"], entry["ssim_y"] = _evaluate(result.sr, gt_path, args.scale)
+            _score(entry, "before", before.sr, result.sr, _load_gt(gt_path, args.scale), gt_path, args.scale)
             print(
                 f"{name}: PSNR-Y {entry['psnr_y_before']:.2f} -> {entry['psnr_y']:.2f} dB "
                 f"after {config.steps} steps ({result.seconds_adapt:.2f} s)",
@@ -153,12 +159,10 @@ def mzsr_runner(args, config, params, degradation):
 def zssr_runner(args, config, init, degradation):
     """``run(rgb, shape, gt_path, name) -> (sr, report fields)`` for ZSSR trained on each image."""
     from mzsr_tf.imresize import upscale
-    from mzsr_tf.io import read_image
-    from mzsr_tf.metrics import modcrop
     from mzsr_tf.zssr import train_zssr
 
     def run(rgb, shape, gt_path, name):
-        gt = None if gt_path is None else modcrop(read_image(gt_path).rgb, args.scale)
+        gt = None if gt_path is None else _load_gt(gt_path, args.scale)
         result = train_zssr(rgb, degradation, args.scale, config, init, gt=gt, output_shape=shape)
         entry = {
             "method": "zssr",
@@ -171,8 +175,7 @@ def zssr_runner(args, config, init, degradation):
         }
         if gt_path is not None:
             bicubic = upscale(rgb, args.scale, result.sr.shape[:2]).numpy().clip(0, 1)
-            entry["psnr_y_bicubic"], entry["ssim_y_bicubic"] = _evaluate(bicubic, gt_path, args.scale)
-            entry["psnr_y"], entry["ssim_y"] = _evaluate(result.sr, gt_path, args.scale)
+            _score(entry, "bicubic", bicubic, result.sr, gt, gt_path, args.scale)
             print(
                 f"{name}: PSNR-Y bicubic {entry['psnr_y_bicubic']:.2f} -> ZSSR {entry['psnr_y']:.2f} dB "
                 f"after {result.iterations} iterations ({entry['seconds_train']:.1f} s)",

@@ -106,10 +106,11 @@ def main(argv=None):
     for path in list_images(args.hr)[: args.limit]:
         hr = load_hr(path, args.scale)
         images.append((hr, make_lr(hr, degradation, args.scale).astype(np.float32) / 255.0))
+    params = [load_params(w) for w in args.weights]
+    adapt(params[0], images[0][1], degradation, args.scale, AdaptConfig(steps=1))  # trace once, untimed
     curves = {}
-    adapt(load_params(args.weights[0]), images[0][1], degradation, args.scale, AdaptConfig(steps=1))  # trace once
-    for label, weights in zip(labels, args.weights):
-        curves[label] = curve(load_params(weights), images, degradation, args.scale, at)
+    for label, weights in zip(labels, params):
+        curves[label] = curve(weights, images, degradation, args.scale, at)
         for row in curves[label]:
             print(f"{label:<20} {row['steps']:3d} steps  {row['psnr_y']:6.2f} dB  {row['seconds']:7.2f} s/image")
     results = {"kernel": args.kernel, "set": str(args.hr), "scale": args.scale, "curves": curves}

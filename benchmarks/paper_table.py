@@ -25,7 +25,6 @@ an [hr_h, hr_w, 3] float image in [0, 1] (NumPy or tensor). Only its running tim
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import re
@@ -42,10 +41,11 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # ``python benchma
 
 import numpy as np
 
+from benchmarks.common import save_json
 from mzsr_tf.degradation import degrade
 from mzsr_tf.errors import InputError
 from mzsr_tf.imresize import upscale
-from mzsr_tf.io import atomic_write, list_images, read_image
+from mzsr_tf.io import list_images, read_image
 from mzsr_tf.kernels import Degradation, resolve_degradation
 from mzsr_tf.metrics import modcrop, psnr_y, ssim_y, to_uint8
 
@@ -212,8 +212,7 @@ def write_json(path: Path, results: list[Result], overwrite: bool) -> None:
         row["psnr_y"] = _json_number(r.psnr_y)
         row["per_image"] = {k: _json_number(v) for k, v in r.per_image.items()}
         rows.append(row)
-    with atomic_write(path, overwrite=overwrite) as tmp:
-        tmp.write_text(json.dumps({"results": rows}, indent=2, allow_nan=False) + "\n")
+    save_json(path, {"results": rows}, overwrite=overwrite)
 
 
 # === CLI ===

@@ -65,6 +65,9 @@ def _conv_input_grad(dy, kernel):
     return _conv(dy, tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2]))
 
 
+_THIN = 16  # layers with at most this many channels on a side take the im2col path
+
+
 def _conv_filter_grad(x, dy):
     """∂L/∂W of a stride-1 SAME 3x3 conv: Σ_p patch(x)_pᵀ · dy_p, as matrix products (TFLite builtins only).
 
@@ -73,7 +76,7 @@ def _conv_filter_grad(x, dy):
     row-major at padded width, tap (i, j) is the contiguous row range starting at i·(w+2)+j, so no
     patch copies are made.
     """
-    cin, cout = _channels(x), _channels(dy)
+    cin, cout = x.shape[-1], dy.shape[-1]  # static: every conv's channel counts come from its kernel
     if cin <= _THIN or cout <= _THIN:
         return _filter_grad_im2col(x, dy, cin, cout)
     wp = tf.shape(x)[2] + 2
@@ -83,13 +86,6 @@ def _conv_filter_grad(x, dy):
     n = tf.shape(d)[0]
     taps = [tf.matmul(xp[i * wp + j : i * wp + j + n], d, transpose_a=True) for i in range(3) for j in range(3)]
     return tf.reshape(tf.stack(taps), [3, 3, cin, cout])
-
-
-_THIN = 16
-
-
-def _channels(t):
-    return t.shape[-1] if t.shape[-1] is not None else tf.shape(t)[-1]
 
 
 def _shifts(t, flip: bool):
