@@ -41,6 +41,11 @@ def build_parser():
         choices=("bicubic", "kernels", "mixed"),
         help="bicubic pairs (paper), random-kernel pairs, or half each",
     )
+    pre.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16"),
+        help="compute type of the convolutions (float32); bfloat16 keeps float32 weights and loss",
+    )
     meta = p.add_argument_group("meta")
     meta.add_argument("--subsample", choices=("direct", "bicubic"))
     meta.add_argument("--inner-steps", type=int, help="inner SGD steps (5)")
@@ -90,6 +95,7 @@ def main(argv=None):
         lr_decay_steps=args.lr_decay_steps,
         lr_floor=args.lr_floor,
         degradation=args.degradation,
+        precision=args.precision,
         subsample=args.subsample,
         inner_steps=args.inner_steps,
         inner_lr=args.inner_lr,

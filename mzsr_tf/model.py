@@ -106,20 +106,20 @@ def _filter_grad_im2col(x, dy, cin, cout):
     return tf.transpose(tf.reshape(g, [cin, 3, 3, cout]), [1, 2, 0, 3])
 
 
-def _forward_with_activations(params, x):
-    """Returns the SR output and the input of every conv layer (for the hand-written backward)."""
+def _residual_with_activations(params, x):
+    """Returns the residual f(x; θ) and the input of every conv layer (for the hand-written backward)."""
     acts, h = [], x
     for layer in range(DEPTH):
         acts.append(h)
         h = _conv(h, params[2 * layer]) + params[2 * layer + 1]
         if layer < DEPTH - 1:
             h = tf.nn.relu(h)
-    return x + h, acts
+    return h, acts
 
 
 def forward(params, x):
     """net(x) = x + f(x; θ) on a bicubic-upsampled image x, NHWC in [0, 1] (MZSR ``MODEL.forward``)."""
-    return _forward_with_activations(params, x)[0]
+    return x + _residual_with_activations(params, x)[0]
 
 
 def super_resolve(params, lr, scale, output_shape=None):
@@ -127,25 +127,32 @@ def super_resolve(params, lr, scale, output_shape=None):
     return forward(params, upscale(lr, scale, output_shape))
 
 
-def l1_loss_and_grads(params, x, y):
+def l1_loss_and_grads(params, x, y, compute_dtype=None):
     """Mean-L1 loss of ``forward(params, x)`` against ``y`` and its gradient for each parameter.
 
     Equal to ``GradientTape`` gradients of ``reduce_mean(|forward(params, x) - y|)`` (tested),
     in TFLite builtin ops only, and differentiable again (second-order MAML).
+
+    ``compute_dtype`` (e.g. ``tf.bfloat16``) runs the convolutions and their gradients in that type
+    (mixed precision, Micikevicius et al. 2018: weights, the residual sum, the loss and the returned
+    gradients stay in the type of ``x``); bfloat16 is ~1.7x faster on CPUs with AVX512-BF16.
     """
-    out, acts = _forward_with_activations(params, x)
-    diff = out - y
+    dtype = x.dtype
+    compute_dtype = tf.as_dtype(compute_dtype or dtype)
+    cparams = [tf.cast(w, compute_dtype) for w in params] if compute_dtype != dtype else list(params)
+    h, acts = _residual_with_activations(cparams, tf.cast(x, compute_dtype))
+    diff = x + tf.cast(h, dtype) - y
     loss = tf.reduce_mean(tf.abs(diff))
-    d = tf.sign(diff) / tf.cast(tf.size(diff), diff.dtype)
+    d = tf.cast(tf.sign(diff) / tf.cast(tf.size(diff), dtype), compute_dtype)
     grads = [None] * len(params)
     for layer in reversed(range(DEPTH)):
         if layer < DEPTH - 1:
             d = d * tf.cast(acts[layer + 1] > 0, d.dtype)  # ReLU'(pre) = [post > 0]
         grads[2 * layer] = _conv_filter_grad(acts[layer], d)
-        grads[2 * layer + 1] = tf.reduce_sum(d, axis=[0, 1, 2])
+        grads[2 * layer + 1] = tf.reduce_sum(tf.cast(d, dtype), axis=[0, 1, 2])
         if layer > 0:
-            d = _conv_input_grad(d, params[2 * layer])
-    return loss, grads
+            d = _conv_input_grad(d, cparams[2 * layer])
+    return loss, [tf.cast(g, dtype) for g in grads]
 
 
 @keras.saving.register_keras_serializable(package="mzsr_tf")

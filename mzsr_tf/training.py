@@ -44,6 +44,7 @@ class PretrainConfig:
     degradation: str = "bicubic"  # 'bicubic' pairs (paper), 'kernels': p(k) of meta-training, 'mixed': half each
     subsample: str = "direct"  # for 'kernels'
     kernel_size: int = 15  # for 'kernels'
+    precision: str = "float32"  # or 'bfloat16': mixed-precision convolutions (model.l1_loss_and_grads)
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ class _Stage:
     def loss_and_grads(self, variables, batch, step, first_order, global_size):
         if self.run.stage == "pretrain":
             x, y = batch
-            loss, grads = l1_loss_and_grads(list(variables), x, y)
+            loss, grads = l1_loss_and_grads(list(variables), x, y, self.config.precision)
             share = x.shape[0] / global_size
             return loss * share, [g * share for g in grads], tf.zeros([0])
         with tf.GradientTape() as tape:

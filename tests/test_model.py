@@ -63,6 +63,20 @@ def test_hand_written_backward_matches_gradient_tape(batch, height, width, dynam
         assert float(tf.reduce_max(tf.abs(g - e))) / scale < 1e-4, name
 
 
+def test_bfloat16_backward_is_mixed_precision_and_close_to_float32():
+    params = [p + 0.01 * tf.random.normal(p.shape, seed=i) for i, p in enumerate(init_params(3))]
+    x = tf.random.uniform([2, 24, 20, 3], seed=4)
+    y = tf.clip_by_value(x + 0.05 * tf.random.normal(x.shape, seed=5), 0, 1)
+    loss32, g32 = l1_loss_and_grads(params, x, y)
+    loss16, g16 = l1_loss_and_grads(params, x, y, tf.bfloat16)
+    assert loss16.dtype == tf.float32 and all(g.dtype == tf.float32 for g in g16)
+    np.testing.assert_allclose(loss16, loss32, rtol=1e-2)
+    for name, a, b in zip(PARAM_NAMES, g32, g16):
+        a, b = a.numpy().ravel(), b.numpy().ravel()
+        assert a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.99, name  # same direction
+        assert not np.array_equal(a, b), name  # really computed in bfloat16
+
+
 def test_keras_model_equals_functional_forward():
     net = MZSRNet(scale=2)
     lr = tf.random.uniform([1, 6, 5, 3], seed=6)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 import train
@@ -164,3 +165,17 @@ def test_pretrain_on_mixed_degradations(data_dir, tmp_path, capsys):
     code, err = run(TINY_PRE + ["--data", data_dir, "--out", out, "--steps", "1", "--degradation", "mixed"], capsys)
     assert code == 0, err
     assert json.loads((out / "config.json").read_text())["stage_config"]["degradation"] == "mixed"
+
+
+def test_bfloat16_pretraining_lowers_the_loss(data_dir, tmp_path, capsys):
+    out = tmp_path / "bf16"
+    argv = TINY_PRE + ["--data", data_dir, "--out", out, "--steps", "30", "--precision", "bfloat16", "--lr", "1e-3"]
+    code, err = run(argv + ["--log-every", "1", "--val-every", "30"], capsys)
+    assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["stage_config"]["precision"] == "bfloat16"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "logs"), size_guidance={"tensors": 0}).Reload()
+    losses = [float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("train/loss")]
+    assert len(losses) == 30 and np.mean(losses[-5:]) < np.mean(losses[:5])
+    assert all(p.dtype == np.float32 for p in load_params(out / "final.weights.h5"))
