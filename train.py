@@ -27,6 +27,11 @@ def build_parser():
     p.add_argument("--patch", type=int, help="HR patch size (pretrain 96, meta 64)")
     p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default")
     p.add_argument("--jit", action="store_true", help="XLA-compile the training step")
+    p.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16"),
+        help="compute type of the convolutions (float32); bfloat16 keeps float32 weights, loss and gradients",
+    )
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--val-every", type=int, default=250)
     p.add_argument("--log-every", type=int, default=10)
@@ -40,11 +45,6 @@ def build_parser():
         "--degradation",
         choices=("bicubic", "kernels", "mixed"),
         help="bicubic pairs (paper), random-kernel pairs, or half each",
-    )
-    pre.add_argument(
-        "--precision",
-        choices=("float32", "bfloat16"),
-        help="compute type of the convolutions (float32); bfloat16 keeps float32 weights and loss",
     )
     meta = p.add_argument_group("meta")
     meta.add_argument("--subsample", choices=("direct", "bicubic"))

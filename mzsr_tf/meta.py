@@ -38,6 +38,7 @@ class MetaConfig:
     first_order: bool = False  # FOMAML throughout
     first_order_steps: int = 0  # first-order warm-up for this many meta-iterations
     anneal_steps: int = 3333  # MAML++ annealing length: (1/N)/d with the official d = 6e-5
+    precision: str = "float32"  # or 'bfloat16': mixed-precision convolutions in the inner and outer loops
 
 
 def l1(a, b):
@@ -59,21 +60,24 @@ def loss_weights(step, inner_steps: int, anneal_steps: int):
     return tf.concat([tf.fill([n - 1], early), [last]], axis=0)
 
 
-def fast_adapt(params, x_tr, y_tr, x_te, y_te, steps: int, inner_lr: float, first_order: bool = False):
+def fast_adapt(
+    params, x_tr, y_tr, x_te, y_te, steps: int, inner_lr: float, first_order: bool = False, compute_dtype=None
+):
     """One task's inner loop; returns the fast weights and the query loss after each step.
 
     Args:
       params: θ (list of tensors/variables), the point the meta-gradient is taken at.
       x_tr, y_tr: support pairs (network input, target), NHWC.
       x_te, y_te: query pairs.
+      compute_dtype: e.g. ``tf.bfloat16`` for mixed-precision convolutions (``model.l1_loss_and_grads``).
     """
     fast, query_losses = list(params), []
     for _ in range(steps):
-        _, grads = l1_loss_and_grads(fast, x_tr, y_tr)
+        _, grads = l1_loss_and_grads(fast, x_tr, y_tr, compute_dtype)
         if first_order:
             grads = [tf.stop_gradient(g) for g in grads]
         fast = [w - inner_lr * g for w, g in zip(fast, grads)]
-        query_losses.append(l1(forward(fast, x_te), y_te))
+        query_losses.append(l1(forward(fast, x_te, compute_dtype), y_te))
     return fast, tf.stack(query_losses)
 
 
@@ -89,8 +93,9 @@ def meta_objective(params, tasks, step, config: MetaConfig, first_order: bool, g
     per_step = []
     for t in range(local):
         _, losses = fast_adapt(
-            params, x_tr[t], y_tr[t], x_te[t], y_te[t], config.inner_steps, config.inner_lr, first_order
-        )
+            params, x_tr[t], y_tr[t], x_te[t], y_te[t], config.inner_steps, config.inner_lr, first_order,
+            config.precision,
+        )  # fmt: skip
         per_step.append(losses)
     per_step = tf.reduce_mean(tf.stack(per_step), axis=0)
     weights = loss_weights(step, config.inner_steps, config.anneal_steps)

@@ -117,9 +117,15 @@ def _residual_with_activations(params, x):
     return h, acts
 
 
-def forward(params, x):
-    """net(x) = x + f(x; θ) on a bicubic-upsampled image x, NHWC in [0, 1] (MZSR ``MODEL.forward``)."""
-    return x + _residual_with_activations(params, x)[0]
+def forward(params, x, compute_dtype=None):
+    """net(x) = x + f(x; θ) on a bicubic-upsampled image x, NHWC in [0, 1] (MZSR ``MODEL.forward``).
+
+    ``compute_dtype`` as in :func:`l1_loss_and_grads` (f in that type, the residual sum in x's).
+    """
+    if compute_dtype is None or tf.as_dtype(compute_dtype) == x.dtype:
+        return x + _residual_with_activations(params, x)[0]
+    cparams = [tf.cast(w, compute_dtype) for w in params]
+    return x + tf.cast(_residual_with_activations(cparams, tf.cast(x, compute_dtype))[0], x.dtype)
 
 
 def super_resolve(params, lr, scale, output_shape=None):

@@ -53,7 +53,7 @@ def test_hand_written_backward_matches_gradient_tape(batch, height, width, dynam
     grads_fn = l1_loss_and_grads
     if dynamic:  # unknown batch and spatial sizes at trace time, as in the serving and TFLite graphs
         spec = tf.TensorSpec([None, None, None, 3])
-        grads_fn = tf.function(l1_loss_and_grads).get_concrete_function(
+        grads_fn = tf.function(lambda p, a, b: l1_loss_and_grads(p, a, b)).get_concrete_function(
             [tf.TensorSpec(p.shape) for p in params], spec, spec
         )
     got_loss, got = grads_fn(params, x, y)
