@@ -51,6 +51,24 @@ from mzsr_tf.metrics import modcrop, psnr_y, ssim_y, to_uint8
 
 DEFAULT_KERNELS = "g_d_0.2,g_d_2.0,g_d_ani,g_b_1.3,bicubic"  # MZSR Table 2 columns
 
+# MZSR paper Table 2 (x2, PSNR / SSIM on Y) for these methods, per (set, kernel).
+PAPER_METHODS = ("bicubic", "zssr", "mzsr1", "mzsr10")
+_PAPER_ROWS = {
+    ("Set5", "g_d_0.2"): ((30.24, 0.8976), (34.29, 0.9373), (33.14, 0.9277), (33.74, 0.9301)),
+    ("BSD100", "g_d_0.2"): ((27.45, 0.7992), (29.35, 0.8465), (28.74, 0.8389), (29.03, 0.8415)),
+    ("Urban100", "g_d_0.2"): ((24.70, 0.7958), (28.13, 0.8788), (26.24, 0.8394), (26.60, 0.8439)),
+    ("Set5", "g_d_2.0"): ((28.73, 0.8449), (34.90, 0.9397), (35.20, 0.9398), (36.05, 0.9439)),
+    ("BSD100", "g_d_2.0"): ((26.51, 0.7157), (30.57, 0.8712), (30.58, 0.8627), (31.09, 0.8739)),
+    ("Urban100", "g_d_2.0"): ((23.70, 0.7109), (27.86, 0.8582), (28.23, 0.8657), (29.19, 0.8838)),
+    ("Set5", "g_d_ani"): ((28.15, 0.8265), (33.96, 0.9307), (34.05, 0.9271), (34.78, 0.9323)),
+    ("BSD100", "g_d_ani"): ((26.00, 0.6891), (29.72, 0.8479), (28.82, 0.8013), (29.54, 0.8297)),
+    ("Urban100", "g_d_ani"): ((23.13, 0.6796), (27.03, 0.8335), (26.51, 0.8126), (27.34, 0.8369)),
+    ("Set5", "g_b_1.3"): ((30.54, 0.8773), (35.24, 0.9434), (35.18, 0.9430), (36.64, 0.9498)),
+    ("BSD100", "g_b_1.3"): ((27.49, 0.7546), (30.74, 0.8743), (29.02, 0.8544), (31.25, 0.8818)),
+    ("Urban100", "g_b_1.3"): ((24.74, 0.7527), (28.30, 0.8693), (28.27, 0.8771), (29.83, 0.8965)),
+}
+PAPER = {cell: dict(zip(PAPER_METHODS, figures)) for cell, figures in _PAPER_ROWS.items()}
+
 
 class Method(Protocol):
     def __call__(self, lr: np.ndarray, degradation: Degradation, scale: int, *, output_shape) -> np.ndarray: ...
@@ -193,11 +211,51 @@ def evaluate(
 
 # === Output ===
 
-HEADER = f"{'set':<10} {'kernel':<10} {'method':<10} {'PSNR':>7} {'SSIM':>7} {'s/image':>9}"
+HEADER = f"{'set':<10} {'kernel':<10} {'method':<10} {'PSNR':>7} {'SSIM':>7} {'s/image':>9} {'paper':>15}"
+
+
+def paper_figure(set_label: str, kernel: str, method: str) -> tuple[float, float] | None:
+    """The paper's (PSNR, SSIM) for this cell of Table 2 (``zssr_fast`` has none), or None."""
+    return PAPER.get((set_label, kernel), {}).get(method)
 
 
 def format_row(r: Result) -> str:
-    return f"{r.set:<10} {r.kernel:<10} {r.method:<10} {r.psnr_y:>7.2f} {r.ssim_y:>7.4f} {r.seconds_per_image:>9.3f}"
+    paper = paper_figure(r.set, r.kernel, r.method)
+    paper_text = f"{paper[0]:.2f} / {paper[1]:.4f}" if paper else "-"
+    return (
+        f"{r.set:<10} {r.kernel:<10} {r.method:<10} {r.psnr_y:>7.2f} {r.ssim_y:>7.4f} {r.seconds_per_image:>9.3f}"
+        f" {paper_text:>15}"
+    )
+
+
+TABLE_METHODS = {"bicubic": "Bicubic", "noadapt": "no adapt.", "mzsr1": "MZSR(1)", "mzsr10": "MZSR(10)", "zssr": "ZSSR"}
+
+
+def markdown_table(results: list[dict]) -> str:
+    """Our PSNR / SSIM per (set, kernel) and method beside the paper's Table 2 figures, as Markdown.
+
+    ``results`` are JSON rows of one or more runs; a later row for the same cell replaces an earlier one.
+    """
+    cells = {(r["set"], r["kernel"], r["method"]): r for r in results}
+    rows = list(dict.fromkeys((s, k) for s, k, _ in cells))
+    ours = [m for m in TABLE_METHODS if any(m == c[2] for c in cells)]
+    ours += sorted({c[2] for c in cells} - set(ours))
+    papers = [m for m in ("zssr", "mzsr1", "mzsr10") if any(paper_figure(s, k, m) for s, k in rows)]
+
+    def cell(value):
+        if value is None:
+            return ""
+        psnr, ssim = value
+        return f"{psnr:.2f} / {ssim:.4f}" if psnr is not None else f"inf / {ssim:.4f}"
+
+    head = ["set, kernel"] + [f"ours: {TABLE_METHODS.get(m, m)}" for m in ours]
+    head += [f"paper: {TABLE_METHODS[m]}" for m in papers]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s, k in rows:
+        values = [cell((r["psnr_y"], r["ssim_y"])) if (r := cells.get((s, k, m))) else "" for m in ours]
+        values += [cell(paper_figure(s, k, m)) for m in papers]
+        lines.append(f"| {s}, {k} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
 
 
 def _json_number(value: float) -> float | None:
@@ -220,7 +278,10 @@ def write_json(path: Path, results: list[Result], overwrite: bool) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--hr", nargs="+", type=Path, required=True, help="folders of HR images (.png/.jpg/.bmp)")
+    p.add_argument("--hr", nargs="+", type=Path, help="folders of HR images (.png/.jpg/.bmp)")
+    p.add_argument(
+        "--table", nargs="+", type=Path, metavar="JSON", help="print one Markdown table of these runs beside the paper"
+    )
     p.add_argument("--kernels", default=DEFAULT_KERNELS, help="comma list of named kernels or .mat/.npy files")
     p.add_argument("--methods", default="bicubic", help=f"comma list of methods ({', '.join(METHODS)})")
     p.add_argument("--scale", type=int, default=2, help="SR factor (integer: 'direct' subsampling)")
@@ -231,6 +292,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zssr-preset", default="x2_ideal", help="ZSSR config for zssr/zssr_fast (mzsr_tf.zssr.PRESETS)")
     p.add_argument("--zssr-max-iters", type=int, help="ZSSR iteration cap per scale stage (default: the preset's)")
     return p
+
+
+def _read_results(path: Path) -> list[dict]:
+    import json
+
+    try:
+        return json.loads(path.read_text())["results"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{path}: not a paper_table JSON ({type(e).__name__})") from None
 
 
 def _split(text: str) -> list[str]:
@@ -252,6 +322,11 @@ def _load_sets(folders: list[Path], scale: int, limit: int | None) -> dict[str, 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.table:
+            print(markdown_table([row for path in args.table for row in _read_results(path)]))
+            return 0
+        if not args.hr:
+            raise InputError("give --hr folders to evaluate, or --table JSON files to tabulate")
         if args.scale < 1 or (args.limit is not None and args.limit < 1):
             raise InputError("--scale and --limit must be positive")
         if args.json is not None and args.json.exists() and not args.overwrite:

@@ -154,3 +154,29 @@ def test_adaptation_curve_writes_json_and_png_and_replots(tmp_path, astronaut_ui
     assert all(math.isfinite(r["psnr_y"]) for r in rows) and len({r["psnr_y"] for r in rows}) == 3
     adaptation_curve.main(["--replot", str(out), "--png", str(tmp_path / "b.png")])
     assert (tmp_path / "a.png").stat().st_size > 1000 and (tmp_path / "b.png").stat().st_size > 1000
+
+
+def test_table_merges_runs_beside_the_paper(tmp_path, capsys):
+    """``--table`` joins several JSON runs into one Markdown table; a later run's cell replaces an earlier one."""
+
+    def row(set_label, kernel, method, psnr):
+        return {"set": set_label, "kernel": kernel, "method": method, "psnr_y": psnr, "ssim_y": 0.9}
+
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(
+        json.dumps({"results": [row("Set5", "g_d_2.0", "mzsr10", 30.0), row("Set5", "g_d_2.0", "bicubic", 28.7)]})
+    )
+    second.write_text(
+        json.dumps({"results": [row("Set5", "g_d_2.0", "mzsr10", 31.5), row("Mine", "g_d_0.2", "zssr", None)]})
+    )
+    code, out, err = _run(capsys, "--table", first, second)
+    assert code == 0, err
+    head, _, set5, mine = out.strip().splitlines()
+    assert head.split(" | ")[1:3] == ["ours: Bicubic", "ours: MZSR(10)"] and "paper: MZSR(10)" in head
+    cells = [c.strip() for c in set5.strip("|").split("|")]
+    assert cells[:3] == ["Set5, g_d_2.0", "28.70 / 0.9000", "31.50 / 0.9000"]  # the later run wins
+    assert "36.05 / 0.9439" in cells  # the paper's MZSR(10)
+    assert "inf / 0.9000" in mine and "34.29" not in mine  # no paper figures for an unknown set
+    (tmp_path / "bad.json").write_text("[]")
+    assert _run(capsys, "--table", tmp_path / "bad.json")[0] == 2
+    assert _run(capsys, "--kernels", "g_d_2.0")[0] == 2  # neither --hr nor --table
