@@ -34,6 +34,7 @@ def build_parser():
     )
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--val-every", type=int, default=250)
+    p.add_argument("--val-batches", type=int, default=1, help="validation averages this many fixed batches")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     pre = p.add_argument_group("pretrain")
@@ -75,6 +76,7 @@ def main(argv=None):
         "checkpoint_every",
         "val_every",
         "lr_decay_steps",
+        "val_batches",
     ):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -120,6 +122,7 @@ def main(argv=None):
         checkpoint_every=args.checkpoint_every,
         log_every=args.log_every,
         val_every=args.val_every,
+        val_batches=args.val_batches,
         progress=not args.no_progress,
     )
     set_seed(args.seed)

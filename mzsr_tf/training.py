@@ -63,6 +63,7 @@ class RunConfig:
     checkpoint_every: int = 500
     log_every: int = 10
     val_every: int = 250
+    val_batches: int = 1  # validation averages this many fixed batches (more: less noise in model selection)
     sample_every: int = 1000
     progress: bool = True
 
@@ -269,9 +270,10 @@ def train(run: RunConfig, config, log=print) -> Path:
     second_order_step = first_order_step
     if run.stage == "meta" and not config.first_order:
         second_order_step = make_step_fn(stage, variables, optimizer, strategy, False, run.jit)
-    # A fixed validation batch from its own seed, not a batch of the training stream.
+    # Fixed validation batches from their own seed, not batches of the training stream.
     val_stage = _Stage(dataclasses.replace(run, seed=run.seed + 10_007), config, stage.images)
-    val_batch = next(iter(val_stage.dataset(0).take(1)))
+    val_batches = list(val_stage.dataset(0).take(run.val_batches))
+    val_batch = val_batches[0]
     validate = tf.function(stage.validate)
     writer = tf.summary.create_file_writer(str(Path(run.out) / "logs"))
     from tqdm import tqdm
@@ -309,7 +311,8 @@ def train(run: RunConfig, config, log=print) -> Path:
                 t_last = now
                 bar.set_postfix(loss=f"{float(loss):.4f}")
             if (step + 1) % run.val_every == 0 or step + 1 == run.steps:
-                metrics = validate(variables, val_batch)
+                per_batch = [validate(variables, batch) for batch in val_batches]
+                metrics = {k: tf.reduce_mean([m[k] for m in per_batch]) for k in per_batch[0]}
                 for k, v in metrics.items():
                     tf.summary.scalar(k, v)
                 log(f"step {step + 1}: " + ", ".join(f"{k} {float(v):.3f}" for k, v in metrics.items()))

@@ -179,3 +179,19 @@ def test_bfloat16_pretraining_lowers_the_loss(data_dir, tmp_path, capsys):
     losses = [float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("train/loss")]
     assert len(losses) == 30 and np.mean(losses[-5:]) < np.mean(losses[:5])
     assert all(p.dtype == np.float32 for p in load_params(out / "final.weights.h5"))
+
+
+def test_validation_averages_several_fixed_batches(data_dir, tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def val_psnr(batches):
+        out = tmp_path / f"val{batches}"
+        argv = TINY_PRE + ["--data", data_dir, "--out", out, "--steps", "2", "--val-batches", str(batches)]
+        code, err = run(argv, capsys)
+        assert code == 0, err
+        events = EventAccumulator(str(out / "logs"), size_guidance={"tensors": 0}).Reload()
+        return [float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("val/psnr")]
+
+    one, three = val_psnr(1), val_psnr(3)
+    assert len(one) == len(three) == 1 and one != three  # same weights, more batches in the mean
+    assert run(TINY_PRE + ["--data", data_dir, "--out", tmp_path / "x", "--steps", "1", "--val-batches", "0"])[0] == 2
