@@ -280,6 +280,17 @@ def train(run: RunConfig, config, log=print) -> Path:
 
     bar = tqdm(total=run.steps, initial=start, disable=not run.progress, unit="step", dynamic_ncols=True)
     nonfinite, t_last = 0, time.perf_counter()
+
+    def run_validation(at_step):
+        per_batch = [validate(variables, batch) for batch in val_batches]
+        metrics = {k: tf.reduce_mean([m[k] for m in per_batch]) for k in per_batch[0]}
+        for k, v in metrics.items():
+            tf.summary.scalar(k, v, step=at_step)
+        log(f"step {at_step}: " + ", ".join(f"{k} {float(v):.3f}" for k, v in metrics.items()))
+
+    if start == 0:  # the starting point's validation: where the learning curve begins
+        with writer.as_default():
+            run_validation(0)
     dataset = iter(stage.dataset(start))
     for step in range(start, run.steps):
         batch = next(dataset)
@@ -311,11 +322,7 @@ def train(run: RunConfig, config, log=print) -> Path:
                 t_last = now
                 bar.set_postfix(loss=f"{float(loss):.4f}")
             if (step + 1) % run.val_every == 0 or step + 1 == run.steps:
-                per_batch = [validate(variables, batch) for batch in val_batches]
-                metrics = {k: tf.reduce_mean([m[k] for m in per_batch]) for k in per_batch[0]}
-                for k, v in metrics.items():
-                    tf.summary.scalar(k, v)
-                log(f"step {step + 1}: " + ", ".join(f"{k} {float(v):.3f}" for k, v in metrics.items()))
+                run_validation(step + 1)
             if (step + 1) % run.sample_every == 0:
                 x = val_batch[0] if run.stage == "pretrain" else val_batch[2][0]
                 tf.summary.image(

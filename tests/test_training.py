@@ -111,9 +111,9 @@ def test_pretrain_writes_checkpoints_logs_and_final_weights(data_dir, tmp_path, 
     from benchmarks.learning_curve import read_chain, read_scalars
 
     curves = read_scalars(out)
-    assert [step for step, _ in curves["val/psnr"]] == [2, 3] and set(curves) == {"val/psnr", "val/psnr_bicubic"}
+    assert [step for step, _ in curves["val/psnr"]] == [0, 2, 3] and set(curves) == {"val/psnr", "val/psnr_bicubic"}
     chained = read_chain(f"{out}+{out}")["val/psnr"]
-    assert [step for step, _ in chained] == [2, 3, 5, 6] and chained[2][1] == curves["val/psnr"][0][1]
+    assert [step for step, _ in chained] == [0, 2, 3, 5, 6] and chained[3][1] == curves["val/psnr"][1][1]
     # An existing run is never silently overwritten, and resume refuses changed settings.
     code, err = run(TINY_PRE + ["--data", data_dir, "--out", out, "--steps", "4"], capsys)
     assert code == 2 and "--resume" in err
@@ -193,5 +193,5 @@ def test_validation_averages_several_fixed_batches(data_dir, tmp_path, capsys):
         return [float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("val/psnr")]
 
     one, three = val_psnr(1), val_psnr(3)
-    assert len(one) == len(three) == 1 and one != three  # same weights, more batches in the mean
+    assert len(one) == len(three) == 2 and one[0] != three[0]  # steps 0 and 2; more batches in the mean
     assert run(TINY_PRE + ["--data", data_dir, "--out", tmp_path / "x", "--steps", "1", "--val-batches", "0"])[0] == 2
