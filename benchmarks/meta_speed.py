@@ -1,10 +1,11 @@
-"""Seconds per training step on this machine: meta-step second/first order, XLA on/off, pretraining.
+"""Seconds per training step on this machine: meta-step second/first order, XLA on/off, pretraining, precision.
 
 Times the exact step function ``train.py`` runs (``training.make_step_fn``) on random batches of
 the configured shapes, so data loading is excluded. Paper settings by default (5 tasks x 4 patches
 of 64², 5 inner steps).
 
   python benchmarks/meta_speed.py --json meta_speed.json
+  python benchmarks/meta_speed.py --no-jit --precision float32,bfloat16   # mixed precision vs float32
 """
 
 from __future__ import annotations
@@ -62,13 +63,29 @@ def main(argv=None):
     p.add_argument("--inner-steps", type=int, default=5)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-jit", action="store_true", help="skip the XLA rows")
+    p.add_argument("--precision", default="float32", help="comma list of compute types (float32, bfloat16)")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
-    meta = MetaConfig(
-        meta_batch=args.meta_batch, task_batch=args.task_batch, patch=args.patch, inner_steps=args.inner_steps
-    )
     rows = []
-    cases = [("meta", meta, False), ("meta", meta, True), ("pretrain", PretrainConfig(), True)]
+    for precision in [x.strip() for x in args.precision.split(",") if x.strip()]:
+        meta = MetaConfig(
+            meta_batch=args.meta_batch,
+            task_batch=args.task_batch,
+            patch=args.patch,
+            inner_steps=args.inner_steps,
+            precision=precision,
+        )
+        cases = [("meta", meta, False), ("meta", meta, True), ("pretrain", PretrainConfig(precision=precision), True)]
+        rows += _time_cases(cases, args)
+    settings = {k: v for k, v in vars(args).items() if k != "json"}
+    result = {"meta_config": settings, "rows": rows}
+    if args.json:
+        save_json(args.json, result)
+    return result
+
+
+def _time_cases(cases, args):
+    rows = []
     for stage_name, config, first_order in cases:
         for jit in (False,) if args.no_jit else (False, True):
             try:
@@ -77,16 +94,13 @@ def main(argv=None):
                 print(f"{stage_name} first_order={first_order} jit={jit}: failed ({type(e).__name__})")
                 continue
             order = "-" if stage_name == "pretrain" else ("first" if first_order else "second")
-            rows.append({"stage": stage_name, "order": order, "jit": jit, "seconds_per_step": round(seconds, 3),
-                         "first_call_seconds": round(trace, 1)})  # fmt: skip
+            rows.append({"stage": stage_name, "order": order, "jit": jit, "precision": config.precision,
+                         "seconds_per_step": round(seconds, 3), "first_call_seconds": round(trace, 1)})  # fmt: skip
             print(
-                f"{stage_name:<8} order={order:<6} jit={str(jit):<5} {seconds:8.3f} s/step  (first call {trace:.1f} s)"
+                f"{stage_name:<8} order={order:<6} jit={str(jit):<5} {config.precision:<8} {seconds:8.3f} s/step"
+                f"  (first call {trace:.1f} s)"
             )
-    settings = {k: v for k, v in vars(args).items() if k != "json"}
-    result = {"meta_config": settings, "rows": rows}
-    if args.json:
-        save_json(args.json, result)
-    return result
+    return rows
 
 
 if __name__ == "__main__":
