@@ -343,8 +343,8 @@ def main(argv: list[str] | None = None) -> int:
                 for name, method in methods.items():
                     results.append(evaluate(set_label, images, kernel, name, method, args.scale))
                     print(format_row(results[-1]), flush=True)
-        if args.json is not None:
-            write_json(args.json, results, args.overwrite)
+                    if args.json is not None:  # after every row: a long run that stops keeps what it measured
+                        write_json(args.json, results, overwrite=args.overwrite or len(results) > 1)
     except InputError as e:
         print(f"paper_table: error: {e}", file=sys.stderr)
         return 2

@@ -180,3 +180,21 @@ def test_table_merges_runs_beside_the_paper(tmp_path, capsys):
     (tmp_path / "bad.json").write_text("[]")
     assert _run(capsys, "--table", tmp_path / "bad.json")[0] == 2
     assert _run(capsys, "--kernels", "g_d_2.0")[0] == 2  # neither --hr nor --table
+
+
+def test_json_is_written_after_every_row(hr_folder, tmp_path, monkeypatch, capsys):
+    """A run that dies in its second row leaves the first row's results on disk."""
+
+    def make_crash(args):
+        def crash(lr, degradation, scale, *, output_shape):
+            raise KeyboardInterrupt
+
+        return crash
+
+    monkeypatch.setitem(paper_table.METHODS, "crash", make_crash)
+    out_json = tmp_path / "partial.json"
+    with pytest.raises(KeyboardInterrupt):
+        paper_table.main(["--hr", str(hr_folder), "--kernels", "g_d_2.0", "--methods", "bicubic,crash",
+                          "--json", str(out_json)])  # fmt: skip
+    (row,) = json.loads(out_json.read_text())["results"]
+    assert row["method"] == "bicubic"
