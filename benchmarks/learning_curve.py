@@ -41,15 +41,15 @@ def read_scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
 def read_chain(chain: str) -> dict[str, list[tuple[int, float]]]:
     """``A+B+...``: the runs' scalars end to end, each run's steps offset by the steps before it.
 
-    A later run's step-0 point (its initial weights, the earlier run's end) is left out: the earlier
-    run's last point already stands there.
+    A later run's step-0 point (its initial weights, the earlier run's end) is left out where the
+    earlier run logged the same tag: that run's last point already stands there.
     """
     series: dict[str, list[tuple[int, float]]] = {}
     offset = 0
-    for index, run in enumerate(chain.split("+")):
+    for run in chain.split("+"):
         run_series = read_scalars(Path(run))
         for tag, points in run_series.items():
-            kept = [(offset + step, value) for step, value in points if step > 0 or index == 0]
+            kept = [(offset + step, value) for step, value in points if step > 0 or tag not in series]
             series.setdefault(tag, []).extend(kept)
         offset += max((points[-1][0] for points in run_series.values()), default=0)
     return series

@@ -66,8 +66,11 @@ def main(argv=None):
     p.add_argument("--precision", default="float32", help="comma list of compute types (float32, bfloat16)")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
+    precisions = [x.strip() for x in args.precision.split(",") if x.strip()]
+    if not precisions or set(precisions) - {"float32", "bfloat16"}:
+        p.error(f"--precision takes float32 and/or bfloat16, got {args.precision!r}")
     rows = []
-    for precision in [x.strip() for x in args.precision.split(",") if x.strip()]:
+    for precision in precisions:
         meta = MetaConfig(
             meta_batch=args.meta_batch,
             task_batch=args.task_batch,

@@ -214,13 +214,13 @@ def evaluate(
 HEADER = f"{'set':<10} {'kernel':<10} {'method':<10} {'PSNR':>7} {'SSIM':>7} {'s/image':>9} {'paper':>15}"
 
 
-def paper_figure(set_label: str, kernel: str, method: str) -> tuple[float, float] | None:
-    """The paper's (PSNR, SSIM) for this cell of Table 2 (``zssr_fast`` has none), or None."""
-    return PAPER.get((set_label, kernel), {}).get(method)
+def paper_figure(set_label: str, kernel: str, method: str, scale: int = 2) -> tuple[float, float] | None:
+    """The paper's (PSNR, SSIM) for this cell of Table 2 (x2 only; ``zssr_fast`` has none), or None."""
+    return PAPER.get((set_label, kernel), {}).get(method) if scale == 2 else None
 
 
 def format_row(r: Result) -> str:
-    paper = paper_figure(r.set, r.kernel, r.method)
+    paper = paper_figure(r.set, r.kernel, r.method, r.scale)
     paper_text = f"{paper[0]:.2f} / {paper[1]:.4f}" if paper else "-"
     return (
         f"{r.set:<10} {r.kernel:<10} {r.method:<10} {r.psnr_y:>7.2f} {r.ssim_y:>7.4f} {r.seconds_per_image:>9.3f}"
@@ -236,11 +236,11 @@ def markdown_table(results: list[dict]) -> str:
 
     ``results`` are JSON rows of one or more runs; a later row for the same cell replaces an earlier one.
     """
-    cells = {(r["set"], r["kernel"], r["method"]): r for r in results}
-    rows = list(dict.fromkeys((s, k) for s, k, _ in cells))
-    ours = [m for m in TABLE_METHODS if any(m == c[2] for c in cells)]
-    ours += sorted({c[2] for c in cells} - set(ours))
-    papers = [m for m in ("zssr", "mzsr1", "mzsr10") if any(paper_figure(s, k, m) for s, k in rows)]
+    cells = {(r["set"], r["kernel"], r.get("scale", 2), r["method"]): r for r in results}
+    rows = list(dict.fromkeys(c[:3] for c in cells))
+    ours = [m for m in TABLE_METHODS if any(m == c[3] for c in cells)]
+    ours += sorted({c[3] for c in cells} - set(ours))
+    papers = [m for m in ("zssr", "mzsr1", "mzsr10") if any(paper_figure(*row[:2], m, row[2]) for row in rows)]
 
     def cell(value):
         if value is None:
@@ -251,10 +251,11 @@ def markdown_table(results: list[dict]) -> str:
     head = ["set, kernel"] + [f"ours: {TABLE_METHODS.get(m, m)}" for m in ours]
     head += [f"paper: {TABLE_METHODS[m]}" for m in papers]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for s, k in rows:
-        values = [cell((r["psnr_y"], r["ssim_y"])) if (r := cells.get((s, k, m))) else "" for m in ours]
-        values += [cell(paper_figure(s, k, m)) for m in papers]
-        lines.append(f"| {s}, {k} | " + " | ".join(values) + " |")
+    for s, k, scale in rows:
+        values = [cell((r["psnr_y"], r["ssim_y"])) if (r := cells.get((s, k, scale, m))) else "" for m in ours]
+        values += [cell(paper_figure(s, k, m, scale)) for m in papers]
+        label = f"{s}, {k}" if scale == 2 else f"{s}, {k}, x{scale}"
+        lines.append(f"| {label} | " + " | ".join(values) + " |")
     return "\n".join(lines)
 
 
@@ -298,9 +299,12 @@ def _read_results(path: Path) -> list[dict]:
     import json
 
     try:
-        return json.loads(path.read_text())["results"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        rows = json.loads(path.read_text())["results"]
+        if not all({"set", "kernel", "method", "psnr_y", "ssim_y"} <= set(r) for r in rows):
+            raise KeyError("a result row lacks set/kernel/method/psnr_y/ssim_y")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise InputError(f"{path}: not a paper_table JSON ({type(e).__name__})") from None
+    return rows
 
 
 def _split(text: str) -> list[str]:
@@ -322,6 +326,8 @@ def _load_sets(folders: list[Path], scale: int, limit: int | None) -> dict[str, 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.table and args.hr:
+            raise InputError("--table tabulates saved runs; it does not go with --hr")
         if args.table:
             print(markdown_table([row for path in args.table for row in _read_results(path)]))
             return 0

@@ -70,6 +70,9 @@ def test_bfloat16_backward_is_mixed_precision_and_close_to_float32():
     loss32, g32 = l1_loss_and_grads(params, x, y)
     loss16, g16 = l1_loss_and_grads(params, x, y, tf.bfloat16)
     assert loss16.dtype == tf.float32 and all(g.dtype == tf.float32 for g in g16)
+    loss_f32, g_f32 = l1_loss_and_grads(params, x, y, "float32")  # the default path, bit for bit
+    assert float(loss_f32) == float(loss32) and all(np.array_equal(a, b) for a, b in zip(g_f32, g32))
+    np.testing.assert_array_equal(forward(params, x, "float32"), forward(params, x))
     np.testing.assert_allclose(loss16, loss32, rtol=1e-2)
     for name, a, b in zip(PARAM_NAMES, g32, g16):
         a, b = a.numpy().ravel(), b.numpy().ravel()

@@ -177,8 +177,15 @@ def test_table_merges_runs_beside_the_paper(tmp_path, capsys):
     assert cells[:3] == ["Set5, g_d_2.0", "28.70 / 0.9000", "31.50 / 0.9000"]  # the later run wins
     assert "36.05 / 0.9439" in cells  # the paper's MZSR(10)
     assert "inf / 0.9000" in mine and "34.29" not in mine  # no paper figures for an unknown set
-    (tmp_path / "bad.json").write_text("[]")
-    assert _run(capsys, "--table", tmp_path / "bad.json")[0] == 2
+    for bad in ("[]", '{"results": 5}', '{"results": [{"set": "Set5"}]}'):
+        (tmp_path / "bad.json").write_text(bad)
+        assert _run(capsys, "--table", tmp_path / "bad.json")[0] == 2
+    assert _run(capsys, "--table", first, "--hr", tmp_path)[0] == 2
+    x4 = tmp_path / "x4.json"
+    x4.write_text(json.dumps({"results": [{**row("Set5", "g_d_2.0", "mzsr10", 29.0), "scale": 4}]}))
+    code, out, _ = _run(capsys, "--table", first, x4)
+    x4_line = next(line for line in out.splitlines() if "x4" in line)
+    assert "29.00" in x4_line and "36.05" not in x4_line  # its own row, no x2 paper figure
     assert _run(capsys, "--kernels", "g_d_2.0")[0] == 2  # neither --hr nor --table
 
 
