@@ -47,6 +47,9 @@ def build_parser():
         choices=("bicubic", "kernels", "mixed"),
         help="bicubic pairs (paper), random-kernel pairs, or half each",
     )
+    pre.add_argument(
+        "--min-variance", type=float, help="smallest kernel eigenvalue of p(k) for --degradation kernels/mixed (1)"
+    )
     meta = p.add_argument_group("meta")
     meta.add_argument("--subsample", choices=("direct", "bicubic"))
     meta.add_argument("--inner-steps", type=int, help="inner SGD steps (5)")
@@ -81,7 +84,7 @@ def main(argv=None):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise InputError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    for name in ("lr", "lr_floor", "inner_lr", "meta_lr"):
+    for name in ("lr", "lr_floor", "inner_lr", "meta_lr", "min_variance"):
         value = getattr(args, name)
         if value is not None and not value > 0:
             raise InputError(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -98,6 +101,7 @@ def main(argv=None):
         lr_floor=args.lr_floor,
         degradation=args.degradation,
         precision=args.precision,
+        min_variance=args.min_variance,
         subsample=args.subsample,
         inner_steps=args.inner_steps,
         inner_lr=args.inner_lr,

@@ -48,18 +48,19 @@ def gaussian_kernel(lambda1, lambda2, theta, size: int = KERNEL_SIZE, dtype=tf.f
     return tf.cast(k / tf.reduce_sum(k), dtype)
 
 
-def sample_kernel(seed, scale: float, size: int = KERNEL_SIZE, dtype=tf.float32):
+def sample_kernel(seed, scale: float, size: int = KERNEL_SIZE, dtype=tf.float32, min_variance: float = 1.0):
     """The paper's meta-training kernel sampler (stateless, so it runs in tf.data).
 
-    θ ~ U[0, π), λ1 ~ U[1, 2.5 s], λ2 ~ U[1, λ1] (MZSR ``gkernel.py``).
+    θ ~ U[0, π), λ1 ~ U[m, 2.5 s], λ2 ~ U[m, λ1] with m = ``min_variance`` (MZSR ``gkernel.py``: m = 1;
+    a smaller m adds nearly sharp kernels such as g^d_0.2).
 
     Args:
       seed: int tensor of shape [2] (``tf.random.stateless_uniform`` convention).
     """
     u = tf.random.stateless_uniform([3], seed, dtype=tf.float64)
     theta = math.pi * u[0]
-    lambda1 = 1.0 + (2.5 * scale - 1.0) * u[1]
-    lambda2 = 1.0 + (lambda1 - 1.0) * u[2]
+    lambda1 = min_variance + (2.5 * scale - min_variance) * u[1]
+    lambda2 = min_variance + (lambda1 - min_variance) * u[2]
     return gaussian_kernel(lambda1, lambda2, theta, size, dtype)
 
 

@@ -44,6 +44,7 @@ class PretrainConfig:
     degradation: str = "bicubic"  # 'bicubic' pairs (paper), 'kernels': p(k) of meta-training, 'mixed': half each
     subsample: str = "direct"  # for 'kernels'
     kernel_size: int = 15  # for 'kernels'
+    min_variance: float = 1.0  # for 'kernels': p(k) eigenvalues from this (paper 1; < 1 adds sharp kernels)
     precision: str = "float32"  # or 'bfloat16': mixed-precision convolutions (model.l1_loss_and_grads)
 
 
@@ -122,7 +123,7 @@ class _Stage:
             bicubic = c.batch_size // 2 if c.degradation == "mixed" else 0
             return data_lib.kernel_pairs(
                 self.images, c.batch_size, c.patch, c.scale, c.subsample, c.kernel_size, 0.0, self.run.seed, start_step,
-                bicubic,
+                bicubic, c.min_variance,
             )  # fmt: skip
         if self.run.stage == "pretrain":
             return data_lib.bicubic_pairs(self.images, c.batch_size, c.patch, c.scale, self.run.seed, start_step)

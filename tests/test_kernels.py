@@ -110,6 +110,18 @@ def test_sample_kernel_eigenvalues_are_in_the_paper_ranges(scale):
     assert min(corr) < -0.3 and max(corr) > 0.3  # orientations on both diagonals
 
 
+def test_sample_kernel_min_variance_widens_the_range_to_sharp_kernels():
+    """Kernels sharper than the paper's sharpest (isotropic, variance 1) appear only with min_variance < 1."""
+    sharpest = float(gaussian_kernel(1.0, 1.0, 0.0, KERNEL_SIZE).numpy().max())
+
+    def peaks(min_variance):
+        kernels = [sample_kernel(tf.constant([i, 77]), 2, min_variance=min_variance) for i in range(60)]
+        return [float(tf.reduce_max(k)) for k in kernels]
+
+    assert max(peaks(1.0)) <= sharpest + 1e-6
+    assert max(peaks(0.2)) > 1.5 * sharpest
+
+
 # --- named benchmark degradations (MZSR Table 2) ----------------------------------------------
 
 
