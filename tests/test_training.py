@@ -162,9 +162,12 @@ def test_init_from_weights(data_dir, tmp_path, capsys):
 
 def test_pretrain_on_mixed_degradations(data_dir, tmp_path, capsys):
     out = tmp_path / "mixed"
-    code, err = run(TINY_PRE + ["--data", data_dir, "--out", out, "--steps", "1", "--degradation", "mixed"], capsys)
+    argv = TINY_PRE + ["--data", data_dir, "--out", out, "--steps", "1", "--degradation", "mixed"]
+    argv += ["--min-variance", "0.2"]
+    code, err = run(argv, capsys)
     assert code == 0, err
-    assert json.loads((out / "config.json").read_text())["stage_config"]["degradation"] == "mixed"
+    stage_config = json.loads((out / "config.json").read_text())["stage_config"]
+    assert stage_config["degradation"] == "mixed" and stage_config["min_variance"] == 0.2
 
 
 def test_bfloat16_pretraining_lowers_the_loss(data_dir, tmp_path, capsys):
