@@ -25,6 +25,7 @@ an [hr_h, hr_w, 3] float image in [0, 1] (NumPy or tensor). Only its running tim
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -240,7 +241,8 @@ def markdown_table(results: list[dict]) -> str:
     rows = list(dict.fromkeys(c[:3] for c in cells))
     ours = [m for m in TABLE_METHODS if any(m == c[3] for c in cells)]
     ours += sorted({c[3] for c in cells} - set(ours))
-    papers = [m for m in ("zssr", "mzsr1", "mzsr10") if any(paper_figure(*row[:2], m, row[2]) for row in rows)]
+    others = [m for m in PAPER_METHODS if m != "bicubic"]  # our Bicubic column stands beside the paper's
+    papers = [m for m in others if any(paper_figure(*row[:2], m, row[2]) for row in rows)]
 
     def cell(value):
         if value is None:
@@ -296,8 +298,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _read_results(path: Path) -> list[dict]:
-    import json
-
     try:
         rows = json.loads(path.read_text())["results"]
         if not all({"set", "kernel", "method", "psnr_y", "ssim_y"} <= set(r) for r in rows):

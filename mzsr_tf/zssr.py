@@ -155,10 +155,10 @@ PRESETS: dict[str, ZSSRConfig] = {
 }
 
 
-def init_zssr_params(seed: int = 0, init_variance: float = 1.0) -> list[tf.Tensor]:
+def init_zssr_params(seed: int = 0, init_variance: float = ZSSRConfig.init_variance) -> list[tf.Tensor]:
     """ZSSR initialisation: kernels ~ N(0, init_variance / (3·3·cin)) (official ``build_network``), zero biases.
 
-    The default variance is MZSR's fan-in scaling (1.0), not the official ZSSR 0.1: see the module docstring.
+    The default variance is ZSSRConfig's: MZSR's fan-in scaling (1.0), not the official ZSSR 0.1 (module docstring).
     """
     params = []
     for i, shape in enumerate(param_shapes()):
