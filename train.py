@@ -25,6 +25,11 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scale", type=cli.scale_type, default=2)
     p.add_argument("--patch", type=int, help="HR patch size (pretrain 96, meta 64)")
+    p.add_argument(
+        "--min-variance",
+        type=float,
+        help="smallest kernel eigenvalue of p(k) (1; pretrain: with --degradation kernels/mixed)",
+    )
     p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default")
     p.add_argument("--jit", action="store_true", help="XLA-compile the training step")
     p.add_argument(
@@ -46,9 +51,6 @@ def build_parser():
         "--degradation",
         choices=("bicubic", "kernels", "mixed"),
         help="bicubic pairs (paper), random-kernel pairs, or half each",
-    )
-    pre.add_argument(
-        "--min-variance", type=float, help="smallest kernel eigenvalue of p(k) for --degradation kernels/mixed (1)"
     )
     meta = p.add_argument_group("meta")
     meta.add_argument("--subsample", choices=("direct", "bicubic"))
@@ -88,6 +90,10 @@ def main(argv=None):
         value = getattr(args, name)
         if value is not None and not value > 0:
             raise InputError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if args.stage == "pretrain" and args.degradation in (None, "bicubic"):
+        for name in ("min_variance", "subsample"):
+            if getattr(args, name) is not None:
+                raise InputError(f"--{name.replace('_', '-')} needs --degradation kernels or mixed")
     for d in args.data:
         if not d.is_dir():
             raise InputError(f"{d}: no such data folder")

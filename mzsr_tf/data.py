@@ -157,17 +157,18 @@ def kernel_tasks(
     noise: float = 0.0,
     seed: int = 0,
     start_step: int = 0,
+    min_variance: float = 1.0,
 ):
     """Batches of ``meta_batch`` tasks; each is (x_tr, y_tr, x_te, y_te) with ``task_batch`` patches apiece.
 
-    One kernel k ~ p(k) per task (paper Sec. 4.2); LR = (HR ⊛ k)↓s (+ noise), rounded to uint8 levels;
-    x = bicubic↑(LR), y = HR.
+    One kernel k ~ p(k) per task (paper Sec. 4.2; eigenvalues from ``min_variance``, ``sample_kernel``);
+    LR = (HR ⊛ k)↓s (+ noise), rounded to uint8 levels; x = bicubic↑(LR), y = HR.
     """
 
     def tasks(step, hr):
         hr = tf.reshape(hr, [meta_batch, 2 * task_batch, patch, patch, 3])
         x = tf.stack(
-            [_random_kernel_input(hr[t], seed * 1000 + t, step, scale, subsample, kernel_size, noise)
+            [_random_kernel_input(hr[t], seed * 1000 + t, step, scale, subsample, kernel_size, noise, min_variance)
              for t in range(meta_batch)]
         )  # fmt: skip
         return x[:, :task_batch], hr[:, :task_batch], x[:, task_batch:], hr[:, task_batch:]

@@ -34,6 +34,7 @@ class MetaConfig:
     task_batch: int = 4  # patches in each of D_tr and D_te (released Directx2: 4)
     patch: int = 64  # HR patch size
     kernel_size: int = 15
+    min_variance: float = 1.0  # p(k) eigenvalues from this (paper 1; < 1 adds sharp kernels)
     noise: float = 0.0  # std of Gaussian noise on the LR (official train.py: 0)
     first_order: bool = False  # FOMAML throughout
     first_order_steps: int = 0  # first-order warm-up for this many meta-iterations

@@ -138,6 +138,7 @@ class _Stage:
             c.noise,
             self.run.seed,
             start_step,
+            c.min_variance,
         )
 
     def global_size(self):
@@ -345,10 +346,13 @@ def _finish(run: RunConfig, net) -> Path:
 
 
 def stage_config(stage: str, **overrides):
-    """The stage's config dataclass with the given (non-None) overrides."""
+    """The stage's config dataclass with the given (non-None) overrides; one the stage lacks is an error."""
     cls = PretrainConfig if stage == "pretrain" else MetaConfig
-    fields = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in overrides.items() if v is not None and k in fields})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    foreign = sorted(set(given) - {f.name for f in dataclasses.fields(cls)})
+    if foreign:
+        raise InputError(f"--{foreign[0].replace('_', '-')} does not apply to --stage {stage}")
+    return cls(**given)
 
 
 def set_seed(seed: int):

@@ -45,3 +45,15 @@ def test_kernel_tasks_have_support_and_query_sets_per_task(astronaut_uint8):
     ((x_tr, y_tr, x_te, y_te),) = _first(kernel_tasks([astronaut_uint8], 3, 2, 16, 2, seed=0))
     assert x_tr.shape == y_tr.shape == x_te.shape == y_te.shape == (3, 2, 16, 16, 3)
     assert not np.array_equal(y_tr, y_te)
+
+
+def test_kernel_tasks_min_variance_widens_p_k_towards_sharp_kernels(astronaut_uint8):
+    def tasks(**kw):
+        ((x_tr, y_tr, _, _),) = _first(kernel_tasks([astronaut_uint8], 4, 2, 32, 2, seed=1, **kw))
+        return x_tr, y_tr
+
+    x1, y = tasks()
+    np.testing.assert_array_equal(tasks(min_variance=1.0)[0], x1)
+    x02, y02 = tasks(min_variance=0.2)
+    np.testing.assert_array_equal(y02, y)  # same patches, same uniforms: only the eigenvalues' range moved
+    assert np.abs(x02 - y).mean() < 0.97 * np.abs(x1 - y).mean()  # sharper kernels: inputs closer to HR

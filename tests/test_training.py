@@ -136,11 +136,27 @@ def test_non_finite_losses_stop_the_run_with_a_clear_message(data_dir, tmp_path,
         (["--steps", "2", "--strategy", "tpu"], "invalid choice"),
         (["--steps", "2", "--lr-decay-steps", "0"], "--lr-decay-steps must be positive"),
         (["--steps", "2", "--lr-floor", "nan"], "--lr-floor must be positive"),
+        (["--steps", "2", "--batch-size", "8"], "--batch-size does not apply to --stage meta"),
+        (["--steps", "2", "--degradation", "kernels"], "--degradation does not apply to --stage meta"),
     ],
 )
 def test_bad_flags(data_dir, tmp_path, capsys, argv, match):
     code, err = run(TINY_META + ["--data", data_dir, "--out", tmp_path / "x"] + argv, capsys)
     assert code == 2 and match in err and err.count("\n") == 1
+
+
+def test_min_variance_on_bicubic_pretraining_is_an_error(data_dir, tmp_path, capsys):
+    argv = TINY_PRE + ["--data", data_dir, "--out", tmp_path / "x", "--steps", "1", "--min-variance", "0.2"]
+    code, err = run(argv, capsys)
+    assert code == 2 and "--min-variance needs --degradation kernels or mixed" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_meta_tasks_take_min_variance(data_dir, tmp_path, capsys):
+    out = tmp_path / "meta"
+    code, err = run(TINY_META + ["--data", data_dir, "--out", out, "--steps", "1", "--min-variance", "0.2"], capsys)
+    assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["stage_config"]["min_variance"] == 0.2
 
 
 def test_missing_data_folder(tmp_path, capsys):
