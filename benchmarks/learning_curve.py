@@ -13,6 +13,7 @@ fixed set of kernel tasks before and after the inner loop), which is where meta-
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def read_scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
         for tag in set(acc.Tags()["tensors"]) & set(TAGS):
             for e in acc.Tensors(tag):
                 series.setdefault(tag, {})[e.step] = float(tf.make_ndarray(e.tensor_proto))
-    return {tag: sorted(points.items()) for tag, points in series.items()}
+    return {tag: sorted(series[tag].items()) for tag in TAGS if tag in series}  # fixed order: fixed colours
 
 
 def read_chain(chain: str) -> dict[str, list[tuple[int, float]]]:
@@ -57,11 +58,24 @@ def read_chain(chain: str) -> dict[str, list[tuple[int, float]]]:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("runs", nargs="+", help="run folders; A+B for a run initialised from A's final weights")
+    p.add_argument("runs", nargs="*", help="run folders; A+B for a run initialised from A's final weights")
+    p.add_argument(
+        "--include",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="JSON",
+        help="curves saved by --json (of runs since deleted)",
+    )
+    p.add_argument("--only", nargs="+", help="with --include: keep only these of its curves")
     p.add_argument("--png", type=Path)
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
-    curves = {run: read_chain(run) for run in args.runs}
+    curves = {}
+    for path in args.include:
+        saved = json.loads(path.read_text())
+        curves.update({run: series for run, series in saved.items() if not args.only or run in args.only})
+    curves.update({run: read_chain(run) for run in args.runs})
     for run, series in curves.items():
         for tag, points in series.items():
             last = points[-1]

@@ -108,12 +108,17 @@ def test_pretrain_writes_checkpoints_logs_and_final_weights(data_dir, tmp_path, 
     assert any((out / "logs").iterdir())
     assert json.loads((out / "config.json").read_text())["stage_config"]["batch_size"] == 4
     assert "val/psnr" in err
+    from benchmarks.learning_curve import main as learning_curve
     from benchmarks.learning_curve import read_chain, read_scalars
 
     curves = read_scalars(out)
     assert [step for step, _ in curves["val/psnr"]] == [0, 2, 3] and set(curves) == {"val/psnr", "val/psnr_bicubic"}
     chained = read_chain(f"{out}+{out}")["val/psnr"]
     assert [step for step, _ in chained] == [0, 2, 3, 5, 6] and chained[3][1] == curves["val/psnr"][1][1]
+
+    learning_curve([str(out), "--json", str(tmp_path / "curve.json")])
+    replotted = learning_curve(["--include", str(tmp_path / "curve.json"), "--only", str(out)])  # run folder gone
+    assert replotted[str(out)]["val/psnr"] == [list(p) for p in curves["val/psnr"]]
     # An existing run is never silently overwritten, and resume refuses changed settings.
     code, err = run(TINY_PRE + ["--data", data_dir, "--out", out, "--steps", "4"], capsys)
     assert code == 2 and "--resume" in err
