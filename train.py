@@ -14,6 +14,11 @@ from pathlib import Path
 from mzsr_tf import cli
 
 
+def _flag(field: str) -> str:
+    """The command-line spelling of a config field: ``lr_floor`` -> ``--lr-floor``."""
+    return "--" + field.replace("_", "-")
+
+
 def build_parser():
     p = cli.ArgumentParser(prog="train.py", description=__doc__.splitlines()[0])
     p.add_argument("--stage", choices=("pretrain", "meta"), required=True)
@@ -85,15 +90,15 @@ def main(argv=None):
     ):
         value = getattr(args, name)
         if value is not None and value < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be positive, got {value}")
+            raise InputError(f"{_flag(name)} must be positive, got {value}")
     for name in ("lr", "lr_floor", "inner_lr", "meta_lr", "min_variance"):
         value = getattr(args, name)
         if value is not None and not value > 0:
-            raise InputError(f"--{name.replace('_', '-')} must be positive, got {value}")
+            raise InputError(f"{_flag(name)} must be positive, got {value}")
     if args.stage == "pretrain" and args.degradation in (None, "bicubic"):
         for name in ("min_variance", "subsample"):
             if getattr(args, name) is not None:
-                raise InputError(f"--{name.replace('_', '-')} needs --degradation kernels or mixed")
+                raise InputError(f"{_flag(name)} needs --degradation kernels or mixed")
     for d in args.data:
         if not d.is_dir():
             raise InputError(f"{d}: no such data folder")

@@ -71,6 +71,10 @@ def main(argv=None):
     p.add_argument("--png", type=Path)
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
+    if not args.runs and not args.include:
+        p.error("give run folders and/or --include JSON files")
+    if args.only and not args.include:
+        p.error("--only selects curves of --include files")
     curves = {}
     for path in args.include:
         saved = json.loads(path.read_text())

@@ -119,6 +119,9 @@ def test_pretrain_writes_checkpoints_logs_and_final_weights(data_dir, tmp_path, 
     learning_curve([str(out), "--json", str(tmp_path / "curve.json")])
     replotted = learning_curve(["--include", str(tmp_path / "curve.json"), "--only", str(out)])  # run folder gone
     assert replotted[str(out)]["val/psnr"] == [list(p) for p in curves["val/psnr"]]
+    for bad in ([], [str(out), "--only", str(out)]):  # nothing to draw; --only without --include
+        with pytest.raises(SystemExit):
+            learning_curve(bad)
     # An existing run is never silently overwritten, and resume refuses changed settings.
     code, err = run(TINY_PRE + ["--data", data_dir, "--out", out, "--steps", "4"], capsys)
     assert code == 2 and "--resume" in err
