@@ -40,11 +40,16 @@ def build_parser():
     )
     p.add_argument("--json", type=Path, help="write a per-image report here")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--optimizer", choices=("sgd", "adam"), help="mzsr: optimizer (default sgd)")
+    p.add_argument(
+        "--optimizer",
+        choices=("adam", "sgd"),
+        help="mzsr: optimizer (default adam; sgd with the default --lr: official)",
+    )
     p.add_argument(
         "--lr",
         type=cli.float_list,
-        help="mzsr: learning rates per step, last repeats (default 2e-2,1e-2,1e-2,1e-2,5e-3)",
+        help="mzsr: learning rates per step, last repeats (default: adam 1e-4,1.5e-4,2e-4,2e-4,2e-4,1.5e-4; "
+        "sgd 2e-2,1e-2,1e-2,1e-2,5e-3)",
     )
     p.add_argument("--self-ensemble", action="store_true", help="mzsr: 8-way geometric self-ensemble")
     p.add_argument("--back-projection", type=cli.positive_int, metavar="N", help="mzsr: back-projection iterations")
@@ -290,7 +295,7 @@ def _method_config(args, degradation):
 
     config = AdaptConfig(
         steps=10 if args.steps is None else args.steps,
-        optimizer=args.optimizer or "sgd",
+        optimizer=args.optimizer or "adam",
         self_ensemble=args.self_ensemble,
         back_projection_iters=args.back_projection or 0,
         tile=args.tile,

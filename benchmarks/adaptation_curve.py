@@ -1,7 +1,8 @@
 """What meta-learning buys: PSNR against adaptation steps (θ_M vs θ_T) and against wall-clock seconds.
 
-For each image of a set, degrade with the kernel, then run SGD with the official meta-test schedule
-one update at a time, super-resolving after the steps listed in ``--at``. Writes a JSON and a PNG
+For each image of a set, degrade with the kernel, adapt for each step count listed in ``--at`` (a fresh
+run from the weights each time, so Adam's moments are those of a real n-step run) with ``adapt.py``'s
+optimizer and rates (``--optimizer sgd``: the official schedule), and super-resolve. Writes a JSON and a PNG
 (PSNR-Y vs steps per weights file; PSNR-Y vs cumulative adaptation seconds, plus ZSSR's curve when
 ``--zssr`` is given).
 
@@ -16,7 +17,7 @@ import argparse
 import json
 import os
 import sys
-import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -30,26 +31,20 @@ from mzsr_tf.io import list_images  # noqa: E402
 from mzsr_tf.kernels import resolve_degradation  # noqa: E402
 from mzsr_tf.metrics import psnr_y  # noqa: E402
 from mzsr_tf.model import load_params  # noqa: E402
-from mzsr_tf.zero_shot import AdaptConfig, adapt, learning_rates, zero_shot_sr  # noqa: E402
+from mzsr_tf.zero_shot import AdaptConfig, adapt, zero_shot_sr  # noqa: E402
 
 
-def curve(params, images, degradation, scale, at):
-    """Mean PSNR-Y after each step count in ``at`` and the cumulative adaptation seconds to reach it."""
-    schedule = learning_rates(AdaptConfig(steps=max(at)))
-    psnr = {n: [] for n in at}
-    seconds = {n: 0.0 for n in at}
-    for hr, lr in images:
-        fast, elapsed = list(params), 0.0
-        for step in range(max(at) + 1):
-            if step in at:
-                sr = zero_shot_sr(fast, lr, degradation, scale, AdaptConfig(steps=0), hr.shape[:2]).sr
-                psnr[step].append(psnr_y(sr, hr, scale))
-                seconds[step] += elapsed
-            if step < max(at):
-                t0 = time.perf_counter()
-                fast, _ = adapt(fast, lr, degradation, scale, AdaptConfig(steps=1, learning_rates=(schedule[step],)))
-                elapsed += time.perf_counter() - t0
-    return [{"steps": n, "psnr_y": float(np.mean(psnr[n])), "seconds": seconds[n] / len(images)} for n in at]
+def curve(params, images, degradation, scale, at, config: AdaptConfig):
+    """Mean PSNR-Y after each step count in ``at`` and the adaptation seconds of that many steps."""
+    rows = []
+    for n in at:
+        psnr, seconds = [], 0.0
+        for hr, lr in images:
+            result = zero_shot_sr(params, lr, degradation, scale, replace(config, steps=n), hr.shape[:2])
+            psnr.append(psnr_y(result.sr, hr, scale))
+            seconds += result.seconds_adapt
+        rows.append({"steps": n, "psnr_y": float(np.mean(psnr)), "seconds": seconds / len(images)})
+    return rows
 
 
 def plot(results, args, png: Path) -> None:
@@ -87,6 +82,7 @@ def main(argv=None):
     p.add_argument("--labels", help="comma list, one per --weights")
     p.add_argument("--at", default="0,1,2,3,5,10,15,20,30,40,50")
     p.add_argument("--limit", type=int)
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="sgd: the official schedule")
     p.add_argument("--zssr", type=Path, action="append", help="paper_table JSON with zssr rows (points)")
     p.add_argument("--png", type=Path)
     p.add_argument("--json", type=Path)
@@ -107,13 +103,15 @@ def main(argv=None):
         hr = load_hr(path, args.scale)
         images.append((hr, make_lr(hr, degradation, args.scale).astype(np.float32) / 255.0))
     params = [load_params(w) for w in args.weights]
-    adapt(params[0], images[0][1], degradation, args.scale, AdaptConfig(steps=1))  # trace once, untimed
+    config = AdaptConfig(optimizer=args.optimizer)
+    adapt(params[0], images[0][1], degradation, args.scale, replace(config, steps=1))  # trace once, untimed
     curves = {}
     for label, weights in zip(labels, params):
-        curves[label] = curve(weights, images, degradation, args.scale, at)
+        curves[label] = curve(weights, images, degradation, args.scale, at, config)
         for row in curves[label]:
             print(f"{label:<20} {row['steps']:3d} steps  {row['psnr_y']:6.2f} dB  {row['seconds']:7.2f} s/image")
-    results = {"kernel": args.kernel, "set": str(args.hr), "scale": args.scale, "curves": curves}
+    results = {"kernel": args.kernel, "set": str(args.hr), "scale": args.scale, "optimizer": args.optimizer}
+    results["curves"] = curves
     if args.json:
         save_json(args.json, results)
     if args.png:

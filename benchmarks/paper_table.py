@@ -94,12 +94,15 @@ def _weights(args: argparse.Namespace):
     return load_params(args.weights or default_weights(args.scale, "direct"))
 
 
-def make_mzsr(args: argparse.Namespace, steps: str = "0") -> Method:
-    """MZSR(n): ``steps`` meta-test updates from ``--weights`` (θ_M), then SR; ``noadapt`` is n = 0."""
+def make_mzsr(args: argparse.Namespace, steps: str = "0", official: str | None = None) -> Method:
+    """MZSR(n): ``steps`` meta-test updates from ``--weights`` (θ_M), then SR; ``noadapt`` is n = 0.
+
+    Updates as ``adapt.py`` takes them (Adam, ``ADAM_RATES``); ``mzsrN_official``: the official SGD schedule.
+    """
     from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
 
     params = _weights(args)
-    config = AdaptConfig(steps=int(steps))
+    config = (AdaptConfig.official if official else AdaptConfig)(steps=int(steps))
 
     def mzsr(lr, degradation, scale, *, output_shape):
         return zero_shot_sr(params, lr, degradation, scale, config, output_shape=output_shape).sr
@@ -144,7 +147,7 @@ def make_zssr(args: argparse.Namespace, fast: str | None = None) -> Method:
 METHODS: dict[str, Callable[..., Method]] = {
     "bicubic": make_bicubic,
     "noadapt": make_mzsr,
-    r"mzsr(?P<steps>\d+)": make_mzsr,
+    r"mzsr(?P<steps>\d+)(?P<official>_official)?": make_mzsr,
     r"zssr(?P<fast>_fast)?": make_zssr,
 }
 

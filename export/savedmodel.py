@@ -1,10 +1,10 @@
 """TF Serving export: MZSR zero-shot super-resolution (paper Algorithm 2) as one SavedModel request.
 
 ``serving_default(image, kernel, steps) -> sr`` runs the whole meta-test in the graph: the LR son is
-made from the request image with the request kernel, ``steps`` SGD updates from θ_M follow the
-official ``test.py`` schedule (2e-2, then 1e-2 for steps 2-4, then 5e-3; ``AdaptConfig``), and the
-adapted net super-resolves the image. It is :func:`mzsr_tf.zero_shot.adapt_graph`, so the fast
-weights are ``tf.while_loop`` values: θ_M is read-only and concurrent requests share no state.
+made from the request image with the request kernel, ``steps`` updates from θ_M follow ``adapt.py``'s
+(``AdaptConfig``: Adam, ``ADAM_RATES``, unless given another config), and the adapted net super-resolves
+the image. It is :func:`mzsr_tf.zero_shot.adapt_graph`, so the fast weights are ``tf.while_loop``
+values: θ_M is read-only and concurrent requests share no state.
 ``super_resolve(image) -> sr`` is net(bicubic↑(image)) with θ_M, no adaptation.
 
 Images are uint8 NHWC with a batch of one (``[1, H, W, 3]``), as TF Serving sends them; ``sr`` is
@@ -87,7 +87,7 @@ class ServingModule(tf.Module):
       scale: integer SR factor the weights were meta-trained for.
       max_pixels: largest accepted LR image, H·W.
       max_steps: most adaptation steps per request.
-      config: adaptation settings (schedule, crops above ``config.max_pixels``, seed); official defaults.
+      config: adaptation settings (optimizer, schedule, crops above ``config.max_pixels``, seed).
     """
 
     def __init__(self, params, scale: int, max_pixels: int, max_steps: int, config: AdaptConfig = AdaptConfig()):
@@ -113,7 +113,7 @@ class ServingModule(tf.Module):
         """MZSR(steps) on one request: adapt θ_M to the image, then super-resolve it."""
         lr = _image_float(image, self.scale, self.max_pixels)
         kernel = _normalised_kernel(kernel, image)
-        rates = schedule_rates(_checked_steps(steps, self.max_steps), self._config.learning_rates)
+        rates = schedule_rates(_checked_steps(steps, self.max_steps), self._config.schedule)
         fast, _ = adapt_graph(
             [v.read_value() for v in self.theta],
             lr[0],

@@ -57,7 +57,7 @@ def test_port_matches_the_official_meta_test_on_the_pretrained_checkpoint():
     deg = Degradation(load_kernel(ANCHORS / "Input" / "g20" / "kernel.mat"), "direct")
     for steps, expected in ((0, 29.1360), (1, 29.1421), (10, 29.1625)):
         psnrs = [
-            psnr_y(zero_shot_sr(params, lr, deg, 2, AdaptConfig(steps=steps), hr.shape[:2]).sr, hr, 2)
+            psnr_y(zero_shot_sr(params, lr, deg, 2, AdaptConfig.official(steps=steps), hr.shape[:2]).sr, hr, 2)
             for hr, lr in _set5()
         ]
         assert np.mean(psnrs) == pytest.approx(expected, abs=0.002), steps

@@ -160,7 +160,7 @@ def test_tflite_adaptation_matches_tf(tflite_path, exported, image):
     """N train_steps + super_resolve in LiteRT == zero_shot.adapt + super_resolve in TF (1e-4)."""
     params = exported[1]
     lr = image.astype(np.float32) / 255.0
-    config = AdaptConfig(steps=3)
+    config = AdaptConfig.official(steps=3)  # train_step is an SGD update
     interpreter = Interpreter(model_path=str(tflite_path))
     train = runner(interpreter, "train_step")
     kernel = embed_kernel(KERNEL, KERNEL_SIZE)

@@ -205,3 +205,26 @@ def test_json_is_written_after_every_row(hr_folder, tmp_path, monkeypatch, capsy
                           "--json", str(out_json)])  # fmt: skip
     (row,) = json.loads(out_json.read_text())["results"]
     assert row["method"] == "bicubic"
+
+
+def test_adaptation_sweep_compares_settings_on_held_out_photos(tmp_path, capsys):
+    """One photo, one kernel, two settings: JSON rows per setting, a Markdown table, bad settings refused."""
+    from benchmarks import adaptation_sweep
+    from mzsr_tf.errors import InputError
+
+    out = tmp_path / "sweep.json"
+    argv = ["--limit", "1", "--kernels", "g_d_2.0", "--steps", "1", "--settings", "sgd:default;adam:1e-3", "--json"]
+    adaptation_sweep.main([*argv, str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["setting"], r["steps"], list(r["per_image"])) for r in rows] == [
+        ("sgd:default", 1, ["astronaut"]),
+        ("adam:1e-3", 1, ["astronaut"]),
+    ]
+    assert rows[0]["psnr_y"] != rows[1]["psnr_y"] and all(25 < r["psnr_y"] < 45 for r in rows)
+    assert "| sgd:default |" in capsys.readouterr().out
+    with pytest.raises(InputError, match="exists"):
+        adaptation_sweep.main([*argv, str(out)])
+    for bad in ("adam:fast", "rmsprop:1e-3"):
+        with pytest.raises(InputError):
+            adaptation_sweep.parse_setting(bad, 1)
+    assert adaptation_sweep.parse_setting("sgd:2e-2,1e-2", 3).schedule == (2e-2, 1e-2)

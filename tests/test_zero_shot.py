@@ -22,16 +22,27 @@ def lr_image(astronaut_uint8):
 
 
 def test_official_learning_rate_schedule():
-    np.testing.assert_allclose(
-        learning_rates(AdaptConfig(steps=7)), [2e-2, 1e-2, 1e-2, 1e-2, 5e-3, 5e-3, 5e-3], rtol=1e-6
-    )
+    official = AdaptConfig.official(steps=7)
+    assert official.optimizer == "sgd"
+    np.testing.assert_allclose(learning_rates(official), [2e-2, 1e-2, 1e-2, 1e-2, 5e-3, 5e-3, 5e-3], rtol=1e-6)
     assert learning_rates(AdaptConfig(steps=0)).shape == (0,)
+
+
+def test_default_rates_follow_the_optimizer():
+    """Adam with ADAM_RATES by default; SGD without rates is the official schedule; given rates win."""
+    assert AdaptConfig().optimizer == "adam"
+    rates = [1e-4, 1.5e-4, 2e-4, 2e-4, 2e-4, 1.5e-4, 1.5e-4, 1.5e-4]
+    np.testing.assert_allclose(learning_rates(AdaptConfig(steps=8)), rates)
+    np.testing.assert_allclose(learning_rates(AdaptConfig(steps=2, optimizer="sgd")), [2e-2, 1e-2])
+    np.testing.assert_allclose(learning_rates(AdaptConfig(steps=2, learning_rates=(1e-3,))), [1e-3, 1e-3])
+    with pytest.raises(InputError, match="optimizer must be"):
+        AdaptConfig(optimizer="rmsprop")
 
 
 def test_one_step_is_sgd_on_son_to_father(lr_image):
     """θ' = θ − 0.02 ∇ L1(net(bicubic↑(degrade(LR))), LR): the paper's Algorithm 2 update."""
     params = init_params(0)
-    fast, losses = adapt(params, lr_image, KERNEL, 2, AdaptConfig(steps=1))
+    fast, losses = adapt(params, lr_image, KERNEL, 2, AdaptConfig.official(steps=1))
     father = tf.constant(lr_image[None])
     son_up = upscale(degrade(father, KERNEL.kernel, 2), 2, lr_image.shape[:2])
     with tf.GradientTape() as tape:
@@ -43,8 +54,30 @@ def test_one_step_is_sgd_on_son_to_father(lr_image):
         np.testing.assert_allclose(f, p - 0.02 * g, atol=1e-6)
 
 
+def test_default_steps_are_adam_on_son_to_father(lr_image):
+    """Two default updates == Adam steps of 1e-4, 1.5e-4 (Kingma & Ba, Alg. 1: ε=1e-8 on √v̂) on the pair's L1."""
+    params = init_params(0)
+    fast, _ = adapt(params, lr_image, KERNEL, 2, AdaptConfig(steps=2))
+    father = tf.constant(lr_image[None])
+    son_up = upscale(degrade(father, KERNEL.kernel, 2), 2, lr_image.shape[:2])
+    weights = [p.numpy() for p in params]
+    m, v = [0.0] * len(weights), [0.0] * len(weights)
+    for t, rate in ((1, 1e-4), (2, 1.5e-4)):
+        with tf.GradientTape() as tape:
+            variables = [tf.constant(w) for w in weights]
+            tape.watch(variables)
+            loss = tf.reduce_mean(tf.abs(forward(variables, son_up) - father))
+        for i, g in enumerate(tape.gradient(loss, variables)):
+            m[i] = 0.9 * m[i] + 0.1 * g.numpy()
+            v[i] = 0.999 * v[i] + 0.001 * g.numpy() ** 2
+            weights[i] = weights[i] - rate * (m[i] / (1 - 0.9**t)) / (np.sqrt(v[i] / (1 - 0.999**t)) + 1e-8)
+    for f, w, p in zip(fast, weights, params):
+        assert np.abs(f - p).max() > 1e-4  # it moved ...
+        np.testing.assert_allclose(f, w, atol=3e-6)  # ... as Adam moves it (a step is ~1e-4)
+
+
 def test_adaptation_lowers_the_son_loss(lr_image):
-    for config in (AdaptConfig(steps=8, learning_rates=(2e-3,), optimizer="adam"), AdaptConfig(steps=8)):
+    for config in (AdaptConfig(steps=8, learning_rates=(2e-3,)), AdaptConfig.official(steps=8)):
         _, losses = adapt(init_params(1), lr_image, KERNEL, 2, config)
         assert losses[-1] < losses[0] * 0.97, config.optimizer
 

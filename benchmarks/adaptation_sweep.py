@@ -1,0 +1,115 @@
+"""Choosing the meta-test optimizer on held-out photos: PSNR-Y after N adaptation steps per optimizer setting.
+
+The images are scikit-image's colour photos (astronaut, chelsea, coffee, rocket, immunohistochemistry):
+neither training nor test images, so the choice does not peek at Set5/BSD100. Each is ``modcrop``-ed,
+degraded as in ``paper_table`` (uint8 LR) under each kernel, adapted from ``--weights`` with each
+setting and super-resolved; the table is the mean PSNR-Y (border = scale) per kernel and setting.
+
+A setting is ``optimizer:rates``, rates a comma list (step i uses rates[min(i, len - 1)]) or
+``default`` (``mzsr_tf.zero_shot.DEFAULT_RATES``: SGD's is the official schedule)::
+
+    python benchmarks/adaptation_sweep.py --settings "sgd:default;adam:1e-4;adam:1.5e-4;adam:2e-4" \\
+        --json benchmarks/results/adaptation_sweep.json
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if str(Path(__file__).resolve().parents[1]) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+
+from benchmarks.common import save_json
+from benchmarks.paper_table import make_lr
+from mzsr_tf.errors import InputError
+from mzsr_tf.kernels import resolve_degradation
+from mzsr_tf.metrics import modcrop, psnr_y
+from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")
+PAPER_KERNELS = "g_d_0.2,g_d_2.0,g_d_ani,g_b_1.3"
+
+
+def parse_setting(text: str, steps: int) -> AdaptConfig:
+    """``'adam:1.5e-4'`` / ``'sgd:default'`` / ``'sgd:2e-2,1e-2'`` → an AdaptConfig of ``steps`` updates."""
+    optimizer, _, rates = text.partition(":")
+    try:
+        learning_rates = None if rates in ("", "default") else tuple(float(r) for r in rates.split(","))
+        return AdaptConfig(steps=steps, optimizer=optimizer, learning_rates=learning_rates)
+    except ValueError:
+        raise InputError(f"bad setting {text!r}: use optimizer:rates, e.g. adam:1.5e-4 or sgd:default") from None
+
+
+def photos(scale: int, names=PHOTOS) -> dict[str, np.ndarray]:
+    import skimage.data
+
+    return {name: modcrop(getattr(skimage.data, name)(), scale) for name in names}
+
+
+def sweep(params, images, kernels, settings, scale: int):
+    """Rows of mean PSNR-Y per (kernel, setting), with each image's figure."""
+    rows = []
+    for kernel in kernels:
+        degradation = resolve_degradation(kernel)
+        lrs = {n: make_lr(hr, degradation, scale).astype(np.float32) / 255.0 for n, hr in images.items()}
+        for label, config in settings:
+            per_image = {
+                n: psnr_y(zero_shot_sr(params, lrs[n], degradation, scale, config, hr.shape[:2]).sr, hr, scale)
+                for n, hr in images.items()
+            }
+            rows.append({"kernel": kernel, "setting": label, "steps": config.steps, "per_image": per_image})
+            rows[-1]["psnr_y"] = float(np.mean(list(per_image.values())))
+            print(f"{kernel:9s} {label:22s} {rows[-1]['psnr_y']:6.2f}", file=sys.stderr, flush=True)
+    return rows
+
+
+def table(rows) -> str:
+    """Markdown: one row per setting, one column per kernel, plus the mean over kernels."""
+    kernels = list(dict.fromkeys(r["kernel"] for r in rows))
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    cell = {(r["kernel"], r["setting"]): r["psnr_y"] for r in rows}
+    lines = ["| setting | " + " | ".join(kernels) + " | mean |", "|---" * (len(kernels) + 2) + "|"]
+    for s in settings:
+        values = [cell[(k, s)] for k in kernels]
+        lines.append(f"| {s} | " + " | ".join(f"{v:.2f}" for v in values) + f" | {np.mean(values):.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    from mzsr_tf import cli
+    from mzsr_tf.model import load_params
+    from mzsr_tf.weights import default_weights
+
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--settings", default="sgd:default;adam:default", help="';'-separated optimizer:rates")
+    p.add_argument("--steps", type=cli.positive_int, default=10)
+    p.add_argument("--kernels", default=PAPER_KERNELS)
+    p.add_argument("--scale", type=int, default=2)
+    p.add_argument("--weights", type=Path, help="default: the shipped meta-weights")
+    p.add_argument("--limit", type=int, help="only the first N photos")
+    p.add_argument("--json", type=Path)
+    p.add_argument("--overwrite", action="store_true")
+    args = p.parse_args(argv)
+    if args.json is not None and args.json.exists() and not args.overwrite:
+        raise InputError(f"{args.json}: exists (pass --overwrite to replace it)")
+    settings = [(s, parse_setting(s, args.steps)) for s in args.settings.split(";")]
+    kernels = args.kernels.split(",")
+    for k in kernels:
+        resolve_degradation(k)
+    params = load_params(args.weights or default_weights(args.scale, "direct"))
+    images = photos(args.scale, PHOTOS[: args.limit])
+    rows = sweep(params, images, kernels, settings, args.scale)
+    print(f"{args.steps} steps, mean PSNR-Y (dB) over {', '.join(images)}\n" + table(rows))
+    if args.json:
+        save_json(args.json, {"weights": str(args.weights or "shipped"), "steps": args.steps, "rows": rows})
+
+
+if __name__ == "__main__":
+    from mzsr_tf import cli
+
+    sys.exit(cli.run(main))
