@@ -232,7 +232,15 @@ def format_row(r: Result) -> str:
     )
 
 
-TABLE_METHODS = {"bicubic": "Bicubic", "noadapt": "no adapt.", "mzsr1": "MZSR(1)", "mzsr10": "MZSR(10)", "zssr": "ZSSR"}
+TABLE_METHODS = {
+    "bicubic": "Bicubic",
+    "noadapt": "no adapt.",
+    "mzsr1": "MZSR(1)",
+    "mzsr10": "MZSR(10)",
+    "mzsr1_official": "MZSR(1), official SGD",
+    "mzsr10_official": "MZSR(10), official SGD",
+    "zssr": "ZSSR",
+}
 
 
 def markdown_table(results: list[dict]) -> str:
