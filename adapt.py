@@ -295,11 +295,11 @@ def _method_config(args, degradation):
 
     config = AdaptConfig(
         steps=10 if args.steps is None else args.steps,
-        optimizer=args.optimizer or "adam",
         self_ensemble=args.self_ensemble,
         back_projection_iters=args.back_projection or 0,
         tile=args.tile,
         seed=args.seed,
+        **({"optimizer": args.optimizer} if args.optimizer else {}),
         **({"learning_rates": args.lr} if args.lr else {}),
     )
     params = load_params(args.weights or default_weights(args.scale, degradation.subsample))

@@ -82,7 +82,9 @@ def main(argv=None):
     p.add_argument("--labels", help="comma list, one per --weights")
     p.add_argument("--at", default="0,1,2,3,5,10,15,20,30,40,50")
     p.add_argument("--limit", type=int)
-    p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="sgd: the official schedule")
+    p.add_argument(
+        "--optimizer", choices=("adam", "sgd"), help="default: adapt.py's (adam); sgd: the official schedule"
+    )
     p.add_argument("--zssr", type=Path, action="append", help="paper_table JSON with zssr rows (points)")
     p.add_argument("--png", type=Path)
     p.add_argument("--json", type=Path)
@@ -103,14 +105,14 @@ def main(argv=None):
         hr = load_hr(path, args.scale)
         images.append((hr, make_lr(hr, degradation, args.scale).astype(np.float32) / 255.0))
     params = [load_params(w) for w in args.weights]
-    config = AdaptConfig(optimizer=args.optimizer)
+    config = AdaptConfig(**({"optimizer": args.optimizer} if args.optimizer else {}))
     adapt(params[0], images[0][1], degradation, args.scale, replace(config, steps=1))  # trace once, untimed
     curves = {}
     for label, weights in zip(labels, params):
         curves[label] = curve(weights, images, degradation, args.scale, at, config)
         for row in curves[label]:
             print(f"{label:<20} {row['steps']:3d} steps  {row['psnr_y']:6.2f} dB  {row['seconds']:7.2f} s/image")
-    results = {"kernel": args.kernel, "set": str(args.hr), "scale": args.scale, "optimizer": args.optimizer}
+    results = {"kernel": args.kernel, "set": str(args.hr), "scale": args.scale, "optimizer": config.optimizer}
     results["curves"] = curves
     if args.json:
         save_json(args.json, results)

@@ -26,7 +26,9 @@ import numpy as np
 
 from benchmarks.common import save_json
 from benchmarks.paper_table import make_lr
+from mzsr_tf import cli
 from mzsr_tf.errors import InputError
+from mzsr_tf.io import check_destination
 from mzsr_tf.kernels import resolve_degradation
 from mzsr_tf.metrics import modcrop, psnr_y
 from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
@@ -62,9 +64,11 @@ def sweep(params, images, kernels, settings, scale: int):
                 n: psnr_y(zero_shot_sr(params, lrs[n], degradation, scale, config, hr.shape[:2]).sr, hr, scale)
                 for n, hr in images.items()
             }
-            rows.append({"kernel": kernel, "setting": label, "steps": config.steps, "per_image": per_image})
-            rows[-1]["psnr_y"] = float(np.mean(list(per_image.values())))
-            print(f"{kernel:9s} {label:22s} {rows[-1]['psnr_y']:6.2f}", file=sys.stderr, flush=True)
+            mean = float(np.mean(list(per_image.values())))
+            rows.append(
+                {"kernel": kernel, "setting": label, "steps": config.steps, "psnr_y": mean, "per_image": per_image}
+            )
+            print(f"{kernel:9s} {label:22s} {mean:6.2f}", file=sys.stderr, flush=True)
     return rows
 
 
@@ -81,7 +85,6 @@ def table(rows) -> str:
 
 
 def main(argv=None):
-    from mzsr_tf import cli
     from mzsr_tf.model import load_params
     from mzsr_tf.weights import default_weights
 
@@ -95,8 +98,8 @@ def main(argv=None):
     p.add_argument("--json", type=Path)
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
-    if args.json is not None and args.json.exists() and not args.overwrite:
-        raise InputError(f"{args.json}: exists (pass --overwrite to replace it)")
+    if args.json is not None:
+        check_destination(args.json, args.overwrite)  # before the slow part
     settings = [(s, parse_setting(s, args.steps)) for s in args.settings.split(";")]
     kernels = args.kernels.split(",")
     for k in kernels:
@@ -106,10 +109,9 @@ def main(argv=None):
     rows = sweep(params, images, kernels, settings, args.scale)
     print(f"{args.steps} steps, mean PSNR-Y (dB) over {', '.join(images)}\n" + table(rows))
     if args.json:
-        save_json(args.json, {"weights": str(args.weights or "shipped"), "steps": args.steps, "rows": rows})
+        results = {"weights": str(args.weights or "shipped"), "steps": args.steps, "rows": rows}
+        save_json(args.json, results, overwrite=args.overwrite)
 
 
 if __name__ == "__main__":
-    from mzsr_tf import cli
-
     sys.exit(cli.run(main))

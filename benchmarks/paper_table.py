@@ -46,7 +46,7 @@ from benchmarks.common import save_json
 from mzsr_tf.degradation import degrade
 from mzsr_tf.errors import InputError
 from mzsr_tf.imresize import upscale
-from mzsr_tf.io import list_images, read_image
+from mzsr_tf.io import check_destination, list_images, read_image
 from mzsr_tf.kernels import Degradation, resolve_degradation
 from mzsr_tf.metrics import modcrop, psnr_y, ssim_y, to_uint8
 
@@ -346,8 +346,8 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError("give --hr folders to evaluate, or --table JSON files to tabulate")
         if args.scale < 1 or (args.limit is not None and args.limit < 1):
             raise InputError("--scale and --limit must be positive")
-        if args.json is not None and args.json.exists() and not args.overwrite:
-            raise InputError(f"{args.json}: exists (pass --overwrite to replace it)")
+        if args.json is not None:
+            check_destination(args.json, args.overwrite)
         kernels = _split(args.kernels)
         for kernel in kernels:
             resolve_degradation(kernel)  # fail before any work on a bad name or file

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mzsr_tf.errors import InputError
+from mzsr_tf.io import check_destination
 
 __all__ = ["ExportConfig", "FILES", "export_all", "check_destination"]
 
@@ -43,16 +44,6 @@ class ExportConfig:
     kernel_size: int = 21  # TFLite kernel input is k×k: 21 like the official kernel.mat and g_d_2.0
     max_pixels: int = 512 * 512  # serving: largest LR request, H·W (= AdaptConfig.max_pixels: trained whole)
     max_steps: int = 20  # serving: most adaptation steps per request (paper: 1 or 10)
-
-
-def check_destination(out, overwrite: bool) -> Path:
-    """``out`` must be new (or ``overwrite``) and its parent an existing folder."""
-    out = Path(out)
-    if (out.exists() or out.is_symlink()) and not overwrite:
-        raise InputError(f"{out}: exists (pass --overwrite to replace it)")
-    if not out.parent.is_dir():
-        raise InputError(f"{out.parent}: output folder does not exist")
-    return out
 
 
 def _make_staging(out: Path) -> Path:

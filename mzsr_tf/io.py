@@ -112,6 +112,16 @@ def read_image(path) -> ImageData:
         raise InputError(f"{path}: cannot decode image, file may be truncated or corrupt ({e})") from None
 
 
+def check_destination(path, overwrite: bool = False) -> Path:
+    """``path`` must be new (or ``overwrite``) and its folder must exist; call it before slow work."""
+    path = Path(path)
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise InputError(f"{path}: exists (pass --overwrite to replace it)")
+    if not path.parent.is_dir():
+        raise InputError(f"{path.parent}: output folder does not exist")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_write(path, overwrite: bool = False):
     """Yield a temporary path next to ``path``; on success move it into place atomically.
@@ -119,11 +129,7 @@ def atomic_write(path, overwrite: bool = False):
     Without ``overwrite`` an existing ``path`` is an InputError (checked before and at the
     final link, so a concurrent writer is not clobbered either). On failure nothing is left.
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise InputError(f"{path}: exists (pass --overwrite to replace it)")
-    if not path.parent.is_dir():
-        raise InputError(f"{path.parent}: output folder does not exist")
+    path = check_destination(path, overwrite)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
     umask = os.umask(0)
