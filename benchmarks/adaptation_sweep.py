@@ -6,10 +6,15 @@ degraded as in ``paper_table`` (uint8 LR) under each kernel, adapted from ``--we
 setting and super-resolved; the table is the mean PSNR-Y (border = scale) per kernel and setting.
 
 A setting is ``optimizer:rates``, rates a comma list (step i uses rates[min(i, len - 1)]) or
-``default`` (``mzsr_tf.zero_shot.DEFAULT_RATES``: SGD's is the official schedule)::
+``default`` (``mzsr_tf.zero_shot.DEFAULT_RATES``: SGD's is the official schedule), optionally followed
+by ``/precision=bfloat16``, ``/crop=N`` (each update on one random N² window of the pair), ``/seed=S``
+and ``/eps=E`` (Adam's ε)::
 
     python benchmarks/adaptation_sweep.py --settings "sgd:default;adam:1e-4;adam:1.5e-4;adam:2e-4" \\
         --json benchmarks/results/adaptation_sweep.json
+    python benchmarks/adaptation_sweep.py --settings "adam:default;adam:default/precision=bfloat16/crop=128"
+
+Rows also hold the median adaptation seconds per image (the first call of a setting traces its graph).
 """
 
 from __future__ import annotations
@@ -38,13 +43,28 @@ PAPER_KERNELS = "g_d_0.2,g_d_2.0,g_d_ani,g_b_1.3"
 
 
 def parse_setting(text: str, steps: int) -> AdaptConfig:
-    """``'adam:1.5e-4'`` / ``'sgd:default'`` / ``'sgd:2e-2,1e-2'`` → an AdaptConfig of ``steps`` updates."""
-    optimizer, _, rates = text.partition(":")
+    """``'adam:1.5e-4'`` / ``'sgd:default'`` / ``'adam:default/precision=bfloat16/crop=128'`` → an AdaptConfig."""
+    head, *options = text.split("/")
+    optimizer, _, rates = head.partition(":")
     try:
         learning_rates = None if rates in ("", "default") else tuple(float(r) for r in rates.split(","))
-        return AdaptConfig(steps=steps, optimizer=optimizer, learning_rates=learning_rates)
+        extra = dict(option.split("=", 1) for option in options)
+        if set(extra) - {"precision", "crop", "seed", "eps"}:
+            raise ValueError
+        if "seed" in extra:
+            extra["seed"] = int(extra["seed"])
+        if "eps" in extra:
+            extra["adam_epsilon"] = float(extra.pop("eps"))
+        if "crop" in extra:
+            crop = int(extra.pop("crop"))
+            if crop < 1:
+                raise ValueError
+            extra.update(max_pixels=crop * crop, crop_size=crop)
+        return AdaptConfig(steps=steps, optimizer=optimizer, learning_rates=learning_rates, **extra)
     except ValueError:
-        raise InputError(f"bad setting {text!r}: use optimizer:rates, e.g. adam:1.5e-4 or sgd:default") from None
+        raise InputError(
+            f"bad setting {text!r}: use optimizer:rates[/precision=P][/crop=N][/seed=S][/eps=E], e.g. adam:1.5e-4"
+        ) from None
 
 
 def photos(scale: int, names=PHOTOS) -> dict[str, np.ndarray]:
@@ -60,14 +80,16 @@ def sweep(params, images, kernels, settings, scale: int):
         degradation = resolve_degradation(kernel)
         lrs = {n: make_lr(hr, degradation, scale).astype(np.float32) / 255.0 for n, hr in images.items()}
         for label, config in settings:
-            per_image = {
-                n: psnr_y(zero_shot_sr(params, lrs[n], degradation, scale, config, hr.shape[:2]).sr, hr, scale)
-                for n, hr in images.items()
-            }
+            per_image, seconds = {}, []
+            for n, hr in images.items():
+                result = zero_shot_sr(params, lrs[n], degradation, scale, config, hr.shape[:2])
+                per_image[n] = psnr_y(result.sr, hr, scale)
+                seconds.append(result.seconds_adapt)
             mean = float(np.mean(list(per_image.values())))
             rows.append(
-                {"kernel": kernel, "setting": label, "steps": config.steps, "psnr_y": mean, "per_image": per_image}
-            )
+                {"kernel": kernel, "setting": label, "steps": config.steps, "psnr_y": mean, "per_image": per_image,
+                 "seconds_adapt_median": float(np.median(seconds))}
+            )  # fmt: skip
             print(f"{kernel:9s} {label:22s} {mean:6.2f}", file=sys.stderr, flush=True)
     return rows
 

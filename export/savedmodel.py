@@ -9,10 +9,12 @@ values: θ_M is read-only and concurrent requests share no state.
 
 Images are uint8 NHWC with a batch of one (``[1, H, W, 3]``), as TF Serving sends them; ``sr`` is
 ``floor(255 · clip(x) + 0.5)`` like :func:`mzsr_tf.metrics.to_uint8`, so a response equals
-``adapt.py``'s PNG. Requests are validated in the graph (``tf.debugging.assert_*``): more than
-``max_pixels`` LR pixels, more than ``max_steps`` steps, a kernel that is not finite or has no
-positive sum, or an image smaller than the kernel or too small for the scale fail with an
-``InvalidArgumentError`` (HTTP 400 in TF Serving) whose first line says why.
+``adapt.py --precision float32``'s PNG (a servable may run on other hardware, so the config's
+``precision='auto'`` exports float32 updates; give ``precision='bfloat16'`` for bfloat16 servers).
+Requests are validated in the graph (``tf.debugging.assert_*``): more than ``max_pixels`` LR
+pixels, more than ``max_steps`` steps, a kernel that is not finite or has no positive sum, or an
+image smaller than the kernel or too small for the scale fail with an ``InvalidArgumentError``
+(HTTP 400 in TF Serving) whose first line says why.
 
 The layout is TF Serving's ``<model>/<version>/saved_model.pb`` (https://www.tensorflow.org/tfx/serving/serving_basic).
 """
@@ -125,6 +127,8 @@ class ServingModule(tf.Module):
             SUBSAMPLE,
             self._config.optimizer,
             self._config.noise_sigma,
+            "float32" if self._config.precision == "auto" else self._config.precision,  # portable servable
+            self._config.adam_epsilon,
         )
         return {"sr": self._sr_uint8(fast, lr)}
 

@@ -142,7 +142,23 @@ def super_resolve(params, lr, scale, output_shape=None):
     return forward(params, upscale(lr, scale, output_shape))
 
 
-def l1_loss_and_grads(params, x, y, compute_dtype=None):
+def _native_filter_grad(x, dy):
+    """TF's own ``Conv2DBackpropFilter`` (oneDNN on CPU: ~1.5x the matmul route; not a TFLite builtin)."""
+    shape = [3, 3, x.shape[-1], dy.shape[-1]]  # static, as in _conv_filter_grad
+    return tf.raw_ops.Conv2DBackpropFilter(
+        input=x, filter_sizes=shape, out_backprop=dy, strides=[1] * 4, padding="SAME"
+    )
+
+
+def _native_input_grad(dy, kernel):
+    """TF's own ``Conv2DBackpropInput`` (the transposed conv)."""
+    shape = tf.concat([tf.shape(dy)[:3], tf.shape(kernel)[2:3]], 0)
+    return tf.raw_ops.Conv2DBackpropInput(
+        input_sizes=shape, filter=kernel, out_backprop=dy, strides=[1] * 4, padding="SAME"
+    )
+
+
+def l1_loss_and_grads(params, x, y, compute_dtype=None, native_backprop: bool = False):
     """Mean-L1 loss of ``forward(params, x)`` against ``y`` and its gradient for each parameter.
 
     Equal to ``GradientTape`` gradients of ``reduce_mean(|forward(params, x) - y|)`` (tested),
@@ -150,8 +166,15 @@ def l1_loss_and_grads(params, x, y, compute_dtype=None):
 
     ``compute_dtype`` (e.g. ``tf.bfloat16``) runs the convolutions and their gradients in that type
     (mixed precision, Micikevicius et al. 2018: weights, the residual sum, the loss and the returned
-    gradients stay in the type of ``x``); bfloat16 is ~1.7x faster on CPUs with AVX512-BF16.
+    gradients stay in the type of ``x``); bfloat16 is 1.3-1.9x faster on CPUs with AVX512-BF16.
+
+    ``native_backprop`` takes the conv gradients from TF's ``Conv2DBackpropFilter/Input`` kernels
+    instead (same values; faster on CPU with oneDNN, but not TFLite builtins, and XLA on CPU lowers
+    them slowly): the meta-test's choice.
     """
+    filter_grad, input_grad = (
+        (_native_filter_grad, _native_input_grad) if native_backprop else (_conv_filter_grad, _conv_input_grad)
+    )
     dtype = x.dtype
     h, acts, cparams = _residual(params, x, compute_dtype)
     diff = x + h - y
@@ -161,10 +184,10 @@ def l1_loss_and_grads(params, x, y, compute_dtype=None):
     for layer in reversed(range(DEPTH)):
         if layer < DEPTH - 1:
             d = d * tf.cast(acts[layer + 1] > 0, d.dtype)  # ReLU'(pre) = [post > 0]
-        grads[2 * layer] = _conv_filter_grad(acts[layer], d)
+        grads[2 * layer] = filter_grad(acts[layer], d)
         grads[2 * layer + 1] = tf.reduce_sum(tf.cast(d, dtype), axis=[0, 1, 2])
         if layer > 0:
-            d = _conv_input_grad(d, cparams[2 * layer])
+            d = input_grad(d, cparams[2 * layer])
     return loss, [tf.cast(g, dtype) for g in grads]
 
 

@@ -88,6 +88,33 @@ def test_single_file_to_file_and_no_overwrite(workspace, tmp_path, capsys):
     assert run(argv + ["--overwrite"], capsys)[0] == 0
 
 
+def test_precision_and_crop_flags_reach_the_adaptation(workspace, tmp_path, capsys):
+    """--precision / --crop set AdaptConfig's precision and crop window: the PNG equals the library's."""
+    from mzsr_tf.io import read_image
+    from mzsr_tf.kernels import resolve_degradation
+    from mzsr_tf.metrics import to_uint8
+    from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
+
+    lr = read_image(workspace / "lr" / "face.png").rgb
+    deg = resolve_degradation("g_d_2.0")
+    outputs = {}
+    for flags, config in [
+        (
+            ["--precision", "float32", "--crop", "16"],
+            AdaptConfig(steps=2, precision="float32", max_pixels=256, crop_size=16),
+        ),
+        (["--precision", "bfloat16"], AdaptConfig(steps=2, precision="bfloat16")),
+    ]:
+        out = tmp_path / f"{flags[1]}.png"
+        argv = [workspace / "lr" / "face.png", "--kernel", "g_d_2.0", "--weights", workspace / "w.weights.h5"]
+        code, err = run(argv + ["--steps", "2", "--out", out, *flags], capsys)
+        assert code == 0, err
+        expected = to_uint8(zero_shot_sr(init_params(0), lr, deg, 2, config).sr).numpy()
+        outputs[flags[1]] = np.asarray(Image.open(out))
+        np.testing.assert_array_equal(outputs[flags[1]], expected)
+    assert not np.array_equal(outputs["float32"], outputs["bfloat16"])
+
+
 def test_grayscale_and_alpha_are_kept(workspace, tmp_path, capsys):
     rgb = np.asarray(Image.open(workspace / "lr" / "face.png"))
     Image.fromarray(rgb[..., 0]).save(tmp_path / "gray.png")
@@ -135,6 +162,7 @@ def _bad_weights(tmp_path):
         ("missing_input", "no such file"),
         ("nan_kernel", "NaN"),
         ("bad_flag", "unrecognized arguments"),
+        ("bad_precision", "invalid choice"),
     ],
 )
 def test_bad_inputs_fail_with_one_line_and_write_nothing(workspace, tmp_path, capsys, case, match):
@@ -168,6 +196,8 @@ def test_bad_inputs_fail_with_one_line_and_write_nothing(workspace, tmp_path, ca
         kernel = tmp_path / "nan.npy"
     elif case == "bad_flag":
         extra = ["--no-such-flag"]
+    elif case == "bad_precision":
+        extra = ["--precision", "float16"]
     code, err = run([*inputs, "--kernel", kernel, "--weights", weights, "--steps", "1", "--out", out, *extra], capsys)
     assert code == 2
     assert match in err

@@ -80,11 +80,12 @@ def test_weights_files_hold_the_meta_weights(exported):
 
 
 def test_serving_equals_the_library_path(served, image, exported):
-    """adapt.py's path: zero_shot_sr with the official schedule, then MATLAB-style rounding."""
+    """adapt.py's path (float32, as a portable servable's 'auto'): zero_shot_sr, then MATLAB-style rounding."""
     params = exported[1]
     for steps in (0, 3):
         degradation = Degradation(validate_kernel(KERNEL), "direct")
-        ref = zero_shot_sr(params, image.astype(np.float32) / 255.0, degradation, 2, AdaptConfig(steps=steps))
+        config = AdaptConfig(steps=steps, precision="float32")
+        ref = zero_shot_sr(params, image.astype(np.float32) / 255.0, degradation, 2, config)
         np.testing.assert_array_equal(serve(served, image, steps=steps)[0], to_uint8(ref.sr).numpy())
     plain = served.signatures["super_resolve"](image=tf.constant(image[None]))["sr"].numpy()
     np.testing.assert_array_equal(plain, serve(served, image, steps=0))

@@ -11,6 +11,7 @@ from PIL import Image
 from benchmarks import paper_table
 from mzsr_tf.kernels import NAMED_DEGRADATIONS
 from mzsr_tf.metrics import psnr_y
+from mzsr_tf.zero_shot import AdaptConfig
 
 RESULT_KEYS = {"set", "kernel", "method", "scale", "psnr_y", "ssim_y", "seconds_per_image", "per_image"}
 
@@ -224,7 +225,26 @@ def test_adaptation_sweep_compares_settings_on_held_out_photos(tmp_path, capsys)
     assert "| sgd:default |" in capsys.readouterr().out
     with pytest.raises(InputError, match="exists"):
         adaptation_sweep.main([*argv, str(out)])
-    for bad in ("adam:fast", "rmsprop:1e-3"):
+    assert all(r["seconds_adapt_median"] > 0 for r in rows)
+    for bad in ("adam:fast", "rmsprop:1e-3", "adam:default/crop=0", "adam:default/speed=2", "adam:1e-4/precision=fp8"):
         with pytest.raises(InputError):
             adaptation_sweep.parse_setting(bad, 1)
     assert adaptation_sweep.parse_setting("sgd:2e-2,1e-2", 3).schedule == (2e-2, 1e-2)
+    config = adaptation_sweep.parse_setting("adam:default/precision=bfloat16/crop=128/seed=3/eps=1e-5", 10)
+    assert (config.precision, config.max_pixels, config.crop_size, config.seed) == ("bfloat16", 128 * 128, 128, 3)
+    assert config.adam_epsilon == 1e-5
+
+
+def test_speed_benchmark_times_every_precision(tmp_path, monkeypatch, capsys):
+    from benchmarks import speed
+    from mzsr_tf.zero_shot import native_bfloat16
+
+    monkeypatch.setattr(speed, "SET5_LR", tmp_path / "absent")  # the Set5 part needs ../shared
+
+    result = speed.main(["--sizes", "24", "--steps", "1", "--repeats", "1"])
+    rows = result["rows"]
+    assert [r["precision"] for r in rows] == ["float32"] + (["bfloat16"] if native_bfloat16() else [])
+    assert all(r["adapt_seconds"] > 0 and set(r["gradient_seconds"]) == {"handwritten", "native", "tape"} for r in rows)
+    assert "AdaptConfig" not in capsys.readouterr().out
+    labels = list(speed.set5_settings())
+    assert labels[0].startswith("official") and speed.set5_settings()[labels[0]] == AdaptConfig.official(steps=10)

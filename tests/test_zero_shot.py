@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mzsr_tf import zero_shot
 from mzsr_tf.degradation import degrade
 from mzsr_tf.errors import InputError
 from mzsr_tf.imresize import upscale
@@ -54,10 +55,13 @@ def test_one_step_is_sgd_on_son_to_father(lr_image):
         np.testing.assert_allclose(f, p - 0.02 * g, atol=1e-6)
 
 
-def test_default_steps_are_adam_on_son_to_father(lr_image):
+@pytest.mark.parametrize("epsilon", [None, 1e-5])
+def test_default_steps_are_adam_on_son_to_father(lr_image, epsilon):
     """Two default updates == Adam steps of 1e-4, 1.5e-4 (Kingma & Ba, Alg. 1: ε=1e-8 on √v̂) on the pair's L1."""
     params = init_params(0)
-    fast, _ = adapt(params, lr_image, KERNEL, 2, AdaptConfig(steps=2))
+    config = AdaptConfig(steps=2, precision="float32", **({"adam_epsilon": epsilon} if epsilon else {}))
+    fast, _ = adapt(params, lr_image, KERNEL, 2, config)
+    eps = epsilon or 1e-8
     father = tf.constant(lr_image[None])
     son_up = upscale(degrade(father, KERNEL.kernel, 2), 2, lr_image.shape[:2])
     weights = [p.numpy() for p in params]
@@ -70,10 +74,34 @@ def test_default_steps_are_adam_on_son_to_father(lr_image):
         for i, g in enumerate(tape.gradient(loss, variables)):
             m[i] = 0.9 * m[i] + 0.1 * g.numpy()
             v[i] = 0.999 * v[i] + 0.001 * g.numpy() ** 2
-            weights[i] = weights[i] - rate * (m[i] / (1 - 0.9**t)) / (np.sqrt(v[i] / (1 - 0.999**t)) + 1e-8)
+            weights[i] = weights[i] - rate * (m[i] / (1 - 0.9**t)) / (np.sqrt(v[i] / (1 - 0.999**t)) + eps)
     for f, w, p in zip(fast, weights, params):
         assert np.abs(f - p).max() > 1e-4  # it moved ...
         np.testing.assert_allclose(f, w, atol=3e-6)  # ... as Adam moves it (a step is ~1e-4)
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch):
+    monkeypatch.setattr(zero_shot, "native_bfloat16", lambda: True)
+    assert AdaptConfig().compute_precision == "bfloat16"
+    assert AdaptConfig(precision="float32").compute_precision == "float32"
+    assert AdaptConfig.official().compute_precision == "float32"  # the port check stays exact
+    monkeypatch.setattr(zero_shot, "native_bfloat16", lambda: False)
+    assert AdaptConfig().compute_precision == "float32"
+    assert AdaptConfig(precision="bfloat16").compute_precision == "bfloat16"
+    with pytest.raises(InputError, match="precision"):
+        AdaptConfig(precision="float16")
+
+
+def test_bfloat16_updates_follow_float32(lr_image):
+    """Mixed-precision updates move θ like float32 ones (Adam's steps are ~rate, so compare per step)."""
+    params = init_params(0)
+    configs = {p: AdaptConfig(steps=3, precision=p) for p in ("float32", "bfloat16")}
+    (f32, loss32), (f16, loss16) = (adapt(params, lr_image, KERNEL, 2, c) for c in configs.values())
+    np.testing.assert_allclose(loss16, loss32, rtol=2e-2)
+    d32 = np.concatenate([(f - p).numpy().ravel() for f, p in zip(f32, params)])
+    d16 = np.concatenate([(f - p).numpy().ravel() for f, p in zip(f16, params)])
+    assert d32 @ d16 / (np.linalg.norm(d32) * np.linalg.norm(d16)) > 0.95
+    assert not np.array_equal(d32, d16)  # really computed in bfloat16
 
 
 def test_adaptation_lowers_the_son_loss(lr_image):
