@@ -88,10 +88,18 @@ def make_bicubic(args: argparse.Namespace) -> Method:
 
 
 def _weights(args: argparse.Namespace):
+    """subsample → θ: ``--weights`` for every kernel, else the shipped weights for that subsampling (as adapt.py)."""
     from mzsr_tf.model import load_params
     from mzsr_tf.weights import default_weights
 
-    return load_params(args.weights or default_weights(args.scale, "direct"))
+    cache = {}
+
+    def params_for(subsample: str):
+        if subsample not in cache:
+            cache[subsample] = load_params(args.weights or default_weights(args.scale, subsample))
+        return cache[subsample]
+
+    return params_for
 
 
 def make_mzsr(args: argparse.Namespace, steps: str = "0", official: str | None = None) -> Method:
@@ -101,10 +109,11 @@ def make_mzsr(args: argparse.Namespace, steps: str = "0", official: str | None =
     """
     from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
 
-    params = _weights(args)
+    params_for = _weights(args)
     config = (AdaptConfig.official if official else AdaptConfig)(steps=int(steps))
 
     def mzsr(lr, degradation, scale, *, output_shape):
+        params = params_for(degradation.subsample)
         return zero_shot_sr(params, lr, degradation, scale, config, output_shape=output_shape).sr
 
     return mzsr

@@ -115,6 +115,25 @@ def test_precision_and_crop_flags_reach_the_adaptation(workspace, tmp_path, caps
     assert not np.array_equal(outputs["float32"], outputs["bfloat16"])
 
 
+def test_shipped_weights_follow_the_kernels_subsampling(workspace, tmp_path, capsys):
+    """Without --weights, a g^b kernel takes the shipped bicubic-subsampling θ_M, a g^d one the direct θ_M."""
+    from mzsr_tf.io import read_image
+    from mzsr_tf.kernels import resolve_degradation
+    from mzsr_tf.metrics import to_uint8
+    from mzsr_tf.model import load_params
+    from mzsr_tf.weights import default_weights
+    from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
+
+    lr = read_image(workspace / "lr" / "face.png").rgb
+    for kernel, subsample in (("g_b_1.3", "bicubic"), ("g_d_2.0", "direct")):
+        out = tmp_path / f"{subsample}.png"
+        code, err = run([workspace / "lr" / "face.png", "--kernel", kernel, "--steps", "0", "--out", out], capsys)
+        assert code == 0, err
+        params = load_params(default_weights(2, subsample))
+        expected = zero_shot_sr(params, lr, resolve_degradation(kernel), 2, AdaptConfig(steps=0)).sr
+        np.testing.assert_array_equal(np.asarray(Image.open(out)), to_uint8(expected).numpy())
+
+
 def test_grayscale_and_alpha_are_kept(workspace, tmp_path, capsys):
     rgb = np.asarray(Image.open(workspace / "lr" / "face.png"))
     Image.fromarray(rgb[..., 0]).save(tmp_path / "gray.png")

@@ -248,3 +248,19 @@ def test_speed_benchmark_times_every_precision(tmp_path, monkeypatch, capsys):
     assert "AdaptConfig" not in capsys.readouterr().out
     labels = list(speed.set5_settings())
     assert labels[0].startswith("official") and speed.set5_settings()[labels[0]] == AdaptConfig.official(steps=10)
+
+
+def test_mzsr_takes_the_shipped_weights_of_each_kernels_subsampling(tmp_path):
+    """Without --weights, g^b kernels run the bicubic-subsampling θ_M and g^d kernels the direct one."""
+    import argparse
+
+    from mzsr_tf.model import init_params, load_params, save_params
+    from mzsr_tf.weights import default_weights
+
+    params_for = paper_table._weights(argparse.Namespace(weights=None, scale=2))
+    for subsample in ("direct", "bicubic"):
+        for a, b in zip(params_for(subsample), load_params(default_weights(2, subsample))):
+            np.testing.assert_array_equal(a, b)
+    given = save_params(init_params(0), tmp_path / "w.weights.h5")
+    params_for = paper_table._weights(argparse.Namespace(weights=given, scale=2))
+    np.testing.assert_array_equal(params_for("bicubic")[0], init_params(0)[0])

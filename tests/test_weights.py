@@ -8,8 +8,9 @@ from mzsr_tf.model import init_params, load_params
 from mzsr_tf.weights import WEIGHTS_DIR, default_weights
 
 
-def test_shipped_meta_weights_load_and_fit_the_budget():
-    path = default_weights(2, "direct")
+@pytest.mark.parametrize("subsample", ["direct", "bicubic"])
+def test_shipped_meta_weights_load_and_fit_the_budget(subsample):
+    path = default_weights(2, subsample)
     assert path.stat().st_size <= 1_000_000
     params = load_params(path)
     assert len(params) == 16 and all(np.all(np.isfinite(p)) for p in params)
@@ -19,7 +20,7 @@ def test_shipped_meta_weights_load_and_fit_the_budget():
 
 
 def test_missing_shipped_weights_say_what_exists():
-    with pytest.raises(InputError, match="mzsr_x2_direct.weights.h5"):
+    with pytest.raises(InputError, match="mzsr_x2_bicubic.weights.h5, mzsr_x2_direct.weights.h5"):
         default_weights(4, "direct")
     assert (WEIGHTS_DIR / "pretrained_x2_direct.weights.h5").is_file()
 
@@ -65,3 +66,21 @@ def test_default_adaptation_beats_the_official_schedule(astronaut_uint8, kernel,
         for name, config in (("default", AdaptConfig()), ("official", AdaptConfig.official()))
     }
     assert psnr["default"] > psnr["official"] + gain, psnr
+
+
+def test_bicubic_model_serves_bicubic_subsampling(astronaut_uint8):
+    """g^b_1.3 (blur, then MATLAB bicubic ↓), no update: the bicubic θ_M against bicubic and the direct θ_M (dB)."""
+    from benchmarks.paper_table import make_lr
+    from mzsr_tf.imresize import upscale
+    from mzsr_tf.kernels import resolve_degradation
+    from mzsr_tf.metrics import psnr_y
+    from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
+
+    hr = astronaut_uint8
+    degradation = resolve_degradation("g_b_1.3")
+    lr = make_lr(hr, degradation, 2).astype(np.float32) / 255
+    psnr = {"upsampling": psnr_y(upscale(lr[None], 2, hr.shape[:2])[0].numpy(), hr, border=2)}
+    for subsample in ("direct", "bicubic"):
+        result = zero_shot_sr(load_params(default_weights(2, subsample)), lr, degradation, 2, AdaptConfig(steps=0))
+        psnr[subsample] = psnr_y(result.sr, hr, border=2)
+    assert psnr["bicubic"] > psnr["upsampling"] + 2.0 and psnr["bicubic"] > psnr["direct"] + 2.0, psnr
