@@ -62,7 +62,16 @@ def loss_weights(step, inner_steps: int, anneal_steps: int):
 
 
 def fast_adapt(
-    params, x_tr, y_tr, x_te, y_te, steps: int, inner_lr: float, first_order: bool = False, compute_dtype=None
+    params,
+    x_tr,
+    y_tr,
+    x_te,
+    y_te,
+    steps: int,
+    inner_lr: float,
+    first_order: bool = False,
+    compute_dtype=None,
+    native_backprop: bool = False,
 ):
     """One task's inner loop; returns the fast weights and the query loss after each step.
 
@@ -71,10 +80,11 @@ def fast_adapt(
       x_tr, y_tr: support pairs (network input, target), NHWC.
       x_te, y_te: query pairs.
       compute_dtype: e.g. ``tf.bfloat16`` for mixed-precision convolutions (``model.l1_loss_and_grads``).
+      native_backprop: inner gradients from TF's conv-backprop kernels (``model.l1_loss_and_grads``).
     """
     fast, query_losses = list(params), []
     for _ in range(steps):
-        _, grads = l1_loss_and_grads(fast, x_tr, y_tr, compute_dtype)
+        _, grads = l1_loss_and_grads(fast, x_tr, y_tr, compute_dtype, native_backprop)
         if first_order:
             grads = [tf.stop_gradient(g) for g in grads]
         fast = [w - inner_lr * g for w, g in zip(fast, grads)]
@@ -82,7 +92,15 @@ def fast_adapt(
     return fast, tf.stack(query_losses)
 
 
-def meta_objective(params, tasks, step, config: MetaConfig, first_order: bool, global_tasks: int | None = None):
+def meta_objective(
+    params,
+    tasks,
+    step,
+    config: MetaConfig,
+    first_order: bool,
+    global_tasks: int | None = None,
+    native_backprop: bool = False,
+):
     """Σ_j w_j · mean_tasks L_te(θ'_j) for a meta-batch ``tasks = (x_tr, y_tr, x_te, y_te)``.
 
     Each tensor is [tasks, task_batch, P, P, 3]. Under a distribution strategy each replica holds
@@ -95,7 +113,7 @@ def meta_objective(params, tasks, step, config: MetaConfig, first_order: bool, g
     for t in range(local):
         _, losses = fast_adapt(
             params, x_tr[t], y_tr[t], x_te[t], y_te[t], config.inner_steps, config.inner_lr, first_order,
-            config.precision,
+            config.precision, native_backprop,
         )  # fmt: skip
         per_step.append(losses)
     per_step = tf.reduce_mean(tf.stack(per_step), axis=0)

@@ -7,9 +7,10 @@ so MAML fast weights are just new lists (cbfinn/maml style).
 
 The backward pass is also written out (``l1_loss_and_grads``): conv input gradients as a
 forward conv with the flipped kernel, filter gradients as 9 matrix products over copy-free
-flat shifts (im2col for the thin first and last layers). It is ~1.45x faster than TF's
-generic conv gradients on CPU for one whole image (``benchmarks/speed.py``), uses only TFLite
-builtin ops, and is itself differentiable, so MAML's second-order meta-gradient flows through it.
+flat shifts (im2col for the thin first and last layers). It uses only TFLite builtin ops and is
+itself differentiable, so MAML's second-order meta-gradient flows through it; the meta-test takes
+the conv gradients from TF's own backprop kernels instead (``native_backprop``: 1.2x faster on an
+idle CPU at 256², ``benchmarks/speed.py``).
 """
 
 from __future__ import annotations
