@@ -110,7 +110,8 @@ def make_mzsr(args: argparse.Namespace, steps: str = "0", official: str | None =
     from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
 
     params_for = _weights(args)
-    config = (AdaptConfig.official if official else AdaptConfig)(steps=int(steps))
+    precision = {} if official else {"precision": args.precision}  # the official schedule is float32
+    config = (AdaptConfig.official if official else AdaptConfig)(steps=int(steps), **precision)
 
     def mzsr(lr, degradation, scale, *, output_shape):
         params = params_for(degradation.subsample)
@@ -312,6 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--limit", type=int, help="only the first N images of each set (quick runs)")
     p.add_argument("--weights", type=Path, help="network weights for noadapt/mzsrN (default: shipped meta-weights)")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "float32", "bfloat16"),
+        help="mzsrN: the updates' convolutions (mzsrN_official: float32)",
+    )
     p.add_argument("--zssr-preset", default="x2_ideal", help="ZSSR config for zssr/zssr_fast (mzsr_tf.zssr.PRESETS)")
     p.add_argument("--zssr-max-iters", type=int, help="ZSSR iteration cap per scale stage (default: the preset's)")
     return p

@@ -264,3 +264,18 @@ def test_mzsr_takes_the_shipped_weights_of_each_kernels_subsampling(tmp_path):
     given = save_params(init_params(0), tmp_path / "w.weights.h5")
     params_for = paper_table._weights(argparse.Namespace(weights=given, scale=2))
     np.testing.assert_array_equal(params_for("bicubic")[0], init_params(0)[0])
+
+
+def test_precision_flag_reaches_mzsr_but_not_the_official_schedule(hr_folder, tmp_path, capsys):
+    """--precision float32 / bfloat16: different MZSR(1) rows; the official schedule is float32 either way."""
+    rows = {}
+    for precision in ("float32", "bfloat16"):
+        out = tmp_path / f"{precision}.json"
+        argv = ["--hr", hr_folder, "--kernels", "g_b_1.3", "--methods", "mzsr1,mzsr1_official", "--limit", "1"]
+        assert _run(capsys, *argv, "--precision", precision, "--json", out)[0] == 0
+        rows[precision] = {r["method"]: r["psnr_y"] for r in json.loads(out.read_text())["results"]}
+    assert rows["float32"]["mzsr1"] != rows["bfloat16"]["mzsr1"]
+    assert rows["float32"]["mzsr1_official"] == rows["bfloat16"]["mzsr1_official"]
+    with pytest.raises(SystemExit) as exit_info:
+        _run(capsys, "--hr", hr_folder, "--precision", "float16")
+    assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
