@@ -43,7 +43,7 @@ def build_parser():
     p.add_argument(
         "--optimizer",
         choices=("adam", "sgd"),
-        help="mzsr: optimizer (default adam; sgd with the default --lr: official)",
+        help="mzsr: optimizer (default adam; sgd with the default --lr and precision: the official test.py, float32)",
     )
     p.add_argument(
         "--lr",
@@ -54,7 +54,8 @@ def build_parser():
     p.add_argument(
         "--precision",
         choices=("auto", "float32", "bfloat16"),
-        help="mzsr: the updates' convolutions (default auto: bfloat16 where the hardware runs it natively)",
+        help="mzsr: the updates' convolutions (default auto: bfloat16 where the hardware runs it natively; "
+        "float32 with --optimizer sgd)",
     )
     p.add_argument(
         "--crop",
@@ -314,7 +315,7 @@ def _method_config(args, degradation):
         seed=args.seed,
         **({"optimizer": args.optimizer} if args.optimizer else {}),
         **({"learning_rates": args.lr} if args.lr else {}),
-        **({"precision": args.precision} if args.precision else {}),
+        precision=args.precision or ("float32" if args.optimizer == "sgd" else "auto"),
         **({"max_pixels": args.crop**2, "crop_size": args.crop} if args.crop else {}),
     )
     params = load_params(args.weights or default_weights(args.scale, degradation.subsample))

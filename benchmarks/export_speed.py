@@ -38,7 +38,7 @@ def time_size(interpreter, params, degradation, size, repeats):
     kernel = embed_kernel(degradation.kernel, KERNEL_SIZE)
     train = interpreter.get_signature_runner("train_step")
     sr = interpreter.get_signature_runner("super_resolve")
-    one_step = AdaptConfig(steps=1)
+    one_step = AdaptConfig(steps=1, precision="float32")  # as the LiteRT graph
     return {
         "lr_size": size,
         "tflite_train_step_s": best_of(

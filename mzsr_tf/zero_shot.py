@@ -98,6 +98,8 @@ class AdaptConfig:
     def __post_init__(self):
         if self.optimizer not in DEFAULT_RATES:
             raise InputError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if not self.adam_epsilon > 0:
+            raise InputError(f"adam_epsilon must be positive, got {self.adam_epsilon}")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be 'auto', 'float32' or 'bfloat16', got {self.precision!r}")
 

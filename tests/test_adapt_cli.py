@@ -98,20 +98,22 @@ def test_precision_and_crop_flags_reach_the_adaptation(workspace, tmp_path, caps
     lr = read_image(workspace / "lr" / "face.png").rgb
     deg = resolve_degradation("g_d_2.0")
     outputs = {}
-    for flags, config in [
+    for name, flags, config in [
         (
+            "float32",
             ["--precision", "float32", "--crop", "16"],
             AdaptConfig(steps=2, precision="float32", max_pixels=256, crop_size=16),
         ),
-        (["--precision", "bfloat16"], AdaptConfig(steps=2, precision="bfloat16")),
+        ("bfloat16", ["--precision", "bfloat16"], AdaptConfig(steps=2, precision="bfloat16")),
+        ("official", ["--optimizer", "sgd"], AdaptConfig.official(steps=2)),  # the official test.py, float32
     ]:
-        out = tmp_path / f"{flags[1]}.png"
+        out = tmp_path / f"{name}.png"
         argv = [workspace / "lr" / "face.png", "--kernel", "g_d_2.0", "--weights", workspace / "w.weights.h5"]
         code, err = run(argv + ["--steps", "2", "--out", out, *flags], capsys)
         assert code == 0, err
         expected = to_uint8(zero_shot_sr(init_params(0), lr, deg, 2, config).sr).numpy()
-        outputs[flags[1]] = np.asarray(Image.open(out))
-        np.testing.assert_array_equal(outputs[flags[1]], expected)
+        outputs[name] = np.asarray(Image.open(out))
+        np.testing.assert_array_equal(outputs[name], expected)
     assert not np.array_equal(outputs["float32"], outputs["bfloat16"])
 
 

@@ -90,6 +90,36 @@ def test_precision_auto_follows_the_hardware(monkeypatch):
     assert AdaptConfig(precision="bfloat16").compute_precision == "bfloat16"
     with pytest.raises(InputError, match="precision"):
         AdaptConfig(precision="float16")
+    with pytest.raises(InputError, match="adam_epsilon"):
+        AdaptConfig(adam_epsilon=0.0)
+
+
+@pytest.mark.parametrize(
+    "gpus,details,cpuinfo,expected",
+    [
+        ([], None, "flags : fpu avx512f avx512_bf16 avx512_vnni", True),
+        ([], None, "flags : fpu avx2 avx512f", False),
+        ([], None, None, False),  # no /proc/cpuinfo (not Linux)
+        (["gpu0"], {"compute_capability": (8, 6)}, "flags : avx2", True),
+        (["gpu0"], {"compute_capability": (7, 5)}, "flags : avx512_bf16", False),  # a GPU decides, not the CPU
+        (["gpu0"], {}, "flags : avx512_bf16", False),
+    ],
+)
+def test_native_bfloat16_detection(monkeypatch, gpus, details, cpuinfo, expected):
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: gpus)
+    monkeypatch.setattr(tf.config.experimental, "get_device_details", lambda device: details)
+
+    class FakePath:
+        def __init__(self, path):
+            assert path == "/proc/cpuinfo"
+
+        def read_text(self):
+            if cpuinfo is None:
+                raise FileNotFoundError
+            return cpuinfo
+
+    monkeypatch.setattr(zero_shot, "Path", FakePath)
+    assert zero_shot.native_bfloat16.__wrapped__() is expected
 
 
 def test_bfloat16_updates_follow_float32(lr_image):

@@ -406,7 +406,12 @@ def test_adapt_cli_zssr_end_to_end(tiny_presets, astronaut_uint8, tmp_path, caps
     )
     assert entry["stages"][0]["test_iterations"] == [0, 2] and len(entry["stages"][0]["true_mse"]) == 2
     assert {"psnr_y", "ssim_y", "psnr_y_bicubic", "seconds_train"} <= set(entry)
-    for extra, match in ((["--steps", "3"], "--steps does not apply"), (["--preset", "x9"], "unknown --preset")):
+    for extra, match in (
+        (["--steps", "3"], "--steps does not apply"),
+        (["--precision", "float32"], "--precision does not apply"),
+        (["--crop", "64"], "--crop does not apply"),
+        (["--preset", "x9"], "unknown --preset"),
+    ):
         code = adapt.cli.run(adapt.main, [str(a) for a in args[:7] + extra + ["--out", tmp_path / "o.png"]])
         err = capsys.readouterr().err
         assert code == 2 and match in err and err.count("\n") == 1
