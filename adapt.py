@@ -157,6 +157,8 @@ def mzsr_runner(args, config, params, degradation):
         entry = {
             "method": "mzsr",
             "steps": config.steps,
+            "optimizer": config.optimizer,
+            "precision": config.compute_precision,  # 'auto' resolved on this machine
             "losses": result.losses,
             "seconds_adapt": round(result.seconds_adapt, 4),
             "seconds_sr": round(result.seconds_sr, 4),

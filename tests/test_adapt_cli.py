@@ -61,6 +61,9 @@ def test_folder_with_gt_and_json(workspace, tmp_path, capsys):
     assert Image.open(out / "face_x2.png").size == (48, 64)
     report = json.loads((tmp_path / "r.json").read_text())["images"]
     assert [r["steps"] for r in report] == [2, 2]
+    from mzsr_tf.zero_shot import AdaptConfig
+
+    assert {(r["precision"], r["optimizer"]) for r in report} == {(AdaptConfig().compute_precision, "adam")}
     for r in report:
         assert len(r["losses"]) == 2 and r["size"] == [32, 24]
         assert {"psnr_y_before", "ssim_y_before", "psnr_y", "ssim_y", "seconds_adapt"} <= set(r)
