@@ -318,8 +318,8 @@ def _method_config(args, degradation):
         **({"optimizer": args.optimizer} if args.optimizer else {}),
         **({"learning_rates": args.lr} if args.lr else {}),
         precision=args.precision or ("float32" if args.optimizer == "sgd" else "auto"),
-        **({"max_pixels": args.crop**2, "crop_size": args.crop} if args.crop else {}),
     )
+    config = config.cropped(args.crop) if args.crop else config
     params = load_params(args.weights or default_weights(args.scale, degradation.subsample))
 
     def demo(steps):

@@ -55,12 +55,11 @@ def parse_setting(text: str, steps: int) -> AdaptConfig:
             extra["seed"] = int(extra["seed"])
         if "eps" in extra:
             extra["adam_epsilon"] = float(extra.pop("eps"))
-        if "crop" in extra:
-            crop = int(extra.pop("crop"))
-            if crop < 1:
-                raise ValueError
-            extra.update(max_pixels=crop * crop, crop_size=crop)
-        return AdaptConfig(steps=steps, optimizer=optimizer, learning_rates=learning_rates, **extra)
+        crop = int(extra.pop("crop")) if "crop" in extra else None
+        if crop is not None and crop < 1:
+            raise ValueError
+        config = AdaptConfig(steps=steps, optimizer=optimizer, learning_rates=learning_rates, **extra)
+        return config.cropped(crop) if crop else config
     except ValueError:
         raise InputError(
             f"bad setting {text!r}: use optimizer:rates[/precision=P][/crop=N][/seed=S][/eps=E], e.g. adam:1.5e-4"

@@ -49,6 +49,7 @@ from mzsr_tf.imresize import upscale
 from mzsr_tf.io import check_destination, list_images, read_image
 from mzsr_tf.kernels import Degradation, resolve_degradation
 from mzsr_tf.metrics import modcrop, psnr_y, ssim_y, to_uint8
+from mzsr_tf.zero_shot import PRECISIONS
 
 DEFAULT_KERNELS = "g_d_0.2,g_d_2.0,g_d_ani,g_b_1.3,bicubic"  # MZSR Table 2 columns
 
@@ -316,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--precision",
         default="auto",
-        choices=("auto", "float32", "bfloat16"),
+        choices=PRECISIONS,
         help="mzsrN: the updates' convolutions (mzsrN_official: float32)",
     )
     p.add_argument("--zssr-preset", default="x2_ideal", help="ZSSR config for zssr/zssr_fast (mzsr_tf.zssr.PRESETS)")

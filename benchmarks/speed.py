@@ -57,7 +57,7 @@ def set5_settings():
     }
     if native_bfloat16():
         settings["default, bfloat16"] = AdaptConfig(steps=10, precision="bfloat16")
-    crops = AdaptConfig(steps=10, max_pixels=128 * 128, crop_size=128)
+    crops = AdaptConfig(steps=10).cropped(128)
     settings[f"default, {crops.compute_precision}, 128² crops"] = crops
     return settings
 

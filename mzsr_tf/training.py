@@ -146,7 +146,7 @@ class _Stage:
 
     @property
     def native_backprop(self) -> bool:
-        """TF's conv-backprop kernels (oneDNN/cuDNN; second-order meta-steps ~1.8x faster here) unless XLA,
+        """TF's conv-backprop kernels (oneDNN/cuDNN; bfloat16 second-order meta-steps ~1.7x faster here) unless XLA,
         which lowers them slowly on CPU; the hand-written matmul backward then."""
         return not self.run.jit
 

@@ -20,6 +20,7 @@ PSNR on the held-out photos (``benchmarks/adaptation_sweep.py``, ``benchmarks/sp
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import time
 from dataclasses import dataclass, field
@@ -107,6 +108,10 @@ class AdaptConfig:
     def official(cls, **overrides) -> AdaptConfig:
         """The official MZSR ``test.py`` meta-test: plain SGD, ``OFFICIAL_RATES``, float32."""
         return cls(**{"optimizer": "sgd", "learning_rates": OFFICIAL_RATES, "precision": "float32", **overrides})
+
+    def cropped(self, size: int) -> AdaptConfig:
+        """This config with every update on one random ``size``² window of images above ``size``² pixels."""
+        return dataclasses.replace(self, max_pixels=size * size, crop_size=size)
 
     @property
     def compute_precision(self) -> str:
