@@ -9,6 +9,7 @@ python adapt.py --demo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
 from pathlib import Path
@@ -49,7 +50,8 @@ def build_parser():
         "--lr",
         type=cli.float_list,
         help="mzsr: learning rates per step, last repeats (default: adam 1e-4,1.5e-4,2e-4,2e-4,2e-4,1.5e-4; "
-        "sgd 2e-2,1e-2,1e-2,1e-2,5e-3)",
+        "sgd the official test.py's for the model: x2 direct 2e-2,1e-2,1e-2,1e-2,5e-3, x2 bicubic "
+        "1e-2,1e-2,1e-2,1e-3, x4 direct 1e-2,5e-3,5e-3,5e-3,5e-3,1e-3)",
     )
     p.add_argument(
         "--precision",
@@ -309,13 +311,14 @@ def _method_config(args, degradation):
     from mzsr_tf.weights import default_weights
     from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
 
-    config = AdaptConfig(
+    official = functools.partial(AdaptConfig.official, args.scale, degradation.subsample)  # the model's own rates
+    make = official if args.optimizer == "sgd" else AdaptConfig
+    config = make(
         steps=10 if args.steps is None else args.steps,
         self_ensemble=args.self_ensemble,
         back_projection_iters=args.back_projection or 0,
         tile=args.tile,
         seed=args.seed,
-        **({"optimizer": args.optimizer} if args.optimizer else {}),
         **({"learning_rates": args.lr} if args.lr else {}),
         precision=args.precision or ("float32" if args.optimizer == "sgd" else "auto"),
     )

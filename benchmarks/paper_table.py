@@ -69,7 +69,17 @@ _PAPER_ROWS = {
     ("BSD100", "g_b_1.3"): ((27.49, 0.7546), (30.74, 0.8743), (29.02, 0.8544), (31.25, 0.8818)),
     ("Urban100", "g_b_1.3"): ((24.74, 0.7527), (28.30, 0.8693), (28.27, 0.8771), (29.83, 0.8965)),
 }
-PAPER = {cell: dict(zip(PAPER_METHODS, figures)) for cell, figures in _PAPER_ROWS.items()}
+# x4, g^d_2.0 (the paper's x4 table, ``figure/resultx4.png`` of the official repository).
+_PAPER_ROWS_X4 = {
+    ("Set5", "g_d_2.0"): ((24.74, 0.7321), (27.39, 0.7685), (30.20, 0.8655), (30.50, 0.8704)),
+    ("BSD100", "g_d_2.0"): ((24.01, 0.5998), (25.89, 0.6776), (26.73, 0.7138), (26.89, 0.7168)),
+    ("Urban100", "g_d_2.0"): ((21.16, 0.5811), (23.53, 0.6822), (24.36, 0.7333), (24.65, 0.7394)),
+}
+PAPER = {
+    (*cell, scale): dict(zip(PAPER_METHODS, figures))
+    for scale, rows in ((2, _PAPER_ROWS), (4, _PAPER_ROWS_X4))
+    for cell, figures in rows.items()
+}  # (set, kernel, scale) -> {method: (PSNR, SSIM)}
 
 
 class Method(Protocol):
@@ -106,18 +116,27 @@ def _weights(args: argparse.Namespace):
 def make_mzsr(args: argparse.Namespace, steps: str = "0", official: str | None = None) -> Method:
     """MZSR(n): ``steps`` meta-test updates from ``--weights`` (θ_M), then SR; ``noadapt`` is n = 0.
 
-    Updates as ``adapt.py`` takes them (Adam, ``ADAM_RATES``); ``mzsrN_official``: the official SGD schedule.
+    Updates as ``adapt.py`` takes them (Adam, ``ADAM_RATES``); ``mzsrN_official``: the official SGD schedule
+    of the released model for the kernel's subsampling (``AdaptConfig.official``).
     """
     from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
 
     params_for = _weights(args)
-    precision = {} if official else {"precision": args.precision}  # the official schedule is float32
-    config = (AdaptConfig.official if official else AdaptConfig)(steps=int(steps), **precision)
+
+    def config_for(subsample: str) -> AdaptConfig:  # the official schedule: the model's rates, float32
+        if official:
+            return AdaptConfig.official(args.scale, subsample, steps=int(steps))
+        return AdaptConfig(steps=int(steps), precision=args.precision)
 
     def mzsr(lr, degradation, scale, *, output_shape):
-        params = params_for(degradation.subsample)
+        params, config = params_for(degradation.subsample), config_for(degradation.subsample)
         return zero_shot_sr(params, lr, degradation, scale, config, output_shape=output_shape).sr
 
+    config = config_for("direct")
+    mzsr.settings = {
+        "weights": str(args.weights or "shipped"),
+        **({"optimizer": config.optimizer, "precision": config.compute_precision} if config.steps else {}),
+    }
     return mzsr
 
 
@@ -152,6 +171,7 @@ def make_zssr(args: argparse.Namespace, fast: str | None = None) -> Method:
         )
         return result.sr
 
+    zssr.settings = {"preset": args.zssr_preset, **({"max_iters": max_iters} if max_iters is not None else {})}
     return zssr
 
 
@@ -187,6 +207,7 @@ class Result:
     ssim_y: float
     seconds_per_image: float
     per_image: dict[str, float] = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)  # what ran: weights, optimizer, resolved precision / ZSSR preset
 
 
 def set_name(folder: Path) -> str:
@@ -221,7 +242,8 @@ def evaluate(
         ssims.append(ssim_y(sr, hr, border=scale))
     n = len(images)
     mean_psnr = float(np.mean(list(psnrs.values())))
-    return Result(set_label, kernel, method_name, scale, mean_psnr, float(np.mean(ssims)), seconds / n, psnrs)
+    settings = dict(getattr(method, "settings", {}))
+    return Result(set_label, kernel, method_name, scale, mean_psnr, float(np.mean(ssims)), seconds / n, psnrs, settings)
 
 
 # === Output ===
@@ -230,8 +252,8 @@ HEADER = f"{'set':<10} {'kernel':<10} {'method':<10} {'PSNR':>7} {'SSIM':>7} {'s
 
 
 def paper_figure(set_label: str, kernel: str, method: str, scale: int = 2) -> tuple[float, float] | None:
-    """The paper's (PSNR, SSIM) for this cell of Table 2 (x2 only; ``zssr_fast`` has none), or None."""
-    return PAPER.get((set_label, kernel), {}).get(method) if scale == 2 else None
+    """The paper's (PSNR, SSIM) for this cell (x2: Table 2; x4: g^d_2.0 only; ``zssr_fast`` has none), or None."""
+    return PAPER.get((set_label, kernel, scale), {}).get(method)
 
 
 def format_row(r: Result) -> str:

@@ -5,7 +5,8 @@ kernel. A few gradient steps on L1(net(bicubic↑(son)), lr) from θ_M give imag
 weights, which then super-resolve the LR image, trained on the whole image pair.
 
 Optimizers: the official ``test.py`` for Direct×2 takes plain SGD steps, lr 2e-2 for step 1, 1e-2 for
-steps 2-4, 5e-3 after (``AdaptConfig.official()``, ``OFFICIAL_RATES``). The default is Adam (Kingma &
+steps 2-4, 5e-3 after (``AdaptConfig.official()``, ``OFFICIAL_RATES``; its Bicubic×2 and Direct×4 models
+have their own rates). The default is Adam (Kingma &
 Ba, Alg. 1) with ``ADAM_RATES``, 1e-4 rising to 2e-4 then 1.5e-4 from step 6: chosen on scikit-image
 photos that are neither training nor test images (``benchmarks/adaptation_sweep.py``), where ten of
 its steps beat ten official ones from the shipped θ_M by 0.25–1.5 dB under each paper kernel and
@@ -55,6 +56,11 @@ TRACES: collections.Counter = collections.Counter()  # graph traces per function
 
 
 OFFICIAL_RATES = (2e-2, 1e-2, 1e-2, 1e-2, 5e-3)  # official test.py (Direct×2), plain SGD
+_OFFICIAL_RATES = {  # official test.py per released model: (scale, subsampling) -> rates
+    (2, "direct"): OFFICIAL_RATES,
+    (2, "bicubic"): (1e-2, 1e-2, 1e-2, 1e-3),  # Bicubicx2
+    (4, "direct"): (1e-2, 5e-3, 5e-3, 5e-3, 5e-3, 1e-3),  # Directx4
+}
 ADAM_RATES = (1e-4, 1.5e-4, 2e-4, 2e-4, 2e-4, 1.5e-4)  # chosen on held-out photos (benchmarks/adaptation_sweep.py)
 DEFAULT_RATES = {"sgd": OFFICIAL_RATES, "adam": ADAM_RATES}  # per optimizer, when none are given
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -105,9 +111,14 @@ class AdaptConfig:
             raise InputError(f"precision must be 'auto', 'float32' or 'bfloat16', got {self.precision!r}")
 
     @classmethod
-    def official(cls, **overrides) -> AdaptConfig:
-        """The official MZSR ``test.py`` meta-test: plain SGD, ``OFFICIAL_RATES``, float32."""
-        return cls(**{"optimizer": "sgd", "learning_rates": OFFICIAL_RATES, "precision": "float32", **overrides})
+    def official(cls, scale: int = 2, subsample: str = "direct", **overrides) -> AdaptConfig:
+        """The official MZSR ``test.py`` meta-test: plain SGD, float32, the released model's rates.
+
+        Direct×2: ``OFFICIAL_RATES``; Bicubic×2: 1e-2 for steps 1-3, 1e-3 after; Direct×4: 1e-2, then
+        5e-3 for steps 2-5, 1e-3 after. Other scales take the Direct×2 rates.
+        """
+        rates = _OFFICIAL_RATES.get((int(scale), subsample), OFFICIAL_RATES)
+        return cls(**{"optimizer": "sgd", "learning_rates": rates, "precision": "float32", **overrides})
 
     def cropped(self, size: int) -> AdaptConfig:
         """This config with every update on one random ``size``² window of images above ``size``² pixels."""

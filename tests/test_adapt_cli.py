@@ -139,6 +139,25 @@ def test_shipped_weights_follow_the_kernels_subsampling(workspace, tmp_path, cap
         np.testing.assert_array_equal(np.asarray(Image.open(out)), to_uint8(expected).numpy())
 
 
+def test_sgd_takes_the_official_rates_of_the_kernels_model(workspace, tmp_path, capsys):
+    """--optimizer sgd: the official test.py's rates for the released model (Bicubic×2 differs from Direct×2)."""
+    from mzsr_tf.io import read_image
+    from mzsr_tf.kernels import resolve_degradation
+    from mzsr_tf.metrics import to_uint8
+    from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
+
+    lr = read_image(workspace / "lr" / "face.png").rgb
+    for kernel, subsample in (("g_b_1.3", "bicubic"), ("g_d_2.0", "direct")):
+        out = tmp_path / f"{subsample}.png"
+        argv = [workspace / "lr" / "face.png", "--kernel", kernel, "--weights", workspace / "w.weights.h5"]
+        code, err = run(argv + ["--optimizer", "sgd", "--steps", "2", "--out", out], capsys)
+        assert code == 0, err
+        config = AdaptConfig.official(2, subsample, steps=2)
+        expected = zero_shot_sr(init_params(0), lr, resolve_degradation(kernel), 2, config).sr
+        np.testing.assert_array_equal(np.asarray(Image.open(out)), to_uint8(expected).numpy())
+    assert AdaptConfig.official(2, "bicubic").schedule != AdaptConfig.official(2, "direct").schedule
+
+
 def test_grayscale_and_alpha_are_kept(workspace, tmp_path, capsys):
     rgb = np.asarray(Image.open(workspace / "lr" / "face.png"))
     Image.fromarray(rgb[..., 0]).save(tmp_path / "gray.png")

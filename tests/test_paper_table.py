@@ -13,7 +13,7 @@ from mzsr_tf.kernels import NAMED_DEGRADATIONS
 from mzsr_tf.metrics import psnr_y
 from mzsr_tf.zero_shot import AdaptConfig
 
-RESULT_KEYS = {"set", "kernel", "method", "scale", "psnr_y", "ssim_y", "seconds_per_image", "per_image"}
+RESULT_KEYS = {"set", "kernel", "method", "scale", "psnr_y", "ssim_y", "seconds_per_image", "per_image", "settings"}
 
 
 @pytest.fixture
@@ -186,7 +186,8 @@ def test_table_merges_runs_beside_the_paper(tmp_path, capsys):
     x4.write_text(json.dumps({"results": [{**row("Set5", "g_d_2.0", "mzsr10", 29.0), "scale": 4}]}))
     code, out, _ = _run(capsys, "--table", first, x4)
     x4_line = next(line for line in out.splitlines() if "x4" in line)
-    assert "29.00" in x4_line and "36.05" not in x4_line  # its own row, no x2 paper figure
+    assert "29.00" in x4_line and "36.05" not in x4_line  # its own row, no x2 paper figure ...
+    assert "30.50 / 0.8704" in x4_line  # ... but the paper's x4 MZSR(10)
     assert _run(capsys, "--kernels", "g_d_2.0")[0] == 2  # neither --hr nor --table
 
 
@@ -267,13 +268,22 @@ def test_mzsr_takes_the_shipped_weights_of_each_kernels_subsampling(tmp_path):
 
 
 def test_precision_flag_reaches_mzsr_but_not_the_official_schedule(hr_folder, tmp_path, capsys):
-    """--precision float32 / bfloat16: different MZSR(1) rows; the official schedule is float32 either way."""
+    """--precision float32 / bfloat16: different MZSR(1) rows; the official schedule is float32 either way.
+
+    Rows record what ran, 'auto' resolved for this machine."""
+    from mzsr_tf.zero_shot import AdaptConfig
+
     rows = {}
-    for precision in ("float32", "bfloat16"):
+    for precision in ("float32", "bfloat16", "auto"):
         out = tmp_path / f"{precision}.json"
         argv = ["--hr", hr_folder, "--kernels", "g_b_1.3", "--methods", "mzsr1,mzsr1_official", "--limit", "1"]
         assert _run(capsys, *argv, "--precision", precision, "--json", out)[0] == 0
-        rows[precision] = {r["method"]: r["psnr_y"] for r in json.loads(out.read_text())["results"]}
+        results = json.loads(out.read_text())["results"]
+        rows[precision] = {r["method"]: r["psnr_y"] for r in results}
+        settings = {r["method"]: r["settings"] for r in results}  # what ran, resolved
+        resolved = AdaptConfig(precision=precision).compute_precision
+        assert settings["mzsr1"] == {"weights": "shipped", "optimizer": "adam", "precision": resolved}
+        assert settings["mzsr1_official"] == {"weights": "shipped", "optimizer": "sgd", "precision": "float32"}
     assert rows["float32"]["mzsr1"] != rows["bfloat16"]["mzsr1"]
     assert rows["float32"]["mzsr1_official"] == rows["bfloat16"]["mzsr1_official"]
     with pytest.raises(SystemExit) as exit_info:

@@ -27,6 +27,11 @@ def test_official_learning_rate_schedule():
     assert official.optimizer == "sgd"
     np.testing.assert_allclose(learning_rates(official), [2e-2, 1e-2, 1e-2, 1e-2, 5e-3, 5e-3, 5e-3], rtol=1e-6)
     assert learning_rates(AdaptConfig(steps=0)).shape == (0,)
+    # the released Bicubicx2 and Directx4 models have their own test.py rates
+    bicubic, x4 = AdaptConfig.official(2, "bicubic", steps=5), AdaptConfig.official(4, "direct", steps=7)
+    np.testing.assert_allclose(learning_rates(bicubic), [1e-2, 1e-2, 1e-2, 1e-3, 1e-3], rtol=1e-6)
+    np.testing.assert_allclose(learning_rates(x4), [1e-2, 5e-3, 5e-3, 5e-3, 5e-3, 1e-3, 1e-3], rtol=1e-6)
+    assert AdaptConfig.official(3, steps=7) == official and x4.precision == "float32"
 
 
 def test_default_rates_follow_the_optimizer():
