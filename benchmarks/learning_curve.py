@@ -92,8 +92,12 @@ def main(argv=None):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4), squeeze=False)
-        for ax, (run, series) in zip(axes[0], curves.items()):
+        columns = min(len(curves), 3)
+        rows = -(-len(curves) // columns)
+        fig, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 4 * rows), squeeze=False)
+        for ax in axes.flat[len(curves) :]:
+            ax.set_visible(False)
+        for ax, (run, series) in zip(axes.flat, curves.items()):
             for tag, points in series.items():
                 ax.plot([s for s, _ in points], [v for _, v in points], marker=".", label=tag)
             title = " → ".join(Path(r).name for r in run.split("+"))

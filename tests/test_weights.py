@@ -8,9 +8,9 @@ from mzsr_tf.model import init_params, load_params
 from mzsr_tf.weights import WEIGHTS_DIR, default_weights
 
 
-@pytest.mark.parametrize("subsample", ["direct", "bicubic"])
-def test_shipped_meta_weights_load_and_fit_the_budget(subsample):
-    path = default_weights(2, subsample)
+@pytest.mark.parametrize("scale,subsample", [(2, "direct"), (2, "bicubic"), (4, "direct")])
+def test_shipped_meta_weights_load_and_fit_the_budget(scale, subsample):
+    path = default_weights(scale, subsample)
     assert path.stat().st_size <= 1_000_000
     params = load_params(path)
     assert len(params) == 16 and all(np.all(np.isfinite(p)) for p in params)
@@ -20,20 +20,21 @@ def test_shipped_meta_weights_load_and_fit_the_budget(subsample):
 
 
 def test_missing_shipped_weights_say_what_exists():
-    with pytest.raises(InputError, match="mzsr_x2_bicubic.weights.h5, mzsr_x2_direct.weights.h5"):
-        default_weights(4, "direct")
+    with pytest.raises(InputError, match="mzsr_x2_bicubic.weights.h5, mzsr_x2_direct.weights.h5, mzsr_x4_direct"):
+        default_weights(3, "direct")
     assert (WEIGHTS_DIR / "pretrained_x2_direct.weights.h5").is_file()
 
 
 @pytest.mark.parametrize(
-    "kernel,steps,gain",
+    "kernel,steps,gain,scale",
     [
-        ("g_d_2.0", 0, 3.0),  # the paper's headline kernel: far above bicubic before any update
-        ("g_d_ani", 1, 2.5),
-        ("g_d_0.2", 10, 1.5),  # a nearly sharp kernel: within the weights' range, not below bicubic
+        ("g_d_2.0", 0, 3.0, 2),  # the paper's headline kernel: far above bicubic before any update
+        ("g_d_ani", 1, 2.5, 2),
+        ("g_d_0.2", 10, 1.5, 2),  # a nearly sharp kernel: within the weights' range, not below bicubic
+        ("g_d_2.0", 10, 2.5, 4),  # the paper's x4 kernel, with the x4 θ_M (measured +3.25)
     ],
 )
-def test_shipped_meta_weights_beat_bicubic_on_a_photo(astronaut_uint8, kernel, steps, gain):
+def test_shipped_meta_weights_beat_bicubic_on_a_photo(astronaut_uint8, kernel, steps, gain, scale):
     """MZSR(steps) with the shipped θ_M on an LR photo made with a paper kernel: PSNR-Y gain over bicubic (dB)."""
     from benchmarks.paper_table import make_lr
     from mzsr_tf.imresize import upscale
@@ -43,10 +44,11 @@ def test_shipped_meta_weights_beat_bicubic_on_a_photo(astronaut_uint8, kernel, s
 
     hr = astronaut_uint8
     degradation = resolve_degradation(kernel)
-    lr = make_lr(hr, degradation, 2).astype(np.float32) / 255  # as the benchmark tables make it
-    bicubic = psnr_y(upscale(lr[None], 2, hr.shape[:2])[0].numpy(), hr, border=2)
-    result = zero_shot_sr(load_params(default_weights()), lr, degradation, 2, AdaptConfig(steps=steps))
-    assert psnr_y(result.sr, hr, border=2) > bicubic + gain
+    lr = make_lr(hr, degradation, scale).astype(np.float32) / 255  # as the benchmark tables make it
+    bicubic = psnr_y(upscale(lr[None], scale, hr.shape[:2])[0].numpy(), hr, border=scale)
+    params = load_params(default_weights(scale))
+    result = zero_shot_sr(params, lr, degradation, scale, AdaptConfig(steps=steps), hr.shape[:2])
+    assert psnr_y(result.sr, hr, border=scale) > bicubic + gain
 
 
 @pytest.mark.parametrize("kernel,gain", [("g_d_2.0", 0.1), ("g_b_1.3", 1.0)])
