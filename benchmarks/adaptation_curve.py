@@ -2,7 +2,7 @@
 
 For each image of a set, degrade with the kernel, adapt for each step count listed in ``--at`` (a fresh
 run from the weights each time, so Adam's moments are those of a real n-step run) with ``adapt.py``'s
-optimizer and rates (``--optimizer sgd``: the official schedule), and super-resolve. Writes a JSON and a PNG
+optimizer and rates (``--optimizer sgd``: the official schedule, float32), and super-resolve. Writes a JSON and a PNG
 (PSNR-Y vs steps per weights file; PSNR-Y vs cumulative adaptation seconds, plus ZSSR's curve when
 ``--zssr`` is given).
 
@@ -82,9 +82,7 @@ def main(argv=None):
     p.add_argument("--labels", help="comma list, one per --weights")
     p.add_argument("--at", default="0,1,2,3,5,10,15,20,30,40,50")
     p.add_argument("--limit", type=int)
-    p.add_argument(
-        "--optimizer", choices=("adam", "sgd"), help="default: adapt.py's (adam); sgd: the official schedule"
-    )
+    p.add_argument("--optimizer", choices=("adam", "sgd"), help="default: adapt.py's (adam); sgd: AdaptConfig.official")
     p.add_argument("--zssr", type=Path, action="append", help="paper_table JSON with zssr rows (points)")
     p.add_argument("--png", type=Path)
     p.add_argument("--json", type=Path)
@@ -105,7 +103,8 @@ def main(argv=None):
         hr = load_hr(path, args.scale)
         images.append((hr, make_lr(hr, degradation, args.scale).astype(np.float32) / 255.0))
     params = [load_params(w) for w in args.weights]
-    config = AdaptConfig(**({"optimizer": args.optimizer} if args.optimizer else {}))
+    official = args.optimizer == "sgd"  # the official test.py: the released model's rates, float32
+    config = AdaptConfig.official(args.scale, degradation.subsample) if official else AdaptConfig()
     adapt(params[0], images[0][1], degradation, args.scale, replace(config, steps=1))  # trace once, untimed
     curves = {}
     for label, weights in zip(labels, params):

@@ -6,7 +6,7 @@ degraded as in ``paper_table`` (uint8 LR) under each kernel, adapted from ``--we
 setting and super-resolved; the table is the mean PSNR-Y (border = scale) per kernel and setting.
 
 A setting is ``optimizer:rates``, rates a comma list (step i uses rates[min(i, len - 1)]) or
-``default`` (``mzsr_tf.zero_shot.DEFAULT_RATES``: SGD's is the official schedule), optionally followed
+``default`` (``mzsr_tf.zero_shot.DEFAULT_RATES``: SGD's is the official Direct×2 schedule), optionally followed
 by ``/precision=bfloat16``, ``/crop=N`` (each update on one random N² window of the pair), ``/seed=S``
 and ``/eps=E`` (Adam's ε)::
 

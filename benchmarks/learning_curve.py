@@ -80,6 +80,8 @@ def main(argv=None):
         saved = json.loads(path.read_text())
         curves.update({run: series for run, series in saved.items() if not args.only or run in args.only})
     curves.update({run: read_chain(run) for run in args.runs})
+    if not curves:
+        p.error("no curves to plot (--only matched none)")
     for run, series in curves.items():
         for tag, points in series.items():
             last = points[-1]

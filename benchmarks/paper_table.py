@@ -123,16 +123,16 @@ def make_mzsr(args: argparse.Namespace, steps: str = "0", official: str | None =
 
     params_for = _weights(args)
 
-    def config_for(subsample: str) -> AdaptConfig:  # the official schedule: the model's rates, float32
+    def config_for(scale: int, subsample: str) -> AdaptConfig:  # the official schedule: the model's rates, float32
         if official:
-            return AdaptConfig.official(args.scale, subsample, steps=int(steps))
+            return AdaptConfig.official(scale, subsample, steps=int(steps))
         return AdaptConfig(steps=int(steps), precision=args.precision)
 
     def mzsr(lr, degradation, scale, *, output_shape):
-        params, config = params_for(degradation.subsample), config_for(degradation.subsample)
+        params, config = params_for(degradation.subsample), config_for(scale, degradation.subsample)
         return zero_shot_sr(params, lr, degradation, scale, config, output_shape=output_shape).sr
 
-    config = config_for("direct")
+    config = config_for(args.scale, "direct")
     mzsr.settings = {
         "weights": str(args.weights or "shipped"),
         **({"optimizer": config.optimizer, "precision": config.compute_precision} if config.steps else {}),

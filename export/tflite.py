@@ -15,11 +15,11 @@ meta-test loop (paper Algorithm 2) by calling the signatures:
 ``image`` is float32 [1, H, W, 3] in [0, 1], any H, W ≥ the kernel size; ``kernel`` is float32
 [k, k] with k fixed at export (``--kernel-size``; put smaller kernels in with :func:`embed_kernel`),
 normalised to sum 1 in the graph. The graph has no asserts (they are not builtins): apps validate.
-Use the official schedule for ``learning_rate``: 2e-2, then 1e-2 for steps 2-4, then 5e-3
-(``AdaptConfig.official()``). ``adapt.py`` and the SavedModel take Adam steps by default; Adam's two
-moment buffers would add two float32 copies of θ to the file, past ``MAX_BYTES``, so the device graph
-keeps SGD (on Set5 ×2 ten official SGD steps give 0.4–3.5 dB less than ten default Adam steps under
-the four paper kernels, README).
+Use the official schedule for ``learning_rate``: ×2, 2e-2, then 1e-2 for steps 2-4, then 5e-3;
+×4, 1e-2, then 5e-3 for steps 2-5, then 1e-3 (``AdaptConfig.official(scale)``). ``adapt.py`` and the
+SavedModel take Adam steps by default; Adam's two moment buffers would add two float32 copies of θ
+to the file, past ``MAX_BYTES``, so the device graph keeps SGD (on Set5 ×2 ten official SGD steps
+give 0.06 dB more to 0.84 dB less than ten default Adam steps under the four paper kernels, README).
 
 Size: θ_M is needed twice — as the variables' initial values and as ``reset``'s source — but both
 are built from the same float32 arrays and the converter stores identical constant data once, so

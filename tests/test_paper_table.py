@@ -289,3 +289,28 @@ def test_precision_flag_reaches_mzsr_but_not_the_official_schedule(hr_folder, tm
     with pytest.raises(SystemExit) as exit_info:
         _run(capsys, "--hr", hr_folder, "--precision", "float16")
     assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_official_methods_take_the_rates_of_the_kernels_model(hr_folder, tmp_path, capsys, astronaut_uint8):
+    """mzsrN_official under a g^b kernel: the Bicubic×2 model with its own official rates, as adapt.py."""
+    from mzsr_tf.kernels import resolve_degradation
+    from mzsr_tf.model import load_params
+    from mzsr_tf.weights import default_weights
+    from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
+
+    out = tmp_path / "official.json"
+    argv = ["--hr", hr_folder, "--kernels", "g_b_1.3", "--methods", "mzsr2_official", "--limit", "1", "--json", out]
+    assert _run(capsys, *argv)[0] == 0
+    (row,) = json.loads(out.read_text())["results"]
+    hr = astronaut_uint8[:48, :40]
+    degradation = resolve_degradation("g_b_1.3")
+    lr = paper_table.make_lr(hr, degradation, 2).astype(np.float32) / 255.0
+    params = load_params(default_weights(2, "bicubic"))
+    expected = {
+        subsample: psnr_y(
+            zero_shot_sr(params, lr, degradation, 2, AdaptConfig.official(2, subsample, steps=2)).sr, hr, 2
+        )
+        for subsample in ("bicubic", "direct")
+    }
+    assert expected["bicubic"] != expected["direct"]  # the two schedules differ here
+    assert row["per_image"]["astronaut.png"] == pytest.approx(expected["bicubic"], abs=1e-6)

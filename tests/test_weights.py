@@ -17,6 +17,8 @@ def test_shipped_meta_weights_load_and_fit_the_budget(scale, subsample):
     # Trained, not an initialisation: biases moved away from zero.
     assert max(float(np.abs(p).max()) for p in params[1::2]) > 1e-3
     assert not np.allclose(params[0], init_params(0)[0])
+    if scale != 2:  # its own network, not a copy of the x2 one
+        assert not np.allclose(params[0], load_params(default_weights(2, subsample))[0])
 
 
 def test_missing_shipped_weights_say_what_exists():
