@@ -320,7 +320,7 @@ def _method_config(args, degradation):
         tile=args.tile,
         seed=args.seed,
         **({"learning_rates": args.lr} if args.lr else {}),
-        precision=args.precision or ("float32" if args.optimizer == "sgd" else "auto"),
+        **({"precision": args.precision} if args.precision else {}),  # default: official float32 / 'auto'
     )
     config = config.cropped(args.crop) if args.crop else config
     params = load_params(args.weights or default_weights(args.scale, degradation.subsample))

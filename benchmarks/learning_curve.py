@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def main(argv=None):
         import matplotlib.pyplot as plt
 
         columns = min(len(curves), 3)
-        rows = -(-len(curves) // columns)
+        rows = math.ceil(len(curves) / columns)
         fig, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 4 * rows), squeeze=False)
         for ax in axes.flat[len(curves) :]:
             ax.set_visible(False)

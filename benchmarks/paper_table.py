@@ -25,6 +25,7 @@ an [hr_h, hr_w, 3] float image in [0, 1] (NumPy or tensor). Only its running tim
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -103,12 +104,9 @@ def _weights(args: argparse.Namespace):
     from mzsr_tf.model import load_params
     from mzsr_tf.weights import default_weights
 
-    cache = {}
-
+    @functools.cache
     def params_for(subsample: str):
-        if subsample not in cache:
-            cache[subsample] = load_params(args.weights or default_weights(args.scale, subsample))
-        return cache[subsample]
+        return load_params(args.weights or default_weights(args.scale, subsample))
 
     return params_for
 
