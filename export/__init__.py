@@ -19,14 +19,12 @@ import contextlib
 import os
 import shutil
 import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from mzsr_tf.errors import InputError
-from mzsr_tf.io import check_destination
 
-__all__ = ["ExportConfig", "FILES", "export_all", "check_destination"]
+__all__ = ["ExportConfig", "FILES", "export_all", "check_output_folder"]
 
 FILES = {
     "weights_h5": "mzsr.weights.h5",
@@ -56,33 +54,87 @@ def _make_staging(out: Path) -> Path:
 
 
 def _publish(staging: Path, out: Path, overwrite: bool) -> None:
-    """Rename ``staging`` to ``out``; an old ``out`` is moved aside first and removed last."""
-    old = None
-    if out.exists() or out.is_symlink():
-        if not overwrite:
-            raise InputError(f"{out}: exists (pass --overwrite to replace it)")
-        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-        os.rename(out, old)
-    try:
+    """Move the exported entries (``FILES``) from ``staging`` into ``out``, touching nothing else there.
+
+    A new ``out`` is the staging folder renamed (atomic). Into an existing folder each entry is
+    moved; with ``overwrite`` an old entry is moved aside first and removed only once every new
+    entry is in place, and put back if a move fails. Other files in ``out`` are never touched.
+    """
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise InputError(f"{out}: exists and is not a folder")
+    if not out.exists():
         os.rename(staging, out)
+        return
+    clashes = [out / name for name in FILES.values() if (out / name).exists() or (out / name).is_symlink()]
+    if clashes and not overwrite:
+        raise InputError(f"{clashes[0]}: exists (pass --overwrite to replace it)")
+    aside = staging / ".replaced"
+    done: list[tuple[Path, Path | None]] = []  # (target now holding the new entry, its old entry aside)
+    try:
+        for i, name in enumerate(FILES.values()):
+            target, old = out / name, None
+            if target.exists() or target.is_symlink():
+                old = aside / str(i)
+                old.parent.mkdir(exist_ok=True)
+                os.rename(target, old)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(staging / name, target)
+            except OSError:
+                if old is not None:
+                    os.rename(old, target)
+                raise
+            done.append((target, old))
     except OSError as e:
-        if old is not None:
-            os.rename(old, out)
+        for target, old in reversed(done):  # undo: new entries out, old ones back
+            with contextlib.suppress(OSError):
+                _remove(target)
+                if old is not None:
+                    os.rename(old, target)
         raise InputError(f"{out}: cannot move the export into place ({e.strerror})") from None
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink()
+    _remove(aside)
 
 
-def export_all(params, out, config: ExportConfig = ExportConfig(), overwrite: bool = False) -> dict[str, Path]:
-    """Write every export of θ_M (``params``, 16 tensors) into folder ``out``; returns the paths by kind."""
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def check_output_folder(out, overwrite: bool = False, inputs=()) -> Path:
+    """Check ``out`` before any work: a folder (new or existing), no exported entry there unless
+    ``overwrite``, and never a folder holding one of ``inputs`` (export must not replace what it reads)."""
+    out = Path(out)
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise InputError(f"{out}: exists and is not a folder")
+    if not out.parent.is_dir():
+        raise InputError(f"{out.parent}: output folder does not exist")
+    root = out.resolve()
+    for given in inputs:
+        path = Path(given).resolve()
+        if path == root or root in path.parents:
+            raise InputError(f"--out {out} holds the input {given}; choose another output folder")
+    if out.exists() and not overwrite:
+        for name in FILES.values():
+            if (out / name).exists() or (out / name).is_symlink():
+                raise InputError(f"{out / name}: exists (pass --overwrite to replace it)")
+    return out
+
+
+def export_all(
+    params, out, config: ExportConfig = ExportConfig(), overwrite: bool = False, inputs=()
+) -> dict[str, Path]:
+    """Write every export of θ_M (``params``, 16 tensors) into folder ``out``; returns the paths by kind.
+
+    ``overwrite`` replaces earlier exports in ``out`` (only the entries of ``FILES``); ``inputs`` (the
+    weights read) must not lie inside ``out``.
+    """
     from export.savedmodel import save_serving
     from export.tflite import save_tflite
     from mzsr_tf.model import save_params
 
-    out = check_destination(out, overwrite)
+    out = check_output_folder(out, overwrite, inputs)
     staging = _make_staging(out)
     try:
         save_params(params, staging / FILES["weights_h5"])

@@ -29,7 +29,12 @@ def _at_least(minimum: int):
 def build_parser():
     p = cli.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
     p.add_argument("--weights", type=Path, help="meta-weights: .weights.h5, .npz or TF1 checkpoint (default: shipped)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (must not exist unless --overwrite)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output folder (new, or existing: only the exported files are written there)",
+    )
     p.add_argument("--scale", type=cli.scale_type, default=2, help="SR factor of the weights (default 2)")
     p.add_argument(
         "--kernel-size", type=_at_least(1), default=21, help="TFLite train_step kernel input is k x k (default 21)"
@@ -38,20 +43,23 @@ def build_parser():
         "--max-pixels", type=_at_least(9), default=512 * 512, help="serving: largest LR image, H*W (default 262144)"
     )
     p.add_argument("--max-steps", type=_at_least(0), default=20, help="serving: most adaptation steps (default 20)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace earlier exported files in --out (nothing else there)"
+    )
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from export import ExportConfig, check_destination, export_all
+    from export import ExportConfig, check_output_folder, export_all
     from mzsr_tf.model import load_params
     from mzsr_tf.weights import default_weights
 
-    check_destination(args.out, args.overwrite)  # fail before the slow part
+    inputs = [args.weights] if args.weights else []
+    check_output_folder(args.out, args.overwrite, inputs)  # fail before the slow part
     params = load_params(args.weights or default_weights(args.scale, "direct"))
     config = ExportConfig(args.scale, args.kernel_size, args.max_pixels, args.max_steps)
-    for kind, path in export_all(params, args.out, config, args.overwrite).items():
+    for kind, path in export_all(params, args.out, config, args.overwrite, inputs).items():
         print(f"{kind:<12} {path}")
     return 0
 

@@ -7,7 +7,7 @@ the image. It is :func:`mzsr_tf.zero_shot.adapt_graph`, so the fast weights are 
 values: θ_M is read-only and concurrent requests share no state.
 ``super_resolve(image) -> sr`` is net(bicubic↑(image)) with θ_M, no adaptation.
 
-Images are uint8 NHWC with a batch of one (``[1, H, W, 3]``), as TF Serving sends them; ``sr`` is
+Images are uint8 NHWC with a batch of one (``[1, H, W, 3]``; a larger batch is refused in the graph); ``sr`` is
 ``floor(255 · clip(x) + 0.5)`` like :func:`mzsr_tf.metrics.to_uint8`, so a response equals
 ``adapt.py --precision float32``'s PNG (a servable may run on other hardware, so the config's
 ``precision='auto'`` exports float32 updates; give ``precision='bfloat16'`` for bfloat16 servers).
@@ -43,8 +43,9 @@ def schedule_rates(steps, schedule):
 
 def _image_float(image, scale: int, max_pixels: int):
     """uint8 [1, H, W, 3] → float32 in [0, 1] (KAIR ``uint2single``), after the size checks."""
-    h, w = tf.shape(image, tf.int64)[1], tf.shape(image, tf.int64)[2]
+    n, h, w = tf.shape(image, tf.int64)[0], tf.shape(image, tf.int64)[1], tf.shape(image, tf.int64)[2]
     checks = [
+        tf.debugging.assert_equal(n, tf.constant(1, tf.int64), message="send one image per request (batch 1)"),
         tf.debugging.assert_less_equal(
             h * w, tf.constant(max_pixels, tf.int64), message=f"image has more than max_pixels={max_pixels} pixels"
         ),
@@ -100,7 +101,9 @@ class ServingModule(tf.Module):
             tf.Variable(p, trainable=False, name=n.replace("/", "_"), dtype=tf.float32)
             for n, p in zip(PARAM_NAMES, params)
         ]
-        image = tf.TensorSpec([1, None, None, 3], tf.uint8, name="image")
+        # Batch dimension open, as TF Serving clients send it, and checked in the graph (one image
+        # per request: its weights are adapted to that image, so they must not serve another).
+        image = tf.TensorSpec([None, None, None, 3], tf.uint8, name="image")
         kernel = tf.TensorSpec([None, None], tf.float32, name="kernel")
         steps = tf.TensorSpec([], tf.int32, name="steps")
         self.serving_default = tf.function(self._zero_shot_sr, input_signature=[image, kernel, steps])

@@ -6,6 +6,7 @@ which the TFLite converter stores once and would make the size check meaningless
 """
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,6 +131,17 @@ def test_bad_requests_raise_readable_errors(served, image, change, message):
         serve(served, request["image"], request["kernel"], request["steps"])
 
 
+def test_serving_refuses_a_batch(served, image):
+    """Weights adapted to image 1 must never answer for image 2 (TF Serving may batch requests)."""
+    batch = tf.constant(np.stack([image, image]))
+    for name, extra in (
+        ("serving_default", {"kernel": tf.constant(KERNEL), "steps": tf.constant(1)}),
+        ("super_resolve", {}),
+    ):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="one image per request"):
+            served.signatures[name](image=batch, **extra)
+
+
 def test_serving_kernel_is_normalised_in_graph(served, image):
     np.testing.assert_array_equal(serve(served, image, KERNEL * 7.0, 1), serve(served, image, KERNEL, 1))
 
@@ -248,13 +260,71 @@ def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_overwrite_replaces_the_folder_whole(tmp_path):
+def _fake_export(folder, tag):
+    """A staging folder shaped like an export, each entry holding ``tag``."""
+    for name in FILES.values():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        if name == FILES["serving"]:
+            (folder / name).mkdir()
+            (folder / name / "saved_model.pb").write_text(tag)
+        else:
+            (folder / name).write_text(tag)
+    return folder
+
+
+def test_overwrite_replaces_only_the_exported_entries(tmp_path):
     from export import _publish
 
-    out, staging = tmp_path / "out", tmp_path / ".out.tmp"
-    (out / "old").mkdir(parents=True)
-    (staging / "new").mkdir(parents=True)
+    out = tmp_path / "out"
+    (out / "serving" / "2").mkdir(parents=True)  # another served version
+    (out / "notes.txt").write_text("mine")
+    _publish(_fake_export(tmp_path / ".s1", "old"), out, overwrite=False)  # into an existing folder
     with pytest.raises(InputError, match="exists"):
-        _publish(staging, out, overwrite=False)
-    _publish(staging, out, overwrite=True)
-    assert [p.name for p in tmp_path.iterdir()] == ["out"] and [p.name for p in out.iterdir()] == ["new"]
+        _publish(_fake_export(tmp_path / ".s2", "new"), out, overwrite=False)
+    _publish(tmp_path / ".s2", out, overwrite=True)
+    assert (out / FILES["weights_h5"]).read_text() == "new"
+    assert (out / FILES["serving"] / "saved_model.pb").read_text() == "new"
+    assert (out / "notes.txt").read_text() == "mine" and (out / "serving" / "2").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".s1", ".s2", "out"]  # stagings: export_all removes them
+
+
+def test_a_failed_move_puts_the_old_export_back(tmp_path, monkeypatch):
+    import os
+
+    from export import _publish
+
+    out = _fake_export(tmp_path / "out", "old")
+    real_rename = os.rename
+
+    def rename(src, dst):
+        if str(dst).endswith(FILES["tflite"]) and ".replaced" not in str(dst) and "new" in Path(src).parent.name:
+            raise OSError(28, "No space left on device")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(InputError, match="No space left"):
+        _publish(_fake_export(tmp_path / "new", "new"), out, overwrite=True)
+    for name in FILES.values():
+        path = out / name
+        assert (path / "saved_model.pb" if path.is_dir() else path).read_text() == "old", name
+
+
+def test_cli_overwrite_keeps_other_files_and_refuses_a_folder_holding_the_input(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    weights = out / "meta.weights.h5"
+    save_params(distinct_params(1), weights)
+    (out / "notes.txt").write_text("mine")
+    code, err = run(["--weights", weights, "--out", out, "--overwrite"], capsys)
+    assert code == 2 and "holds the input" in err and err.count("\n") == 1
+    assert sorted(p.name for p in out.iterdir()) == ["meta.weights.h5", "notes.txt"]
+    # the same export into a sibling folder, twice: the second replaces only the exported files
+    out2 = tmp_path / "out2"
+    out2.mkdir()
+    (out2 / "notes.txt").write_text("mine")
+    argv = ["--weights", weights, "--out", out2, "--kernel-size", 5, "--max-pixels", 64, "--max-steps", 1]
+    assert run(argv, capsys)[0] == 0
+    assert run(argv, capsys)[0] == 2
+    assert run(argv + ["--overwrite"], capsys)[0] == 0
+    assert (out2 / "notes.txt").read_text() == "mine" and weights.exists()
+    assert sorted(p.name for p in out2.iterdir()) == sorted({"notes.txt"} | {n.split("/")[0] for n in FILES.values()})
