@@ -9,14 +9,15 @@ python adapt.py --demo
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import sys
 from pathlib import Path
 
 from mzsr_tf import cli
+from mzsr_tf.io import MAX_IMAGE_PIXELS
 
 DEMO_KERNEL = "g_d_2.0"
+MAX_STEPS = 10_000  # the paper's MZSR takes 1-10 updates; ZSSR's whole run is a few thousand
 
 
 def build_parser():
@@ -26,7 +27,11 @@ def build_parser():
     p.add_argument("--subsample", choices=("direct", "bicubic"), help="override the kernel's subsampling")
     p.add_argument("--scale", type=cli.scale_type, default=2)
     p.add_argument("--method", choices=("mzsr", "zssr"), default="mzsr", help="MZSR adaptation or ZSSR training")
-    p.add_argument("--steps", type=cli.positive_int, help="mzsr: adaptation updates (default 10)")
+    p.add_argument(
+        "--steps",
+        type=cli.bounded_int(0, MAX_STEPS),
+        help=f"mzsr: adaptation updates (default 10, at most {MAX_STEPS})",
+    )
     p.add_argument(
         "--weights", type=Path, help="mzsr: meta-weights, .weights.h5, .npz or TF1 checkpoint (default: shipped)"
     )
@@ -43,8 +48,9 @@ def build_parser():
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument(
         "--optimizer",
-        choices=("adam", "sgd"),
-        help="mzsr: optimizer (default adam; sgd with the default --lr and precision: the official test.py, float32)",
+        choices=("adam", "sgd", "learned"),
+        help="mzsr: optimizer (default: learned if the weights carry meta-learned per-layer rates, else adam; "
+        "sgd with the default --lr and precision: the official test.py, float32)",
     )
     p.add_argument(
         "--lr",
@@ -70,6 +76,12 @@ def build_parser():
     p.add_argument("--back-projection", type=cli.positive_int, metavar="N", help="mzsr: back-projection iterations")
     p.add_argument("--tile", type=int, default=1024, help="SR tile size in HR pixels (bounded memory)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--max-image-pixels",
+        type=cli.bounded_int(1),
+        default=MAX_IMAGE_PIXELS,
+        help=f"refuse inputs of more pixels, from their header (default {MAX_IMAGE_PIXELS}; GT: times scale²)",
+    )
     p.add_argument("--demo", action="store_true", help="degrade a scikit-image picture, adapt, report PSNR")
     return p
 
@@ -130,11 +142,11 @@ def _outputs(files, out, scale):
     return [out / n for n in names]
 
 
-def _load_gt(gt_path, scale):
+def _load_gt(gt_path, scale, max_pixels):
     from mzsr_tf.io import read_image
     from mzsr_tf.metrics import modcrop
 
-    return modcrop(read_image(gt_path).rgb, scale)
+    return modcrop(read_image(gt_path, max_pixels).rgb, scale)
 
 
 def _score(entry, baseline: str, before, after, hr, gt_path, scale):
@@ -156,18 +168,26 @@ def mzsr_runner(args, config, params, degradation):
 
     def run(rgb, shape, gt_path, name):
         result = zero_shot_sr(params, rgb, degradation, args.scale, config, output_shape=shape)
+        if result.diverged:
+            print(
+                f"warning: {name}: update {len(result.losses) + 1} of {config.steps} diverged (non-finite); "
+                f"kept the weights after update {len(result.losses)} (lower --lr)",
+                file=sys.stderr,
+            )
         entry = {
             "method": "mzsr",
             "steps": config.steps,
-            "optimizer": config.optimizer,
+            "optimizer": "learned" if config.layer_rates else config.optimizer,
             "precision": config.compute_precision,  # 'auto' resolved on this machine
             "losses": result.losses,
+            **({"diverged_at_update": len(result.losses) + 1} if result.diverged else {}),
             "seconds_adapt": round(result.seconds_adapt, 4),
             "seconds_sr": round(result.seconds_sr, 4),
         }
         if gt_path is not None:
             before = zero_shot_sr(params, rgb, degradation, args.scale, dataclasses.replace(config, steps=0), shape)
-            _score(entry, "before", before.sr, result.sr, _load_gt(gt_path, args.scale), gt_path, args.scale)
+            hr = _load_gt(gt_path, args.scale, args.max_image_pixels * args.scale**2)
+            _score(entry, "before", before.sr, result.sr, hr, gt_path, args.scale)
             print(
                 f"{name}: PSNR-Y {entry['psnr_y_before']:.2f} -> {entry['psnr_y']:.2f} dB "
                 f"after {config.steps} steps ({result.seconds_adapt:.2f} s)",
@@ -184,7 +204,7 @@ def zssr_runner(args, config, init, degradation):
     from mzsr_tf.zssr import train_zssr
 
     def run(rgb, shape, gt_path, name):
-        gt = None if gt_path is None else _load_gt(gt_path, args.scale)
+        gt = None if gt_path is None else _load_gt(gt_path, args.scale, args.max_image_pixels * args.scale**2)
         result = train_zssr(rgb, degradation, args.scale, config, init, gt=gt, output_shape=shape)
         entry = {
             "method": "zssr",
@@ -208,20 +228,67 @@ def zssr_runner(args, config, init, degradation):
     return run
 
 
-def run_images(args, run):
-    import numpy as np
+def _check_outputs(args, files, gts, outs):
+    """Every destination is writable and replaces no input, checked before any work."""
+    import os
 
     from mzsr_tf.errors import InputError
+
+    inputs = {f.resolve() for f in [*files, *(g for g in gts if g is not None)]}
+    destinations = outs + ([args.json] if args.json else [])
+    for dest in destinations:
+        if dest.resolve() in inputs:
+            raise InputError(f"{dest}: is an input; choose another output")
+        if dest.exists() and not args.overwrite:
+            raise InputError(f"{dest}: exists (pass --overwrite to replace it)")
+        if dest.is_dir():
+            raise InputError(f"{dest}: is a folder")
+        parent = dest.parent
+        while not parent.exists():  # the nearest existing ancestor must be a writable folder
+            parent = parent.parent
+        if not parent.is_dir():
+            raise InputError(f"{dest}: cannot be written, {parent} is not a folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise InputError(f"{dest}: cannot be written, {parent} is not writable")
+
+
+def _load_inputs(args, files, gts, check):
+    """Read every input (and its GT) and check it can be processed; one error naming every bad file."""
+    from mzsr_tf.errors import InputError
+    from mzsr_tf.io import read_image
+
+    loaded, bad = [], []
+    for f, gt in zip(files, gts):
+        try:
+            img = read_image(f, args.max_image_pixels)
+            shape = None
+            if gt is not None:
+                gt_shape = read_image(gt, args.max_image_pixels * args.scale**2).rgb.shape
+                shape = tuple(n - n % args.scale for n in gt_shape[:2])
+            check(img.rgb, shape)
+            loaded.append((img, shape))
+        except InputError as e:
+            message = str(e).splitlines()[0]
+            bad.append(message if str(f) in message or (gt and str(gt) in message) else f"{f}: {message}")
+    if len(bad) == 1 and len(files) == 1:
+        raise InputError(bad[0])
+    if bad:
+        raise InputError(f"{len(bad)} of {len(files)} inputs cannot be processed, nothing written: " + "; ".join(bad))
+    return loaded
+
+
+def run_images(args, run, check):
+    """All or nothing: every input is read and checked and every destination checked before the first output."""
+    import numpy as np
+
     from mzsr_tf.imresize import upscale
-    from mzsr_tf.io import ImageData, atomic_write, read_image, write_image
+    from mzsr_tf.io import ImageData, atomic_write, write_image
 
     files = _expand(args.inputs)
     gts = _pair_gt(files, args.gt)
     outs = _outputs(files, args.out, args.scale)
-    clashes = [str(o) for o in outs if o.exists()] + ([str(args.json)] if args.json and args.json.exists() else [])
-    if clashes and not args.overwrite:
-        raise InputError(f"{clashes[0]}: exists (pass --overwrite to replace it)")
-    images = [read_image(f) for f in files]  # fail on any bad input before writing anything
+    _check_outputs(args, files, gts, outs)
+    loaded = _load_inputs(args, files, gts, check)
     if outs and outs[0].parent != Path("."):
         outs[0].parent.mkdir(parents=True, exist_ok=True)
     report = []
@@ -229,12 +296,8 @@ def run_images(args, run):
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
         tqdm = None
-    bar = tqdm(list(zip(files, images, gts, outs)), unit="img", disable=len(files) < 2 or tqdm is None)
-    for f, img, gt, out in bar:
-        shape = None
-        if gt is not None:
-            gt_img = read_image(gt)
-            shape = tuple(s - s % args.scale for s in gt_img.rgb.shape[:2])
+    bar = tqdm(list(zip(files, loaded, gts, outs)), unit="img", disable=len(files) < 2 or tqdm is None)
+    for f, (img, shape), gt, out in bar:
         sr, fields = run(img.rgb, shape, gt, f.name)
         alpha = None
         if img.alpha is not None:
@@ -244,6 +307,8 @@ def run_images(args, run):
     if args.json:
         with atomic_write(args.json, args.overwrite) as tmp:
             tmp.write_text(json.dumps({"images": report}, indent=2))
+    if len(files) == 1:
+        print(f"wrote {outs[0]}" + (f" and {args.json}" if args.json else ""), file=sys.stderr)
     return report
 
 
@@ -281,7 +346,7 @@ def run_demo(args, rows):
 def _method_config(args, degradation):
     """(runner, demo rows) for ``--method``; flags of the other method are an error."""
     from mzsr_tf.errors import InputError
-    from mzsr_tf.model import load_params
+    from mzsr_tf.model import load_inner_lr, load_params
 
     mzsr_only = {"--steps": args.steps, "--weights": args.weights, "--optimizer": args.optimizer, "--lr": args.lr}
     mzsr_only.update({"--precision": args.precision, "--crop": args.crop})
@@ -293,7 +358,7 @@ def _method_config(args, degradation):
     if args.method == "zssr":
         import dataclasses as dc
 
-        from mzsr_tf.zssr import PRESETS, train_zssr
+        from mzsr_tf.zssr import PRESETS, check_input, train_zssr
 
         if (args.preset or "x2_ideal") not in PRESETS:
             raise InputError(f"unknown --preset {args.preset!r}: use one of {', '.join(PRESETS)}")
@@ -306,24 +371,36 @@ def _method_config(args, degradation):
             result = train_zssr(lr, degradation, args.scale, config, init, output_shape=shape)
             return result.sr, result.seconds
 
-        return zssr_runner(args, config, init, degradation), [("ZSSR", "zssr", demo)]
+        def check(rgb, shape):
+            check_input(rgb, degradation, args.scale, config, shape)
+
+        return zssr_runner(args, config, init, degradation), check, [("ZSSR", "zssr", demo)]
 
     from mzsr_tf.weights import default_weights
-    from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
+    from mzsr_tf.zero_shot import AdaptConfig, check_input, zero_shot_sr
 
-    official = functools.partial(AdaptConfig.official, args.scale, degradation.subsample)  # the model's own rates
-    make = official if args.optimizer == "sgd" else AdaptConfig
-    config = make(
-        steps=10 if args.steps is None else args.steps,
-        self_ensemble=args.self_ensemble,
-        back_projection_iters=args.back_projection or 0,
-        tile=args.tile,
-        seed=args.seed,
+    weights = args.weights or default_weights(args.scale, degradation.subsample)
+    params = load_params(weights)
+    inner_lr = load_inner_lr(weights)
+    optimizer = args.optimizer or ("learned" if inner_lr is not None and not args.lr else "adam")
+    if optimizer == "learned" and (inner_lr is None or args.lr):
+        raise InputError(f"--optimizer learned needs weights with learned rates and no --lr ({weights} has none)")
+    common = {
+        "steps": 10 if args.steps is None else args.steps,
+        "self_ensemble": args.self_ensemble,
+        "back_projection_iters": args.back_projection or 0,
+        "tile": args.tile,
+        "seed": args.seed,
         **({"learning_rates": args.lr} if args.lr else {}),
         **({"precision": args.precision} if args.precision else {}),  # default: official float32 / 'auto'
-    )
+    }
+    if optimizer == "learned":
+        config = AdaptConfig.learned(inner_lr, **common)
+    elif optimizer == "sgd":
+        config = AdaptConfig.official(args.scale, degradation.subsample, **common)  # the model's own rates
+    else:
+        config = AdaptConfig(**common)
     config = config.cropped(args.crop) if args.crop else config
-    params = load_params(args.weights or default_weights(args.scale, degradation.subsample))
 
     def demo(steps):
         def fn(lr, degradation, shape):
@@ -333,7 +410,11 @@ def _method_config(args, degradation):
         return fn
 
     rows = [("no adaptation", "noadapt", demo(0)), (f"MZSR({config.steps})", f"mzsr{config.steps}", demo(config.steps))]
-    return mzsr_runner(args, config, params, degradation), rows
+
+    def check(rgb, shape):
+        check_input(rgb, degradation, args.scale)
+
+    return mzsr_runner(args, config, params, degradation), check, rows
 
 
 def main(argv=None):
@@ -348,10 +429,10 @@ def main(argv=None):
     if args.tile < 64:
         raise InputError(f"--tile must be at least 64, got {args.tile}")
     degradation = resolve_degradation(args.kernel or DEMO_KERNEL, args.subsample)
-    run, demo_rows = _method_config(args, degradation)
+    run, check, demo_rows = _method_config(args, degradation)
     if args.demo:
         return run_demo(args, demo_rows)
-    run_images(args, run)
+    run_images(args, run, check)
     return 0
 
 

@@ -65,6 +65,12 @@ def build_parser():
     meta.add_argument("--meta-batch", type=int, help="tasks per meta-batch (5)")
     meta.add_argument("--task-batch", type=int, help="patches per task in each of D_tr and D_te (4)")
     meta.add_argument("--noise", type=float, help="std of Gaussian noise on the LR (0)")
+    meta.add_argument(
+        "--learn-inner-lr",
+        action="store_true",
+        default=None,
+        help="learn the inner rate per tensor and inner step (MAML++ LSLR), shipped with the weights",
+    )
     meta.add_argument("--first-order", action="store_true", default=None, help="first-order MAML throughout")
     meta.add_argument("--first-order-steps", type=int, help="first-order warm-up steps (0)")
     meta.add_argument("--anneal-steps", type=int, help="MAML++ loss-weight annealing length (3333)")
@@ -120,6 +126,7 @@ def main(argv=None):
         meta_batch=args.meta_batch,
         task_batch=args.task_batch,
         noise=args.noise,
+        learn_inner_lr=args.learn_inner_lr,
         first_order=args.first_order,
         first_order_steps=args.first_order_steps,
         anneal_steps=args.anneal_steps,

@@ -6,24 +6,10 @@ python -m export --weights runs/meta_x2/final.weights.h5 --out exported --max-st
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from mzsr_tf import cli
-
-
-def _at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    return parse
 
 
 def build_parser():
@@ -37,12 +23,20 @@ def build_parser():
     )
     p.add_argument("--scale", type=cli.scale_type, default=2, help="SR factor of the weights (default 2)")
     p.add_argument(
-        "--kernel-size", type=_at_least(1), default=21, help="TFLite train_step kernel input is k x k (default 21)"
+        "--kernel-size",
+        type=cli.bounded_int(1),
+        default=21,
+        help="TFLite train_step kernel input is k x k (default 21)",
     )
     p.add_argument(
-        "--max-pixels", type=_at_least(9), default=512 * 512, help="serving: largest LR image, H*W (default 262144)"
+        "--max-pixels",
+        type=cli.bounded_int(9),
+        default=512 * 512,
+        help="serving: largest LR image, H*W (default 262144)",
     )
-    p.add_argument("--max-steps", type=_at_least(0), default=20, help="serving: most adaptation steps (default 20)")
+    p.add_argument(
+        "--max-steps", type=cli.bounded_int(0), default=20, help="serving: most adaptation steps (default 20)"
+    )
     p.add_argument(
         "--overwrite", action="store_true", help="replace earlier exported files in --out (nothing else there)"
     )

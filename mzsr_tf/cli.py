@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -60,6 +61,23 @@ def positive_int(text: str) -> int:
     return value
 
 
+def bounded_int(low: int, high: int | None = None):
+    """argparse type: an integer ``>= low`` (and ``<= high``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}, got {value}")
+        return value
+
+    return parse
+
+
 def scale_type(text: str) -> int:
     try:
         value = float(text)
@@ -75,6 +93,6 @@ def float_list(text: str) -> tuple[float, ...]:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values or any(not v > 0 for v in values):
-        raise argparse.ArgumentTypeError(f"learning rates must be positive, got {text!r}")
+    if not values or any(not (0 < v < math.inf) for v in values):
+        raise argparse.ArgumentTypeError(f"learning rates must be positive and finite, got {text!r}")
     return values

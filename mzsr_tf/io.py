@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +29,18 @@ from PIL import Image, UnidentifiedImageError
 
 from mzsr_tf.errors import InputError
 
-__all__ = ["ImageData", "IMAGE_SUFFIXES", "read_image", "write_image", "atomic_write", "list_images"]
+__all__ = [
+    "ImageData",
+    "IMAGE_SUFFIXES",
+    "MAX_IMAGE_PIXELS",
+    "read_image",
+    "write_image",
+    "atomic_write",
+    "list_images",
+]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+MAX_IMAGE_PIXELS = 8192 * 8192  # largest input read, W·H, checked from the header before decoding (all decoders)
 
 
 @dataclass
@@ -75,8 +86,35 @@ def _from_array(a: np.ndarray, path: Path) -> ImageData:
     return ImageData(np.ascontiguousarray(rgb), alpha, gray, depth)
 
 
-def read_image(path) -> ImageData:
-    """Decode PNG/JPEG/BMP/TIFF (8 or 16 bit; gray, RGB, RGBA, palette) or raise InputError."""
+def _check_size(path: Path, width: int, height: int, max_pixels: int) -> None:
+    """Refuse an image larger than ``max_pixels`` from its header, before it is decoded (decompression bombs)."""
+    if width * height > max_pixels:
+        raise InputError(
+            f"{path}: {width}x{height} is more than {max_pixels} pixels (raise the limit with --max-image-pixels)"
+        )
+
+
+_PIL_LIMIT = threading.Lock()
+
+
+def _pil_open(path: Path, max_pixels: int):
+    """``Image.open`` with Pillow's own bomb limit at least ``max_pixels`` (ours is checked next, by the caller)."""
+    if max_pixels <= (Image.MAX_IMAGE_PIXELS or max_pixels):
+        return Image.open(path)
+    with _PIL_LIMIT, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def read_image(path, max_pixels: int = MAX_IMAGE_PIXELS) -> ImageData:
+    """Decode PNG/JPEG/BMP/TIFF (8 or 16 bit; gray, RGB, RGBA, palette) or raise InputError.
+
+    Images of more than ``max_pixels`` pixels are refused from their header, for every decoder.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
@@ -87,13 +125,20 @@ def read_image(path) -> ImageData:
             with tifffile.TiffFile(str(path)) as tif:
                 if len(tif.pages) != 1:
                     raise InputError(f"{path}: multi-page TIFF is not supported")
+                page = tif.pages[0]
+                _check_size(path, int(page.imagewidth), int(page.imagelength), max_pixels)
                 return _from_array(tif.asarray(), path)
         if _png_bit_depth(path) == 16:
-            width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+            reader = png.Reader(filename=str(path))
+            reader.preamble()
+            _check_size(path, reader.width, reader.height, max_pixels)
+            width, height, rows, info = reader.asDirect()
             planes = info["planes"]
             a = np.vstack([np.asarray(r, np.uint16) for r in rows]).reshape(height, width, planes)
             return _from_array(a, path)
-        with Image.open(path) as im:
+        im = _pil_open(path, max_pixels)
+        with im:
+            _check_size(path, *im.size, max_pixels)
             im.load()
             if getattr(im, "n_frames", 1) > 1:
                 raise InputError(f"{path}: animated/multi-frame images are not supported")
@@ -108,6 +153,8 @@ def read_image(path) -> ImageData:
         raise
     except (UnidentifiedImageError, png.FormatError) as e:
         raise InputError(f"{path}: not a readable image ({e})") from None
+    except Image.DecompressionBombError as e:
+        raise InputError(f"{path}: too many pixels ({e})") from None
     except (OSError, ValueError, SyntaxError, tifffile.TiffFileError) as e:
         raise InputError(f"{path}: cannot decode image, file may be truncated or corrupt ({e})") from None
 

@@ -8,6 +8,10 @@ default (the inner gradients stay on the outer tape) or first-order (they are st
 The step weights w_j are MAML++'s multi-step loss weights (Antoniou et al. 2019), annealed
 towards the last step over ``anneal_steps`` meta-iterations. The official MZSR code has the same
 formula but its step counter never advanced, so it trained with uniform weights; here they anneal.
+
+With ``learn_inner_lr`` the inner learning rate is learned per tensor and per inner step (MAML++'s
+LSLR, after Meta-SGD, Li et al. 2017): α becomes a [inner_steps, 16] array, trained by the outer loop
+with θ and shipped with θ_M, so the meta-test can run exactly the update rule θ_M was trained for.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import tensorflow as tf
 
 from mzsr_tf.model import forward, l1_loss_and_grads
 
-__all__ = ["MetaConfig", "loss_weights", "fast_adapt", "meta_objective", "l1"]
+__all__ = ["MetaConfig", "loss_weights", "step_rates", "fast_adapt", "meta_objective", "l1"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class MetaConfig:
     kernel_size: int = 15
     min_variance: float = 1.0  # p(k) eigenvalues from this (paper 1; < 1 adds sharp kernels)
     noise: float = 0.0  # std of Gaussian noise on the LR (official train.py: 0)
+    learn_inner_lr: bool = False  # MAML++ LSLR: α per tensor and inner step, learned (initialised to inner_lr)
     first_order: bool = False  # FOMAML throughout
     first_order_steps: int = 0  # first-order warm-up for this many meta-iterations
     anneal_steps: int = 3333  # MAML++ annealing length: (1/N)/d with the official d = 6e-5
@@ -61,6 +66,14 @@ def loss_weights(step, inner_steps: int, anneal_steps: int):
     return tf.concat([tf.fill([n - 1], early), [last]], axis=0)
 
 
+def step_rates(inner_lr, step: int, n: int) -> list:
+    """α of each of the ``n`` tensors at inner step ``step``: one α (paper Algorithm 1), or row
+    ``min(step, rows - 1)`` of a learned [rows, n] array (MAML++ LSLR; steps past it reuse its last row)."""
+    if isinstance(inner_lr, (int, float)):
+        return [float(inner_lr)] * n
+    return tf.unstack(inner_lr[min(step, int(inner_lr.shape[0]) - 1)], n)
+
+
 def fast_adapt(
     params,
     x_tr,
@@ -79,15 +92,16 @@ def fast_adapt(
       params: θ (list of tensors/variables), the point the meta-gradient is taken at.
       x_tr, y_tr: support pairs (network input, target), NHWC.
       x_te, y_te: query pairs.
+      inner_lr: α, a number or a learned [steps, 16] array (:func:`step_rates`).
       compute_dtype: e.g. ``tf.bfloat16`` for mixed-precision convolutions (``model.l1_loss_and_grads``).
       native_backprop: inner gradients from TF's conv-backprop kernels (``model.l1_loss_and_grads``).
     """
     fast, query_losses = list(params), []
-    for _ in range(steps):
+    for j in range(steps):
         _, grads = l1_loss_and_grads(fast, x_tr, y_tr, compute_dtype, native_backprop)
         if first_order:
             grads = [tf.stop_gradient(g) for g in grads]
-        fast = [w - inner_lr * g for w, g in zip(fast, grads)]
+        fast = [w - a * g for w, g, a in zip(fast, grads, step_rates(inner_lr, j, len(fast)))]
         query_losses.append(l1(forward(fast, x_te, compute_dtype), y_te))
     return fast, tf.stack(query_losses)
 
@@ -100,11 +114,13 @@ def meta_objective(
     first_order: bool,
     global_tasks: int | None = None,
     native_backprop: bool = False,
+    inner_lr=None,
 ):
     """Σ_j w_j · mean_tasks L_te(θ'_j) for a meta-batch ``tasks = (x_tr, y_tr, x_te, y_te)``.
 
     Each tensor is [tasks, task_batch, P, P, 3]. Under a distribution strategy each replica holds
-    some tasks; dividing by ``global_tasks`` makes the replicas' sum the global mean.
+    some tasks; dividing by ``global_tasks`` makes the replicas' sum the global mean. ``inner_lr``:
+    the learned [inner_steps, 16] rates with ``config.learn_inner_lr`` (default: ``config.inner_lr``).
     Returns (objective, per-step query losses averaged over this replica's tasks).
     """
     x_tr, y_tr, x_te, y_te = tasks
@@ -112,11 +128,12 @@ def meta_objective(
     per_step = []
     for t in range(local):
         _, losses = fast_adapt(
-            params, x_tr[t], y_tr[t], x_te[t], y_te[t], config.inner_steps, config.inner_lr, first_order,
+            params, x_tr[t], y_tr[t], x_te[t], y_te[t], config.inner_steps,
+            config.inner_lr if inner_lr is None else inner_lr, first_order,
             config.precision, native_backprop,
         )  # fmt: skip
         per_step.append(losses)
     per_step = tf.reduce_mean(tf.stack(per_step), axis=0)
-    weights = loss_weights(step, config.inner_steps, config.anneal_steps)
+    weights = tf.cast(loss_weights(step, config.inner_steps, config.anneal_steps), per_step.dtype)
     objective = tf.reduce_sum(weights * per_step) * (local / float(global_tasks or local))
     return objective, per_step

@@ -25,6 +25,8 @@ from mzsr_tf.errors import InputError
 from mzsr_tf.imresize import upscale
 
 __all__ = [
+    "INNER_LR",
+    "load_inner_lr",
     "DEPTH",
     "WIDTH",
     "PARAM_NAMES",
@@ -239,6 +241,7 @@ def _check_shapes(arrays, source) -> list[np.ndarray]:
     return [np.asarray(a, np.float32) for a in arrays]
 
 
+INNER_LR = "inner_lr"  # learned per-tensor, per-step inner rates beside the weights (MAML++ LSLR)
 # train.py checkpoints hold the network's variables, in ``params`` order, as the optimizer's.
 _TRAIN_CKPT = "optimizer/_trainable_variables/{}/.ATTRIBUTES/VARIABLE_VALUE"
 
@@ -287,22 +290,65 @@ def load_params(path) -> list[tf.Tensor]:
     return [tf.constant(a) for a in _check_shapes(arrays, path)]
 
 
-def save_params(params, path, overwrite: bool = False) -> Path:
-    """Save weights as ``.weights.h5`` (Keras) or ``.npz`` (``convN/kernel`` arrays), atomically."""
+def _check_inner_lr(rates, source) -> np.ndarray:
+    rates = np.asarray(rates, np.float32)
+    if rates.ndim != 2 or rates.shape[0] < 1 or rates.shape[1] != len(PARAM_NAMES):
+        raise InputError(f"{source}: {INNER_LR} has shape {rates.shape}, expected [steps, {len(PARAM_NAMES)}]")
+    if not np.all(np.isfinite(rates)):
+        raise InputError(f"{source}: {INNER_LR} contains NaN or Inf")
+    return rates
+
+
+def load_inner_lr(path) -> np.ndarray | None:
+    """The learned inner learning rates (MAML++ LSLR, [steps, 16]) stored with the weights, or None."""
+    path = Path(path)
+    try:
+        if path.name.endswith(".weights.h5"):
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                rates = f[INNER_LR][()] if INNER_LR in f else None
+        elif path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                rates = data[INNER_LR] if INNER_LR in data else None
+        else:
+            prefix = path.with_suffix("") if path.suffix == ".index" else path
+            if path.is_dir():
+                prefix = tf.train.latest_checkpoint(str(path)) or path
+            reader = tf.train.load_checkpoint(str(prefix))
+            key = f"{INNER_LR}/.ATTRIBUTES/VARIABLE_VALUE"
+            rates = reader.get_tensor(key) if reader.has_tensor(key) else None
+    except Exception as e:  # h5py/TF raise many types for corrupt files
+        raise InputError(f"{path}: cannot read weights ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    return None if rates is None else _check_inner_lr(rates, path)
+
+
+def save_params(params, path, overwrite: bool = False, inner_lr=None) -> Path:
+    """Save weights as ``.weights.h5`` (Keras) or ``.npz`` (``convN/kernel`` arrays), atomically.
+
+    ``inner_lr``: learned inner learning rates [steps, 16] to store with them (:func:`load_inner_lr`).
+    """
     from mzsr_tf.io import atomic_write
 
     path = Path(path)
     arrays = _check_shapes([np.asarray(p) for p in params], path)
+    rates = None if inner_lr is None else _check_inner_lr(inner_lr, path)
     with atomic_write(path, overwrite) as tmp:
         if path.name.endswith(".weights.h5"):
             net = MZSRNet()
             net.set_params(arrays)
             final = tmp.with_name(tmp.name + ".weights.h5")  # Keras insists on the suffix
             net.save_weights(str(final))
+            if rates is not None:
+                import h5py
+
+                with h5py.File(final, "a") as f:
+                    f.create_dataset(INNER_LR, data=rates)
             final.replace(tmp)
         elif path.suffix == ".npz":
+            extra = {} if rates is None else {INNER_LR: rates}
             with open(tmp, "wb") as f:
-                np.savez(f, **dict(zip(PARAM_NAMES, arrays)))
+                np.savez(f, **dict(zip(PARAM_NAMES, arrays)), **extra)
         else:
             raise InputError(f"{path}: weights must be saved as .weights.h5 or .npz")
     return path

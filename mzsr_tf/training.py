@@ -24,7 +24,7 @@ import tensorflow as tf
 from mzsr_tf import data as data_lib
 from mzsr_tf.errors import InputError, TrainingStopped
 from mzsr_tf.meta import MetaConfig, fast_adapt, meta_objective
-from mzsr_tf.model import MZSRNet, forward, l1_loss_and_grads, load_params, save_params
+from mzsr_tf.model import MZSRNet, forward, l1_loss_and_grads, load_inner_lr, load_params, save_params
 
 __all__ = ["PretrainConfig", "RunConfig", "StepDecay", "make_strategy", "train"]
 
@@ -156,23 +156,25 @@ class _Stage:
             loss, grads = l1_loss_and_grads(list(variables), x, y, self.config.precision, self.native_backprop)
             share = x.shape[0] / global_size
             return loss * share, [g * share for g in grads], tf.zeros([0])
+        params, inner_lr = _split_rates(variables, self.config)
         with tf.GradientTape() as tape:
             objective, per_step = meta_objective(
-                variables, batch, step, self.config, first_order, global_size, self.native_backprop
+                params, batch, step, self.config, first_order, global_size, self.native_backprop, inner_lr
             )
         return objective, tape.gradient(objective, variables), per_step
 
-    def validate(self, params, batch):
+    def validate(self, variables, batch):
         """PSNR (RGB, no shave) on a fixed batch: before and after the inner loop for meta."""
         if self.run.stage == "pretrain":
             x, y = batch
-            return {"val/psnr": _psnr(forward(params, x), y), "val/psnr_bicubic": _psnr(x, y)}
+            return {"val/psnr": _psnr(forward(variables, x), y), "val/psnr_bicubic": _psnr(x, y)}
+        params, inner_lr = _split_rates(variables, self.config)
         x_tr, y_tr, x_te, y_te = batch
         before, after = [], []
         for t in range(x_tr.shape[0]):
             fast, _ = fast_adapt(
-                params, x_tr[t], y_tr[t], x_te[t], y_te[t], self.config.inner_steps, self.config.inner_lr, True,
-                native_backprop=self.native_backprop,
+                params, x_tr[t], y_tr[t], x_te[t], y_te[t], self.config.inner_steps,
+                self.config.inner_lr if inner_lr is None else inner_lr, True, native_backprop=self.native_backprop,
             )  # fmt: skip
             before.append(_psnr(forward(params, x_te[t]), y_te[t]))
             after.append(_psnr(forward(fast, x_te[t]), y_te[t]))
@@ -183,6 +185,14 @@ class _Stage:
             c = self.config
             return StepDecay(c.lr, c.lr_decay_steps, c.lr_floor)
         return self.config.meta_lr
+
+
+def _split_rates(variables, config):
+    """(θ, learned inner rates or None): with ``learn_inner_lr`` the rates are the last trained variable."""
+    variables = list(variables)
+    if getattr(config, "learn_inner_lr", False):
+        return variables[:-1], variables[-1]
+    return variables, None
 
 
 def make_step_fn(stage: _Stage, variables, optimizer, strategy, first_order: bool, jit: bool = False):
@@ -259,24 +269,30 @@ def train(run: RunConfig, config, log=print) -> Path:
     ckpt_dir = _check_run_dir(run, config)
     stage.images = data_lib.load_images(run.data, config.patch)
 
+    learn_rates = run.stage == "meta" and config.learn_inner_lr
     with strategy.scope():
         net = MZSRNet(scale=config.scale)
+        rates = [tf.Variable(tf.fill([config.inner_steps, len(net.params)], config.inner_lr), name="inner_lr")]
+        variables = net.params + (rates if learn_rates else [])
         optimizer = keras.optimizers.Adam(stage.learning_rate(), epsilon=1e-8)
-        optimizer.build(net.params)
+        optimizer.build(variables)
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    checkpoint = tf.train.Checkpoint(model=net, optimizer=optimizer, step=step_var, seed=tf.Variable(run.seed))
+    extra = {"inner_lr": rates[0]} if learn_rates else {}
+    checkpoint = tf.train.Checkpoint(model=net, optimizer=optimizer, step=step_var, seed=tf.Variable(run.seed), **extra)
     manager = tf.train.CheckpointManager(checkpoint, str(ckpt_dir), max_to_keep=3)
     if run.resume and manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         log(f"resumed {manager.latest_checkpoint} at step {int(step_var.numpy())}")
     elif run.init:
         net.set_params(load_params(run.init))
+        init_rates = load_inner_lr(run.init) if learn_rates else None
+        if init_rates is not None and init_rates.shape == tuple(rates[0].shape):
+            rates[0].assign(init_rates)
     start = int(step_var.numpy())
     if start >= run.steps:
         log(f"already at step {start} >= {run.steps}")
-        return _finish(run, net)
+        return _finish(run, variables, learn_rates)
 
-    variables = net.params
     first_order_step = make_step_fn(stage, variables, optimizer, strategy, True, run.jit)
     second_order_step = first_order_step
     if run.stage == "meta" and not config.first_order:
@@ -338,19 +354,21 @@ def train(run: RunConfig, config, log=print) -> Path:
                 x = val_batch[0] if run.stage == "pretrain" else val_batch[2][0]
                 tf.summary.image(
                     "samples/input_output",
-                    tf.concat([x, tf.clip_by_value(forward(variables, x), 0, 1)], 2),
+                    tf.concat([x, tf.clip_by_value(forward(net.params, x), 0, 1)], 2),
                     max_outputs=2,
                 )
         if (step + 1) % run.checkpoint_every == 0:
             manager.save(checkpoint_number=step + 1)
     bar.close()
     manager.save(checkpoint_number=run.steps)
-    return _finish(run, net)
+    return _finish(run, variables, learn_rates)
 
 
-def _finish(run: RunConfig, net) -> Path:
+def _finish(run: RunConfig, variables, learn_rates: bool) -> Path:
     final = Path(run.out) / "final.weights.h5"
-    save_params([v.numpy() for v in net.params], final, overwrite=True)
+    values = [v.numpy() for v in variables]
+    params, inner_lr = (values[:-1], values[-1]) if learn_rates else (values, None)
+    save_params(params, final, overwrite=True, inner_lr=inner_lr)
     return final
 
 

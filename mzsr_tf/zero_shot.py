@@ -44,9 +44,12 @@ __all__ = [
     "OFFICIAL_RATES",
     "TRACES",
     "learning_rates",
+    "rate_matrix",
     "native_bfloat16",
     "adapt",
     "adapt_graph",
+    "adapt_steps",
+    "check_input",
     "training_pair",
     "super_resolve_tiled",
     "zero_shot_sr",
@@ -91,6 +94,7 @@ class AdaptConfig:
 
     steps: int = 10  # gradient updates (MZSR(1) / MZSR(10))
     learning_rates: tuple[float, ...] | None = None  # step i uses [min(i, len - 1)]; None: DEFAULT_RATES
+    layer_rates: tuple[tuple[float, ...], ...] | None = None  # SGD rates per step (rows) and tensor, learned (LSLR)
     optimizer: str = "adam"  # 'adam' or 'sgd' (official)
     adam_epsilon: float = 1e-8  # Adam's ε on √v̂ (Kingma & Ba's default)
     max_pixels: int = 512 * 512  # LR images above this train on random crops ...
@@ -109,6 +113,15 @@ class AdaptConfig:
             raise InputError(f"adam_epsilon must be positive, got {self.adam_epsilon}")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be 'auto', 'float32' or 'bfloat16', got {self.precision!r}")
+        if self.layer_rates is not None and (self.optimizer != "sgd" or self.learning_rates is not None):
+            raise InputError("layer_rates are SGD rates of their own: not with adam or learning_rates")
+
+    @classmethod
+    def learned(cls, inner_lr, **overrides) -> AdaptConfig:
+        """SGD with the per-tensor, per-step rates learned by meta-training (MAML++ LSLR; ``model.load_inner_lr``):
+        the update rule θ_M was meta-trained for. Steps past the learned ones reuse the last row."""
+        rows = tuple(tuple(float(a) for a in row) for row in np.asarray(inner_lr))
+        return cls(**{"optimizer": "sgd", "layer_rates": rows, **overrides})
 
     @classmethod
     def official(cls, scale: int = 2, subsample: str = "direct", **overrides) -> AdaptConfig:
@@ -138,9 +151,18 @@ class AdaptConfig:
 
 
 def learning_rates(config: AdaptConfig) -> np.ndarray:
-    """Per-step learning rates of the schedule, length ``config.steps``."""
+    """Per-step learning rates of the schedule, length ``config.steps`` (per tensor: :func:`rate_matrix`)."""
     lrs = config.schedule
     return np.array([lrs[min(i, len(lrs) - 1)] for i in range(config.steps)], np.float32)
+
+
+def rate_matrix(config: AdaptConfig) -> np.ndarray:
+    """Learning rate of each step and tensor, [steps, 16]: ``layer_rates`` rows, or the schedule for every tensor."""
+    n = len(_PARAM_SPECS)
+    if config.layer_rates is None:
+        return np.repeat(learning_rates(config)[:, None], n, axis=1)
+    rows = np.asarray(config.layer_rates, np.float32)
+    return rows[np.minimum(np.arange(config.steps), len(rows) - 1)].reshape(config.steps, n)
 
 
 _PARAM_SPECS = [tf.TensorSpec(s, tf.float32) for s in param_shapes()]
@@ -150,6 +172,67 @@ def training_pair(father, kernel, scale: int, subsample: str = "direct", noise_s
     """The training pair of Algorithm 2: (bicubic↑(degrade(father)), father), both at the father's size."""
     son = degrade(father, kernel, scale, subsample, noise_sigma, seed if noise_sigma else None)
     return upscale(son, scale, tf.shape(father)[1:3]), father
+
+
+def adapt_steps(
+    params,
+    moments,
+    pair,
+    rates,
+    crop_limits,
+    seed,
+    start=0,
+    optimizer: str = "sgd",
+    precision: str = "float32",
+    adam_epsilon: float = 1e-8,
+):
+    """Updates ``start .. start + len(rates) - 1`` of the meta-test on a training pair, as graph code.
+
+    Fast weights are ``tf.while_loop`` values, never variables, so concurrent callers share no state.
+    A run split into calls (``start``, ``moments`` passed on) equals one call over all its steps.
+
+    Args:
+      params: the weights to update, list of 16 tensors.
+      moments: Adam's first and second moments (32 tensors; zeros at step 0, ignored by SGD).
+      pair: float32 [1, H, W, 6], bicubic↑(son) and the father stacked on channels (:func:`training_pair`).
+      rates: float32 [n] or [n, 16], learning rate of each update (per tensor: learned LSLR rates).
+      crop_limits: int32 [2], (max_pixels, crop_size): images with more than max_pixels pixels train
+        on random crop_size² windows, smaller ones whole (official: whole image).
+      seed: int32 [2], for the crops (window ``i`` from ``seed + i``).
+      start: index of the first update (Adam's bias correction and the crop seeds count from 0).
+      precision: compute type of the updates' convolutions (``model.l1_loss_and_grads``).
+      adam_epsilon: Adam's ε (with ``optimizer='adam'``).
+    Returns:
+      (fast weights, moments, L1 loss before each update [n]).
+    """
+    hw = tf.shape(pair)[1:3]
+    whole = tf.cast(hw[0], tf.int64) * tf.cast(hw[1], tf.int64) <= tf.cast(crop_limits[0], tf.int64)
+    size = tf.concat([tf.where(whole, hw, tf.minimum(crop_limits[1], hw)), [6]], 0)
+    n = len(params)
+    if rates.shape.rank == 1:
+        rates = tf.tile(rates[:, None], [1, n])
+
+    def step(i, fast, moments, losses):
+        k = start + i
+        window = tf.ensure_shape(tf.image.stateless_random_crop(pair[0], size, seed + k), [None, None, 6])[None]
+        loss, grads = l1_loss_and_grads(fast, window[..., :3], window[..., 3:], precision, native_backprop=True)
+        if optimizer == "adam":
+            m, v = moments[:n], moments[n:]
+            t = tf.cast(k + 1, tf.float32)
+            m = [0.9 * a + 0.1 * g for a, g in zip(m, grads)]
+            v = [0.999 * a + 0.001 * g * g for a, g in zip(v, grads)]
+            grads = [(a / (1 - 0.9**t)) / (tf.sqrt(b / (1 - 0.999**t)) + adam_epsilon) for a, b in zip(m, v)]
+            moments = m + v
+        fast = [w - rates[i, j] * g for j, (w, g) in enumerate(zip(fast, grads))]
+        return i + 1, fast, moments, losses.write(i, loss)
+
+    steps = tf.shape(rates)[0]
+    _, fast, moments, losses = tf.while_loop(
+        lambda i, *_: i < steps,
+        step,
+        (0, list(params), list(moments), tf.TensorArray(tf.float32, size=steps)),
+    )
+    return fast, moments, losses.stack()
 
 
 def adapt_graph(
@@ -166,80 +249,66 @@ def adapt_graph(
     precision: str = "float32",
     adam_epsilon: float = 1e-8,
 ):
-    """The meta-test loop as pure graph code (used by :func:`adapt` and the exporters).
-
-    Fast weights are ``tf.while_loop`` values, never variables, so concurrent callers share no state.
+    """The whole meta-test loop as one piece of graph code (the exporters' in-graph adaptation).
 
     Args:
       params: θ, list of 16 tensors.
       lr_image: float32 [H, W, 3], the test image (the HR father).
       kernel: float32 [k, k], its blur kernel (``[[1.]]`` for plain bicubic subsampling).
-      rates: float32 [steps], learning rate of each update.
-      crop_limits: int32 [2], (max_pixels, crop_size): images with more than max_pixels pixels train
-        on random crop_size² windows, smaller ones whole (official: whole image).
-      seed: int32 [2], for the crops and the son's noise.
-      precision: compute type of the updates' convolutions (``model.l1_loss_and_grads``); their
-        gradients come from TF's own conv-backprop kernels.
-      adam_epsilon: Adam's ε (with ``optimizer='adam'``).
+      rates, crop_limits, seed, optimizer, precision, adam_epsilon: as :func:`adapt_steps`
+        (``seed`` also draws the son's noise).
     Returns:
       (fast weights, L1 loss before each update [steps]).
     """
     son_up, father = training_pair(lr_image[None], kernel, scale, subsample, noise_sigma, seed)
-    pair = tf.concat([son_up, father], axis=-1)
-    hw = tf.shape(father)[1:3]
-    whole = tf.cast(hw[0], tf.int64) * tf.cast(hw[1], tf.int64) <= tf.cast(crop_limits[0], tf.int64)
-    size = tf.concat([tf.where(whole, hw, tf.minimum(crop_limits[1], hw)), [6]], 0)
-    steps = tf.shape(rates)[0]
     moments = [tf.zeros_like(p) for p in params] * 2
-
-    def step(i, fast, moments, losses):
-        window = tf.ensure_shape(tf.image.stateless_random_crop(pair[0], size, seed + i), [None, None, 6])[None]
-        loss, grads = l1_loss_and_grads(fast, window[..., :3], window[..., 3:], precision, native_backprop=True)
-        if optimizer == "adam":
-            m, v = moments[: len(fast)], moments[len(fast) :]
-            t = tf.cast(i + 1, tf.float32)
-            m = [0.9 * a + 0.1 * g for a, g in zip(m, grads)]
-            v = [0.999 * a + 0.001 * g * g for a, g in zip(v, grads)]
-            grads = [(a / (1 - 0.9**t)) / (tf.sqrt(b / (1 - 0.999**t)) + adam_epsilon) for a, b in zip(m, v)]
-            moments = m + v
-        fast = [w - rates[i] * g for w, g in zip(fast, grads)]
-        return i + 1, fast, moments, losses.write(i, loss)
-
-    _, fast, _, losses = tf.while_loop(
-        lambda i, *_: i < steps,
-        step,
-        (0, list(params), moments, tf.TensorArray(tf.float32, size=steps)),
-    )
-    return fast, losses.stack()
+    fast, _, losses = adapt_steps(
+        params, moments, tf.concat([son_up, father], -1), rates, crop_limits, seed, 0, optimizer, precision,
+        adam_epsilon,
+    )  # fmt: skip
+    return fast, losses
 
 
-def _make_adapt_fn(scale: int, subsample: str, optimizer: str, noise_sigma: float, precision: str, adam_epsilon: float):
-    """One traced graph per (scale, subsample, optimizer, ...): any image size, kernel size and step count."""
+_PAIR_SPECS = [tf.TensorSpec([None, None, 3], tf.float32), tf.TensorSpec([None, None], tf.float32)]
+
+
+@functools.cache
+def _adapt_fns(scale: int, subsample: str, optimizer: str, noise_sigma: float, precision: str, adam_epsilon: float):
+    """(make_pair, run_steps) graphs per (scale, subsample, optimizer, ...): any image, kernel and step count."""
+
+    @tf.function(input_signature=[*_PAIR_SPECS, tf.TensorSpec([2], tf.int32)])
+    def make_pair(lr_image, kernel, seed):
+        son_up, father = training_pair(lr_image[None], kernel, scale, subsample, noise_sigma, seed)
+        return tf.concat([son_up, father], -1)
 
     @tf.function(
         input_signature=[
             _PARAM_SPECS,
-            tf.TensorSpec([None, None, 3], tf.float32),  # LR test image (the HR father)
-            tf.TensorSpec([None, None], tf.float32),  # its blur kernel
-            tf.TensorSpec([None], tf.float32),  # per-step learning rates
+            _PARAM_SPECS * 2,  # Adam moments
+            tf.TensorSpec([1, None, None, 6], tf.float32),  # training pair
+            tf.TensorSpec([None, len(_PARAM_SPECS)], tf.float32),  # learning rate per step and tensor
             tf.TensorSpec([2], tf.int32),  # (max_pixels, crop_size)
             tf.TensorSpec([2], tf.int32),  # seed
+            tf.TensorSpec([], tf.int32),  # first step
         ]
     )
-    def adapt_fn(params, lr_image, kernel, rates, crop_limits, seed):
+    def run_steps(params, moments, pair, rates, crop_limits, seed, start):
         TRACES["adapt"] += 1
-        return adapt_graph(
-            params, lr_image, kernel, rates, crop_limits, seed, scale, subsample, optimizer, noise_sigma, precision,
-            adam_epsilon,
-        )  # fmt: skip
+        fast, moments, losses = adapt_steps(
+            params, moments, pair, rates, crop_limits, seed, start, optimizer, precision, adam_epsilon
+        )
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(w)) for w in fast])
+        return fast, moments, losses, finite
 
-    return adapt_fn
-
-
-_ADAPT_FNS: dict = {}
+    return make_pair, run_steps
 
 
-def _check(lr_image, degradation: Degradation, scale):
+CHUNK_SECONDS = 0.25  # adaptation runs in graph calls of about this long, so Ctrl-C stops it promptly
+DIVERGENCE = 4.0  # an update whose loss is non-finite or above this times the starting loss has diverged
+
+
+def check_input(lr_image, degradation: Degradation, scale) -> int:
+    """Raise InputError if MZSR cannot adapt to this image with this kernel and scale; returns the integer scale."""
     s = int(round(float(scale)))
     if float(scale) <= 1 or abs(float(scale) - s) > 1e-9:
         raise InputError(f"scale must be an integer > 1, got {scale}")
@@ -256,32 +325,64 @@ def _check(lr_image, degradation: Degradation, scale):
 def adapt(params, lr_image, degradation: Degradation, scale, config: AdaptConfig = AdaptConfig()):
     """Zero-shot adaptation: ``config.steps`` updates on (son → LR); returns (fast_params, losses).
 
+    The updates run in short graph calls (Ctrl-C stops them within about ``CHUNK_SECONDS``). If an
+    update diverges (its weights or their loss non-finite, or the loss above ``DIVERGENCE`` times the
+    starting one), adaptation stops and the weights before that update are returned: ``losses``
+    then has fewer than ``config.steps`` entries.
+
     Args:
       params: meta-initial weights θ_M (list of 16 tensors).
       lr_image: float32 [H, W, 3] in [0, 1], the test image.
       degradation: its kernel and subsampling (``mzsr_tf.kernels.Degradation``).
     """
-    s = _check(lr_image, degradation, scale)
-    key = (
-        s,
-        degradation.subsample,
-        config.optimizer,
-        config.noise_sigma,
-        config.compute_precision,
-        config.adam_epsilon,
+    s = check_input(lr_image, degradation, scale)
+    make_pair, run_steps = _adapt_fns(
+        s, degradation.subsample, config.optimizer, config.noise_sigma, config.compute_precision, config.adam_epsilon
     )
-    if key not in _ADAPT_FNS:
-        _ADAPT_FNS[key] = _make_adapt_fn(*key)
     kernel = np.ones((1, 1), np.float32) if degradation.kernel is None else degradation.kernel
-    fast, losses = _ADAPT_FNS[key](
-        [tf.convert_to_tensor(p, tf.float32) for p in params],
-        tf.convert_to_tensor(lr_image, tf.float32),
-        tf.convert_to_tensor(kernel, tf.float32),
-        learning_rates(config),
-        tf.constant([config.max_pixels, config.crop_size], tf.int32),
-        tf.constant([config.seed, 0], tf.int32),
-    )
-    return fast, losses.numpy()
+    seed = tf.constant([config.seed, 0], tf.int32)
+    pair = make_pair(tf.convert_to_tensor(lr_image, tf.float32), tf.convert_to_tensor(kernel, tf.float32), seed)
+    crop_limits = tf.constant([config.max_pixels, config.crop_size], tf.int32)
+    rates = rate_matrix(config)
+
+    def run(state, n, probe=False):
+        """``n`` updates from ``state = (done, fast, moments)``; a probe (rate 0) only measures the state's loss."""
+        done, fast, moments = state
+        chunk_rates = np.zeros([1, rates.shape[1]], np.float32) if probe else rates[done : done + n]
+        fast2, moments2, losses, finite = run_steps(
+            fast, moments, pair, chunk_rates, crop_limits, seed, tf.constant(done, tf.int32)
+        )
+        return (done + n, fast2, moments2), losses.numpy(), bool(finite)
+
+    theta = [tf.convert_to_tensor(p, tf.float32) for p in params]
+    state = (0, theta, [tf.zeros_like(p) for p in theta] * 2)
+    starts = [state]  # the last two chunk starts, to go back to when a later loss shows a diverged update
+    seen: list[float] = []  # seen[i]: the loss of the weights after i updates (finite, not exploded)
+    chunk, bad = 1, None  # bad: the first number of updates whose weights diverged
+    while state[0] < config.steps:
+        t0 = time.perf_counter()
+        new, losses, finite = run(state, min(chunk, config.steps - state[0]))
+        limit = DIVERGENCE * (seen[0] if seen else losses[0])
+        broken = [j for j, v in enumerate(losses) if not np.isfinite(v) or v > limit]
+        if broken or not finite:
+            bad = state[0] + (broken[0] if broken else len(losses))
+            break
+        seen.extend(float(v) for v in losses)
+        state = new
+        starts = [starts[-1], state]
+        if time.perf_counter() - t0 < CHUNK_SECONDS / 2:
+            chunk *= 2
+    if bad is None and config.steps:  # the last update's weights have no loss yet: measure it
+        _, losses, _ = run(state, 1, probe=True)
+        if not np.isfinite(losses[0]) or losses[0] > DIVERGENCE * seen[0]:
+            bad = config.steps
+    if bad is not None:  # keep the weights after bad - 1 updates: rerun from the chunk start before them
+        if bad == 0:
+            raise InputError("the loss is not finite before any update (check the image and the kernel)")
+        start = next(s for s in reversed(starts) if s[0] <= bad - 1)
+        state = run(start, bad - 1 - start[0])[0] if bad - 1 > start[0] else start
+        seen = seen[: bad - 1]
+    return state[1], np.array(seen[: state[0]], np.float32)
 
 
 @tf.function(input_signature=[_PARAM_SPECS, tf.TensorSpec([None, None, None, 3], tf.float32)])
@@ -318,10 +419,16 @@ class AdaptResult:
     """What one zero-shot SR run produced."""
 
     sr: np.ndarray  # float32 [H*s, W*s, 3] in [0, 1]
-    losses: list = field(default_factory=list)  # L1 on (son → LR) before each update
+    losses: list = field(default_factory=list)  # L1 on (son → LR) before each update applied
+    steps_requested: int = 0  # more than len(losses) when an update diverged (non-finite) and was dropped
     seconds_adapt: float = 0.0
     seconds_sr: float = 0.0
     fast_params: list | None = None
+
+    @property
+    def diverged(self) -> bool:
+        """Whether adaptation stopped early at a non-finite update (the SR uses the last finite one)."""
+        return len(self.losses) < self.steps_requested
 
 
 def zero_shot_sr(
@@ -329,7 +436,7 @@ def zero_shot_sr(
 ):
     """MZSR(n): adapt θ_M to ``lr_image`` then super-resolve it (plus optional ensemble/back-projection)."""
     lr_image = np.asarray(lr_image, np.float32)
-    s = _check(lr_image, degradation, scale)
+    s = check_input(lr_image, degradation, scale)
     t0 = time.perf_counter()
     if config.steps > 0:
         fast, losses = adapt(params, lr_image, degradation, s, config)
@@ -357,4 +464,4 @@ def zero_shot_sr(
         sr = sr_fn(lr)
         sr = refine(sr, lr) if refine else sr
     sr = tf.clip_by_value(sr[0], 0.0, 1.0).numpy()
-    return AdaptResult(sr, [float(v) for v in losses], t1 - t0, time.perf_counter() - t1, fast)
+    return AdaptResult(sr, [float(v) for v in losses], config.steps, t1 - t0, time.perf_counter() - t1, fast)

@@ -566,6 +566,11 @@ def _check(lr_image, degradation: Degradation, scale, output_shape, stages, crop
             raise InputError(f"output shape {tuple(output_shape)} does not subsample by {s} to the {h}x{w} input")
 
 
+def check_input(lr_image, degradation: Degradation, scale, config: ZSSRConfig = ZSSRConfig(), output_shape=None):
+    """Raise InputError if :func:`train_zssr` cannot run on this image, kernel and scale (before any work)."""
+    _check(np.asarray(lr_image), degradation, scale, output_shape, _stages(config, float(scale)), config.crop_size)
+
+
 def _next_stop(i: int, config: ZSSRConfig, last_change: int) -> int:
     """The first iteration >= i after which Python must act: a test, an eligible policy check or the end."""
     j = i
@@ -608,8 +613,8 @@ def train_zssr(
       A :class:`ZSSRResult`.
     """
     lr_image = np.asarray(lr_image, np.float32)
+    check_input(lr_image, degradation, scale, config, output_shape)
     stages = _stages(config, float(scale))
-    _check(lr_image, degradation, scale, output_shape, stages, config.crop_size)
     params = [
         tf.convert_to_tensor(p, tf.float32)
         for p in (init_params or init_zssr_params(config.seed, config.init_variance))

@@ -13,6 +13,7 @@ from mzsr_tf.kernels import gaussian_kernel
 from mzsr_tf.model import init_params, save_params
 
 KERNEL = gaussian_kernel(2.0, 2.0, 0.0, 9).numpy()
+KERNEL_NAME = "g_d_2.0"
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +207,12 @@ def _bad_weights(tmp_path):
         ("nan_kernel", "NaN"),
         ("bad_flag", "unrecognized arguments"),
         ("bad_precision", "invalid choice"),
+        ("infinite_lr", "positive and finite"),
+        ("too_many_steps", "must be <= 10000"),
+        ("pixel_limit", "more than 100 pixels"),
+        ("out_is_input", "is an input"),
+        ("json_is_gt", "is an input"),
+        ("out_under_a_file", "is not a folder"),
     ],
 )
 def test_bad_inputs_fail_with_one_line_and_write_nothing(workspace, tmp_path, capsys, case, match):
@@ -241,11 +248,103 @@ def test_bad_inputs_fail_with_one_line_and_write_nothing(workspace, tmp_path, ca
         extra = ["--no-such-flag"]
     elif case == "bad_precision":
         extra = ["--precision", "float16"]
+    elif case == "infinite_lr":
+        extra = ["--lr", "inf"]
+    elif case == "too_many_steps":
+        extra = ["--steps", "10001"]
+    elif case == "pixel_limit":
+        extra = ["--max-image-pixels", "100"]
+    elif case == "out_is_input":
+        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "in.png")
+        inputs, out = [tmp_path / "in.png"], tmp_path / "in.png"
+        extra = ["--overwrite"]
+    elif case == "json_is_gt":
+        gt = workspace / "gt" / "face_GT.png"
+        extra = ["--gt", gt, "--json", gt, "--overwrite"]
+    elif case == "out_under_a_file":
+        (tmp_path / "file").write_text("x")
+        out = tmp_path / "file" / "sub" / "sr.png"
+    before = {p: p.read_bytes() for p in [*tmp_path.rglob("*"), *workspace.rglob("*")] if p.is_file()}
     code, err = run([*inputs, "--kernel", kernel, "--weights", weights, "--steps", "1", "--out", out, *extra], capsys)
     assert code == 2
     assert match in err
     assert err.count("\n") == 1, err
-    assert not out.exists() or not any(out.iterdir())
+    assert not out.exists() or out.is_file() or not any(out.iterdir())
+    after = {p: p.read_bytes() for p in [*tmp_path.rglob("*"), *workspace.rglob("*")] if p.is_file()}
+    assert after == before  # nothing written, nothing changed
+
+
+def test_a_folder_is_all_or_nothing_and_names_every_bad_file(workspace, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a_good.png", "c_good.png"):
+        (folder / name).write_bytes((workspace / "lr" / "face.png").read_bytes())
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(folder / "b_tiny.png")
+    (folder / "d_junk.png").write_text("not an image")
+    out = tmp_path / "out"
+    argv = [folder, "--kernel", KERNEL_NAME, "--weights", workspace / "w.weights.h5", "--steps", 1, "--out", out]
+    code, err = run([*argv, "--json", tmp_path / "r.json"], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "2 of 4 inputs" in err and "b_tiny.png" in err and "d_junk.png" in err and "a_good" not in err
+    assert not out.exists() and not (tmp_path / "r.json").exists()
+
+
+def test_divergence_keeps_the_last_finite_weights_and_says_so(workspace, tmp_path, capsys):
+    weights, face = workspace / "w.weights.h5", workspace / "lr" / "face.png"
+    common = [face, "--kernel", KERNEL_NAME, "--weights", weights, "--optimizer", "sgd"]
+    code, err = run([*common, "--steps", 0, "--out", tmp_path / "plain.png"], capsys)
+    assert code == 0, err
+    code, err = run(
+        [*common, "--steps", 3, "--lr", "1e30", "--out", tmp_path / "sr.png", "--json", tmp_path / "r.json"], capsys
+    )
+    assert code == 0, err
+    assert "diverged" in err and "kept the weights after update 0" in err
+    entry = json.loads((tmp_path / "r.json").read_text())["images"][0]
+    assert entry["diverged_at_update"] == 1 and entry["losses"] == []
+    sr = np.asarray(Image.open(tmp_path / "sr.png"))
+    assert sr.max() > 0  # not a black picture: the SR of θ itself
+    np.testing.assert_array_equal(sr, np.asarray(Image.open(tmp_path / "plain.png")))
+
+
+def test_weights_with_learned_rates_adapt_with_them_by_default(workspace, tmp_path, capsys):
+    rates = np.full([5, 16], 1e-2, np.float32)
+    weights = save_params(init_params(0), tmp_path / "lslr.weights.h5", inner_lr=rates)
+    face = workspace / "lr" / "face.png"
+    reports = {}
+    for name, extra in {"default": [], "adam": ["--optimizer", "adam"], "learned": ["--optimizer", "learned"]}.items():
+        argv = [face, "--kernel", KERNEL_NAME, "--weights", weights, "--steps", 2, *extra]
+        code, err = run([*argv, "--out", tmp_path / f"{name}.png", "--json", tmp_path / f"{name}.json"], capsys)
+        assert code == 0, err
+        reports[name] = json.loads((tmp_path / f"{name}.json").read_text())["images"][0]
+    assert reports["default"]["optimizer"] == reports["learned"]["optimizer"] == "learned"
+    assert reports["adam"]["optimizer"] == "adam"
+    assert reports["default"]["losses"] == reports["learned"]["losses"] != reports["adam"]["losses"]
+    code, err = run(
+        [face, "--kernel", KERNEL_NAME, "--weights", workspace / "w.weights.h5", "--optimizer", "learned"], capsys
+    )
+    assert code == 2 and "needs weights with learned rates" in err
+
+
+def test_ctrl_c_stops_a_long_adaptation_within_a_second(workspace, tmp_path, capsys):
+    """The updates run in short graph calls, so an interrupt is seen between them (not after all 10,000)."""
+    import _thread
+    import threading
+    import time
+
+    out = tmp_path / "sr.png"
+    argv = [workspace / "lr" / "face.png", "--kernel", KERNEL_NAME, "--weights", workspace / "w.weights.h5"]
+    argv += ["--steps", 10000, "--out", out]
+    run([*argv[:-2], "--steps", 2, "--out", tmp_path / "warm.png"], capsys)  # trace the graphs first
+    sent = []
+    timer = threading.Timer(3.0, lambda: (sent.append(time.perf_counter()), _thread.interrupt_main()))
+    timer.start()
+    code, err = run(argv, capsys)
+    returned = time.perf_counter()
+    timer.cancel()
+    assert sent, "finished before the interrupt: make the run longer"
+    assert code == 130 and "interrupted" in err
+    assert returned - sent[0] < 1.5
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["warm.png"]
 
 
 def test_demo_runs_end_to_end(workspace, tmp_path, capsys):

@@ -187,10 +187,10 @@ def test_one_bit_image_is_read_as_rgb(tmp_path):
 # --- unreadable input -------------------------------------------------------------------------
 
 
-def _expect_input_error(path, match=None):
+def _expect_input_error(path, match=None, **kwargs):
     with pytest.raises(InputError, match=match) as info:
-        read_image(path)
-    assert str(path) in str(info.value)
+        read_image(path, **kwargs)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
 def test_missing_file(tmp_path):
@@ -329,3 +329,47 @@ def test_list_images_is_sorted_and_filtered(tmp_path, rgb8):
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "sub.png").mkdir()
     assert [p.name for p in list_images(tmp_path)] == ["a.JPG", "b.png", "c.bmp", "e.tiff"]
+
+
+# --- decompression bombs: one pixel limit for every decoder, from the header ------------------
+
+
+def _png_with_header_size(src, dst, width, height):
+    """``src`` (a PNG) with its IHDR claiming ``width`` x ``height``: a bomb's header, no bomb's data."""
+    import struct
+    import zlib
+
+    raw = bytearray(src.read_bytes())
+    raw[16:24] = struct.pack(">II", width, height)
+    raw[29:33] = struct.pack(">I", zlib.crc32(bytes(raw[12:29])) & 0xFFFFFFFF)
+    dst.write_bytes(bytes(raw))
+    return dst
+
+
+@pytest.mark.parametrize("bit_depth", [8, 16])
+def test_bomb_png_is_refused_from_its_header(tmp_path, rgb8, rgb16, bit_depth):
+    from mzsr_tf.io import MAX_IMAGE_PIXELS
+
+    small = tmp_path / "small.png"
+    write_image(small, ImageData((rgb8 / 255.0 if bit_depth == 8 else rgb16 / 65535.0), bit_depth=bit_depth))
+    side = int(MAX_IMAGE_PIXELS**0.5) + 1  # just over the default limit; a 16-bit one would be GBs of float32
+    bomb = _png_with_header_size(small, tmp_path / "bomb.png", side, side)
+    _expect_input_error(bomb, f"{side}x{side} is more than {MAX_IMAGE_PIXELS} pixels")
+    huge = _png_with_header_size(small, tmp_path / "huge.png", 60000, 60000)  # beyond Pillow's own bomb limit
+    _expect_input_error(huge, "pixels")
+
+
+@pytest.mark.parametrize("suffix, bit_depth", [(".png", 8), (".png", 16), (".jpg", 8), (".bmp", 8), (".tif", 8)])
+def test_pixel_limit_applies_to_every_decoder(tmp_path, rgb8, suffix, bit_depth):
+    path = tmp_path / f"x{suffix}"
+    write_image(path, ImageData(rgb8 / 255.0, bit_depth=bit_depth))
+    h, w = rgb8.shape[:2]
+    assert read_image(path, max_pixels=h * w).rgb.shape == (h, w, 3)
+    _expect_input_error(path, f"{w}x{h} is more than {h * w - 1} pixels", max_pixels=h * w - 1)
+
+
+def test_a_raised_limit_reads_past_pillows_own(tmp_path, rgb8, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow's limit below the image; ours above it
+    write_image(tmp_path / "x.png", rgb8 / 255.0)
+    assert read_image(tmp_path / "x.png", max_pixels=10**6).rgb.shape == rgb8.shape
+    assert Image.MAX_IMAGE_PIXELS == 100

@@ -114,3 +114,50 @@ def test_bfloat16_meta_gradient_is_close_to_float32():
     a, b = grads["float32"], grads["bfloat16"]
     assert a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.99
     assert not np.array_equal(a, b)
+
+
+# === Learned inner rates (MAML++ LSLR) ===
+
+
+def test_constant_learned_rates_equal_one_alpha(task):
+    params = tiny_params(0)
+    rates = tf.fill([2, len(params)], tf.constant(0.3, tf.float64))
+    fast_a, losses_a = fast_adapt(params, *task, steps=3, inner_lr=0.3)
+    fast_b, losses_b = fast_adapt(params, *task, steps=3, inner_lr=rates)  # step 3 reuses the last row
+    np.testing.assert_allclose(losses_a, losses_b, rtol=1e-6)
+    for a, b in zip(fast_a, fast_b):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)
+
+
+def test_each_row_and_column_is_its_steps_and_tensors_rate(task):
+    params = tiny_params(0)
+    rates = np.full([2, len(params)], 0.1)
+    rates[1, 3] = 0.0  # tensor 3 frozen at step 2
+    rates[0, :] = 0.0  # nothing moves at step 1
+    fast, _ = fast_adapt(params, *task, steps=1, inner_lr=tf.constant(rates))
+    for a, b in zip(fast, params):
+        np.testing.assert_array_equal(a, b)
+    two, _ = fast_adapt(params, *task, steps=2, inner_lr=tf.constant(rates))
+    np.testing.assert_array_equal(two[3], params[3])
+    assert not np.array_equal(two[2], params[2])
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_meta_gradient_reaches_the_learned_rates(task, first_order):
+    params = tiny_params(0)
+    rates = tf.Variable(tf.fill([2, len(params)], tf.constant(0.05, tf.float64)))
+    tasks = tuple(t[None] for t in task)
+    config = MetaConfig(inner_steps=2, learn_inner_lr=True)
+    with tf.GradientTape() as tape:
+        objective, _ = meta_objective(params, tasks, 0, config, first_order, inner_lr=rates)
+    grad = tape.gradient(objective, rates).numpy()
+    assert np.all(np.isfinite(grad)) and np.count_nonzero(grad) > len(params)  # most rates of both steps move
+    # the directional derivative along all rates, by central differences (second order is exact)
+    eps = 1e-4
+
+    def objective_at(delta):
+        return float(meta_objective(params, tasks, 0, config, first_order, inner_lr=rates + delta)[0])
+
+    numeric = (objective_at(eps) - objective_at(-eps)) / (2 * eps)
+    if not first_order:
+        np.testing.assert_allclose(grad.sum(), numeric, rtol=1e-2)

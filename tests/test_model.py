@@ -106,6 +106,25 @@ def test_weights_round_trip(tmp_path, suffix):
         save_params(params, path)
 
 
+@pytest.mark.parametrize("suffix", [".weights.h5", ".npz"])
+def test_learned_inner_rates_travel_with_the_weights(tmp_path, suffix):
+    from mzsr_tf.model import load_inner_lr
+
+    params = init_params(1)
+    rates = np.random.default_rng(0).uniform(0.001, 0.02, (5, len(params))).astype(np.float32)
+    save_params(params, tmp_path / f"lslr{suffix}", inner_lr=rates)
+    save_params(params, tmp_path / f"plain{suffix}")
+    np.testing.assert_array_equal(load_inner_lr(tmp_path / f"lslr{suffix}"), rates)
+    assert load_inner_lr(tmp_path / f"plain{suffix}") is None
+    for a, b in zip(load_params(tmp_path / f"lslr{suffix}"), params):  # the weights load as before
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(InputError, match="inner_lr has shape"):
+        save_params(params, tmp_path / f"bad{suffix}", inner_lr=rates[:, :3])
+    with pytest.raises(InputError, match="NaN or Inf"):
+        save_params(params, tmp_path / f"bad{suffix}", inner_lr=rates * np.inf)
+    assert not (tmp_path / f"bad{suffix}").exists()
+
+
 def test_tf1_checkpoint_import(tmp_path):
     """The official layout: variables MODEL/convN/kernel|bias saved by a TF1 Saver."""
     params = init_params(8)

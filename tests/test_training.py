@@ -184,6 +184,27 @@ def test_init_from_weights(data_dir, tmp_path, capsys):
     assert 0 < max(moved) < 1e-2  # one Adam step of 1e-4 from the given start
 
 
+def test_learned_inner_rates_train_resume_and_ship_with_the_weights(data_dir, tmp_path, capsys):
+    from mzsr_tf.model import load_inner_lr
+
+    out = tmp_path / "lslr"
+    argv = TINY_META + ["--data", data_dir, "--out", out, "--learn-inner-lr", "--meta-lr", "1e-3"]
+    assert run(argv + ["--steps", "2"], capsys)[0] == 0
+    two = load_inner_lr(out / "final.weights.h5")
+    assert two.shape == (2, 16) and not np.allclose(two, 0.01)  # trained from α = 0.01
+    np.testing.assert_array_equal(load_inner_lr(out / "ckpt"), two)  # in the checkpoint too
+    code, err = run(argv + ["--steps", "3", "--resume"], capsys)
+    assert code == 0, err
+    assert not np.array_equal(load_inner_lr(out / "final.weights.h5"), two)
+    # a later run starts from the shipped rates (--init), not from α again
+    again = tmp_path / "again"
+    argv2 = TINY_META + ["--data", data_dir, "--out", again, "--learn-inner-lr", "--meta-lr", "1e-12"]
+    assert run(argv2 + ["--steps", "1", "--init", out / "final.weights.h5"], capsys)[0] == 0
+    np.testing.assert_allclose(
+        load_inner_lr(again / "final.weights.h5"), load_inner_lr(out / "final.weights.h5"), atol=1e-9
+    )
+
+
 def test_pretrain_on_mixed_degradations(data_dir, tmp_path, capsys):
     out = tmp_path / "mixed"
     argv = TINY_PRE + ["--data", data_dir, "--out", out, "--steps", "1", "--degradation", "mixed"]

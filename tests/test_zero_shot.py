@@ -12,7 +12,15 @@ from mzsr_tf.errors import InputError
 from mzsr_tf.imresize import upscale
 from mzsr_tf.kernels import Degradation, gaussian_kernel, resolve_degradation
 from mzsr_tf.model import forward, init_params, super_resolve
-from mzsr_tf.zero_shot import TRACES, AdaptConfig, adapt, learning_rates, super_resolve_tiled, zero_shot_sr
+from mzsr_tf.zero_shot import (
+    TRACES,
+    AdaptConfig,
+    adapt,
+    adapt_graph,
+    learning_rates,
+    super_resolve_tiled,
+    zero_shot_sr,
+)
 
 KERNEL = Degradation(gaussian_kernel(2.0, 1.0, 0.3, 7).numpy(), "direct", "test")
 
@@ -202,3 +210,52 @@ def test_bad_inputs(shape, scale, kernel, match):
     deg = Degradation(np.full((kernel, kernel), 1.0 / kernel**2), "direct")
     with pytest.raises(InputError, match=match):
         zero_shot_sr(init_params(0), image, deg, scale, AdaptConfig(steps=1))
+
+
+@pytest.mark.parametrize("chunk_seconds", [0.0, 1e9])  # one update per call / calls of 1, 2, 4, ... updates
+def test_adaptation_split_into_calls_equals_one_graph_loop(lr_image, monkeypatch, chunk_seconds):
+    params, config = init_params(5), AdaptConfig(steps=7, precision="float32", max_pixels=100, crop_size=16)
+    rates = tf.constant(learning_rates(config))
+    limits, seed = tf.constant([100, 16], tf.int32), tf.constant([0, 0], tf.int32)
+    whole, whole_losses = adapt_graph(params, lr_image, KERNEL.kernel, rates, limits, seed, 2, "direct", "adam")
+    monkeypatch.setattr(zero_shot, "CHUNK_SECONDS", chunk_seconds)
+    fast, losses = adapt(params, lr_image, KERNEL, 2, config)
+    np.testing.assert_allclose(losses, whole_losses, rtol=1e-5)
+    for a, b in zip(fast, whole):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("chunk_seconds", [0.0, 1e9])
+def test_a_diverging_update_is_dropped(lr_image, monkeypatch, chunk_seconds):
+    """SGD at sane rates for two updates then an absurd one: the weights after the two sane updates come back."""
+    monkeypatch.setattr(zero_shot, "CHUNK_SECONDS", chunk_seconds)
+    params = init_params(6)
+    sane = AdaptConfig.official(steps=2)
+    two, two_losses = adapt(params, lr_image, KERNEL, 2, sane)
+    for steps in (3, 5):  # the absurd update last, or followed by more
+        config = dataclasses.replace(sane, steps=steps, learning_rates=(2e-2, 1e-2, 1e6))
+        fast, losses = adapt(params, lr_image, KERNEL, 2, config)
+        np.testing.assert_allclose(losses, two_losses, rtol=1e-6)
+        for a, b in zip(fast, two):
+            np.testing.assert_array_equal(a, b)
+    result = zero_shot_sr(params, lr_image, KERNEL, 2, dataclasses.replace(sane, steps=4, learning_rates=(1e30,)))
+    assert result.diverged and result.losses == [] and np.isfinite(result.sr).all()
+
+
+def test_learned_rates_run_sgd_per_tensor_and_step(lr_image):
+    """AdaptConfig.learned: row i of the learned rates is step i's SGD rate per tensor; later steps reuse the last."""
+    params = init_params(7)
+    same = np.full([2, 16], 1e-2, np.float32)
+    fast, losses = adapt(params, lr_image, KERNEL, 2, AdaptConfig.learned(same, steps=3, precision="float32"))
+    sgd = AdaptConfig.official(steps=3, learning_rates=(1e-2,))
+    fast_sgd, losses_sgd = adapt(params, lr_image, KERNEL, 2, sgd)
+    np.testing.assert_allclose(losses, losses_sgd, rtol=1e-6)
+    for a, b in zip(fast, fast_sgd):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+    frozen = same.copy()
+    frozen[:, 14:] = 0.0  # the last layer never moves
+    fast, _ = adapt(params, lr_image, KERNEL, 2, AdaptConfig.learned(frozen, steps=3, precision="float32"))
+    np.testing.assert_array_equal(fast[14], params[14])
+    assert not np.array_equal(fast[0], params[0])
+    with pytest.raises(InputError, match="layer_rates"):
+        AdaptConfig(layer_rates=((1e-2,) * 16,))  # adam
