@@ -60,9 +60,12 @@ def _image_float(image, scale: int, max_pixels: int):
 
 
 def _normalised_kernel(kernel, image):
-    """The kernel divided by its sum (as ``kernels.validate_kernel``: in float64), after its checks."""
+    """The kernel divided by its sum (as ``kernels.validate_kernel``: in float64, scaled by its peak first
+    so that no sum overflows), after its checks."""
     k64 = tf.cast(kernel, tf.float64)
-    total = tf.reduce_sum(k64)
+    peak = tf.reduce_max(tf.abs(k64))
+    scaled = k64 / tf.where(peak > 0, peak, tf.ones_like(peak))
+    total = tf.reduce_sum(scaled)
     size, kernel_size = tf.shape(image)[1:3], tf.shape(kernel)
     checks = [
         tf.debugging.assert_all_finite(kernel, message="kernel contains NaN or Inf"),
@@ -70,7 +73,7 @@ def _normalised_kernel(kernel, image):
         tf.debugging.assert_greater_equal(size, kernel_size, message="image is smaller than the kernel"),
     ]
     with tf.control_dependencies(checks):
-        return tf.cast(k64 / total, tf.float32)
+        return tf.cast(scaled / total, tf.float32)
 
 
 def _checked_steps(steps, max_steps: int):

@@ -88,19 +88,25 @@ NAMED_DEGRADATIONS = {
 
 
 def validate_kernel(kernel, source: str = "kernel") -> np.ndarray:
-    """Check a kernel is 2-D, finite, with positive sum; return it normalised to sum 1 (float64)."""
+    """Check a kernel is 2-D (h×w, any h, w ≥ 1; trailing, then leading axes of length 1 are dropped), finite, with a
+    positive sum; return it normalised to sum 1 (float64, scaled by its peak first so no sum overflows)."""
     k = np.asarray(kernel)
-    if k.dtype == object or not np.issubdtype(k.dtype, np.number):
-        raise InputError(f"{source}: kernel must be numeric, got {k.dtype}")
-    k = np.squeeze(k.astype(np.float64))
+    if k.dtype == object or not (np.issubdtype(k.dtype, np.integer) or np.issubdtype(k.dtype, np.floating)):
+        raise InputError(f"{source}: kernel must be a real number array, got {k.dtype}")
+    k = k.astype(np.float64)
+    while k.ndim > 2 and k.shape[-1] == 1:  # (h, w, 1, ...)
+        k = k[..., 0]
+    while k.ndim > 2 and k.shape[0] == 1:  # (1, h, w)
+        k = k[0]
     if k.ndim != 2 or min(k.shape) < 1:
-        raise InputError(f"{source}: kernel must be 2-D, got shape {np.shape(kernel)}")
+        raise InputError(f"{source}: kernel must be a 2-D h x w array, got shape {np.shape(kernel)}")
     if not np.all(np.isfinite(k)):
         raise InputError(f"{source}: kernel contains NaN or Inf")
-    total = k.sum()
-    if not total > 0:
-        raise InputError(f"{source}: kernel must have a positive sum, got {total:g}")
-    return k / total
+    peak = np.abs(k).max()
+    total = (k / peak).sum() if peak > 0 else 0.0
+    if not total > 1e-12:
+        raise InputError(f"{source}: kernel must have a positive sum")
+    return (k / peak) / total
 
 
 def load_kernel(path) -> np.ndarray:

@@ -144,6 +144,10 @@ def test_serving_refuses_a_batch(served, image):
 
 def test_serving_kernel_is_normalised_in_graph(served, image):
     np.testing.assert_array_equal(serve(served, image, KERNEL * 7.0, 1), serve(served, image, KERNEL, 1))
+    huge = (KERNEL / KERNEL.max() * 3e38).astype(np.float32)  # near float32.max: a float32 sum would overflow
+    np.testing.assert_array_equal(serve(served, image, huge, 1), serve(served, image, KERNEL, 1))
+    box = np.ones((1, 1), np.float32)  # 1x1: no blur
+    assert serve(served, image, box, 1).shape == (1, 48, 52, 3)
 
 
 # === TFLite ===

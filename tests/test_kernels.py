@@ -200,13 +200,41 @@ def test_resolve_degradation_from_a_file_and_subsample_override(tmp_path):
         (np.zeros((3, 3)), "positive sum"),
         (np.array([[1.0, -1.0], [0.5, -0.5]]), "positive sum"),
         (-np.ones((3, 3)), "positive sum"),
-        (np.array([["a", "b"], ["c", "d"]]), "numeric"),
-        (np.array([[1.0, None], [1.0, 1.0]], dtype=object), "numeric"),
+        (np.array([["a", "b"], ["c", "d"]]), "real number"),
+        (np.array([[1.0, None], [1.0, 1.0]], dtype=object), "real number"),
+        (np.ones((3, 3), complex), "real number"),
+        (np.ones((3, 1, 3)), "2-D"),
     ],
 )
 def test_validate_kernel_rejects(kernel, message):
     with pytest.raises(InputError, match=message):
         validate_kernel(kernel, "my_kernel")
+
+
+@pytest.mark.parametrize(
+    "shape, kept",
+    [
+        ((1, 1), (1, 1)),
+        ((1, 5), (1, 5)),
+        ((5, 1), (5, 1)),
+        ((3, 4, 1), (3, 4)),
+        ((1, 3, 4), (3, 4)),
+        ((1, 5, 1), (1, 5)),
+    ],
+)
+def test_validate_kernel_takes_any_h_by_w(tmp_path, shape, kept):
+    k = validate_kernel(np.ones(shape))
+    assert k.shape == kept and np.isclose(k.sum(), 1.0)
+    scipy.io.savemat(tmp_path / "k.mat", {"kernel": np.ones(kept)})  # through the file loader too
+    assert load_kernel(tmp_path / "k.mat").shape == kept
+
+
+@pytest.mark.parametrize("value", [1e308, np.finfo(np.float64).max, 1e-320])
+def test_validate_kernel_normalises_extreme_values(value):
+    raw = np.full((9, 9), value)
+    raw[4, 4] = value  # the same everywhere: a box
+    k = validate_kernel(raw)
+    np.testing.assert_allclose(k, np.full((9, 9), 1 / 81), rtol=1e-12)
 
 
 def test_validate_kernel_names_the_source():
