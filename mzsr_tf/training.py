@@ -11,6 +11,7 @@ function of (seed, step), so resuming is exact), TensorBoard ``logs/`` and ``fin
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -226,33 +227,90 @@ def make_step_fn(stage: _Stage, variables, optimizer, strategy, first_order: boo
     return step_fn
 
 
-def _check_run_dir(run: RunConfig, config):
+LR_FIELDS = ("lr", "lr_decay_steps", "lr_floor", "meta_lr")  # a resume may change these on purpose
+
+
+def _checkpoints(ckpt: Path) -> list[str]:
+    """Checkpoint prefixes in ``ckpt``, newest first, from their ``.index`` files (not the state file)."""
+    steps = []
+    for index in ckpt.glob("ckpt-*.index"):
+        tail = index.name[len("ckpt-") : -len(".index")]
+        if tail.isdigit():
+            steps.append(int(tail))
+    return [str(ckpt / f"ckpt-{n}") for n in sorted(steps, reverse=True)]
+
+
+def data_fingerprint(dirs) -> str:
+    """A digest of the training files (paths relative to their folder, sizes): a resume must see the same data."""
+    digest = hashlib.sha1()
+    for d in dirs:
+        for p in sorted(Path(d).rglob("*")):
+            if p.suffix.lower() in data_lib.IMAGE_SUFFIXES:
+                digest.update(f"{p.relative_to(d)}\0{p.stat().st_size}\n".encode())
+    return digest.hexdigest()
+
+
+def _check_run_dir(run: RunConfig, config) -> tuple[dict, list[str]]:
+    """Refuse a run folder that holds another run (unless resuming it with the same settings and data).
+
+    Returns the record to write to ``config.json`` once the run has started, and the learning-rate
+    fields a resume changes on purpose.
+    """
     out = Path(run.out)
-    ckpt = out / "ckpt"
-    has_ckpt = tf.train.latest_checkpoint(str(ckpt)) is not None
-    if has_ckpt and not run.resume:
-        raise InputError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     saved = out / "config.json"
-    record = {"run": dataclasses.asdict(run), "stage_config": dataclasses.asdict(config)}
+    if _checkpoints(out / "ckpt") and not run.resume:
+        raise InputError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    record = {
+        "run": dataclasses.asdict(run),
+        "stage_config": dataclasses.asdict(config),
+        "data_fingerprint": data_fingerprint(run.data),
+    }
+    changed_lr: list[str] = []
     if run.resume and saved.exists():
-        previous = json.loads(saved.read_text())
-        keep = ("stage", "seed")
-        for key in keep:
+        try:
+            previous = json.loads(saved.read_text())
+        except (OSError, ValueError) as e:
+            raise InputError(f"{saved}: unreadable ({e}); cannot check the run's settings") from None
+        for key in ("stage", "seed"):
             if previous["run"][key] != record["run"][key]:
                 raise InputError(
                     f"--resume with {key}={record['run'][key]!r} but the run used {previous['run'][key]!r}"
                 )
+        if previous.get("data_fingerprint", record["data_fingerprint"]) != record["data_fingerprint"]:
+            raise InputError(f"--resume with other training data (--data) than the run in {out}")
         defaults = dataclasses.asdict(type(config)())
         changed = [  # settings added since the run started count with their defaults
             k for k, v in record["stage_config"].items() if previous["stage_config"].get(k, defaults[k]) != v
         ]
-        if changed:
-            raise InputError(f"--resume with different settings ({', '.join(changed)}) than the run in {out}")
+        changed_lr = [k for k in changed if k in LR_FIELDS]
+        others = [k for k in changed if k not in LR_FIELDS]
+        if others:
+            raise InputError(f"--resume with different settings ({', '.join(others)}) than the run in {out}")
+        record["history"] = previous.get("history", [])
+        if changed_lr:
+            record["history"].append(
+                {k: [previous["stage_config"].get(k), record["stage_config"][k]] for k in changed_lr}
+            )
+    return record, changed_lr
+
+
+def _write_record(out: Path, record: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    saved = out / "config.json"
     tmp = saved.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2))
     tmp.replace(saved)
-    return ckpt
+
+
+def _restore_newest(checkpoint, ckpt: Path, log) -> str:
+    """Restore the newest readable checkpoint (an unreadable one is skipped and said so); refuse if none is."""
+    for prefix in _checkpoints(ckpt):
+        try:
+            checkpoint.restore(prefix).assert_existing_objects_matched()
+            return prefix
+        except Exception as e:  # corrupt or truncated data/index files raise many types
+            log(f"{prefix}: unreadable ({type(e).__name__}), trying the one before")
+    raise InputError(f"{ckpt}: no readable checkpoint to resume; refusing to start over")
 
 
 def train(run: RunConfig, config, log=print) -> Path:
@@ -266,28 +324,42 @@ def train(run: RunConfig, config, log=print) -> Path:
     stage = _Stage(run, config, images=None)
     if stage.global_size() % replicas:
         raise InputError(f"batch of {stage.global_size()} does not split over {replicas} replicas")
-    ckpt_dir = _check_run_dir(run, config)
+    record, changed_lr = _check_run_dir(run, config)
+    ckpt_dir = Path(run.out) / "ckpt"
     stage.images = data_lib.load_images(run.data, config.patch)
 
     learn_rates = run.stage == "meta" and config.learn_inner_lr
     with strategy.scope():
         net = MZSRNet(scale=config.scale)
-        rates = [tf.Variable(tf.fill([config.inner_steps, len(net.params)], config.inner_lr), name="inner_lr")]
-        variables = net.params + (rates if learn_rates else [])
+        rates = []  # the learned inner rates, with learn_inner_lr
+        if learn_rates:
+            rates = [tf.Variable(tf.fill([config.inner_steps, len(net.params)], config.inner_lr), name="inner_lr")]
+        variables = net.params + rates
         optimizer = keras.optimizers.Adam(stage.learning_rate(), epsilon=1e-8)
         optimizer.build(variables)
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     extra = {"inner_lr": rates[0]} if learn_rates else {}
     checkpoint = tf.train.Checkpoint(model=net, optimizer=optimizer, step=step_var, seed=tf.Variable(run.seed), **extra)
-    manager = tf.train.CheckpointManager(checkpoint, str(ckpt_dir), max_to_keep=3)
-    if run.resume and manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        log(f"resumed {manager.latest_checkpoint} at step {int(step_var.numpy())}")
-    elif run.init:
-        net.set_params(load_params(run.init))
-        init_rates = load_inner_lr(run.init) if learn_rates else None
-        if init_rates is not None and init_rates.shape == tuple(rates[0].shape):
-            rates[0].assign(init_rates)
+    if run.resume and _checkpoints(ckpt_dir):
+        restored = _restore_newest(checkpoint, ckpt_dir, log)
+        log(f"resumed {restored} at step {int(step_var.numpy())}")
+        if changed_lr:  # on purpose: the restored optimizer holds the old rate
+            log("learning rate changed on resume: " + ", ".join(f"{k} -> {getattr(config, k)}" for k in changed_lr))
+        if not isinstance(optimizer.learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+            optimizer.learning_rate = stage.learning_rate()
+    else:
+        if run.resume:
+            log(f"no checkpoint in {ckpt_dir}: starting at step 0")
+        if run.init:
+            net.set_params(load_params(run.init))
+            init_rates = load_inner_lr(run.init) if learn_rates else None
+            if init_rates is not None and init_rates.shape == tuple(rates[0].shape):
+                rates[0].assign(init_rates)
+    manager = tf.train.CheckpointManager(checkpoint, str(ckpt_dir), max_to_keep=3)  # an unreadable state file: TF
+    # logs it and starts a new one (the checkpoints themselves were found from their .index files above)
+    if changed_lr:
+        record["history"][-1]["step"] = int(step_var.numpy())
+    _write_record(Path(run.out), record)  # the run has started: record its settings
     start = int(step_var.numpy())
     if start >= run.steps:
         log(f"already at step {start} >= {run.steps}")
@@ -329,11 +401,12 @@ def train(run: RunConfig, config, log=print) -> Path:
         if not bool(finite):
             nonfinite += 1
             log(f"step {step}: non-finite loss or gradient, update skipped ({nonfinite} in a row)")
-            if nonfinite >= MAX_NONFINITE:
-                manager.save(checkpoint_number=step + 1)
+            if nonfinite >= MAX_NONFINITE:  # nothing saved: the last checkpoint holds the last finite state
+                last = _checkpoints(ckpt_dir)
+                where = f"its last checkpoint, {Path(last[0]).name}," if last else "no checkpoint yet; it"
                 raise TrainingStopped(
-                    f"stopping: {nonfinite} non-finite steps in a row at step {step}; "
-                    "lower the learning rate or check the data, then --resume"
+                    f"stopping: {nonfinite} non-finite steps in a row at step {step}; the run keeps {where} "
+                    "from before: --resume with a lower --lr/--meta-lr (a resume may change the learning rate)"
                 )
             continue
         nonfinite = 0

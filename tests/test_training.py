@@ -129,10 +129,59 @@ def test_pretrain_writes_checkpoints_logs_and_final_weights(data_dir, tmp_path, 
     assert code == 2 and "batch_size" in err
 
 
-def test_non_finite_losses_stop_the_run_with_a_clear_message(data_dir, tmp_path, capsys):
-    code, err = run(TINY_PRE + ["--data", data_dir, "--out", tmp_path / "nan", "--steps", "20", "--lr", "1e30"], capsys)
-    assert code != 0
-    assert "non-finite" in err and "stopping" in err
+def test_non_finite_losses_stop_the_run_and_a_resume_may_lower_the_rate(data_dir, tmp_path, capsys):
+    out = tmp_path / "nan"
+    base = TINY_PRE + ["--data", data_dir, "--out", out, "--checkpoint-every", "2", "--val-every", "100"]
+    assert run(base + ["--steps", "2"], capsys)[0] == 0
+    good = [p.numpy() for p in load_params(out / "ckpt")]
+    code, err = run(base + ["--steps", "20", "--lr", "1e30", "--resume"], capsys)
+    assert code != 0 and "non-finite" in err and "stopping" in err and "ckpt-2" in err
+    for a, b in zip(load_params(out / "ckpt"), good):  # nothing blown up was saved
+        np.testing.assert_array_equal(a, b)
+    code, err = run(base + ["--steps", "4", "--lr", "1e-4", "--resume"], capsys)
+    assert code == 0, err
+    assert "learning rate changed on resume: lr -> 0.0001" in err
+    record = json.loads((out / "config.json").read_text())
+    assert record["stage_config"]["lr"] == 1e-4 and record["history"] == [
+        {"step": 2, "lr": [4e-4, 1e30]},
+        {"step": 2, "lr": [1e30, 1e-4]},
+    ]
+    assert all(np.isfinite(p).all() for p in load_params(out / "final.weights.h5"))
+
+
+def test_resume_takes_the_newest_readable_checkpoint_and_never_starts_over(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    base = TINY_PRE + ["--data", data_dir, "--out", out, "--checkpoint-every", "2", "--val-every", "100"]
+    assert run(base + ["--steps", "4"], capsys)[0] == 0
+    final = (out / "final.weights.h5").read_bytes()
+    (out / "ckpt" / "checkpoint").write_text("garbage {{{")  # the state file unreadable
+    (out / "ckpt" / "ckpt-4.data-00000-of-00001").write_bytes(b"truncated")  # the newest data corrupt
+    code, err = run(base + ["--steps", "6", "--resume"], capsys)
+    assert code == 0, err
+    assert "ckpt-4: unreadable" in err and "resumed" in err and "at step 2" in err
+    # every checkpoint unreadable: refuse, and final.weights.h5 stays as it was
+    for data in (out / "ckpt").glob("ckpt-*.data-*"):
+        data.write_bytes(b"x")
+    (out / "final.weights.h5").write_bytes(final)
+    code, err = run(base + ["--steps", "8", "--resume"], capsys)
+    assert code == 2 and "no readable checkpoint" in err and "refusing to start over" in err
+    assert (out / "final.weights.h5").read_bytes() == final
+
+
+def test_resume_refuses_other_data_and_a_failed_start_leaves_no_record(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    base = TINY_PRE + ["--out", out, "--val-every", "100"]
+    assert run(base + ["--data", data_dir, "--steps", "1"], capsys)[0] == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.open(data_dir / "a.png").save(other / "a.png")
+    code, err = run(base + ["--data", other, "--steps", "2", "--resume"], capsys)
+    assert code == 2 and "other training data" in err
+    fresh = tmp_path / "fresh"
+    code, err = run(
+        TINY_PRE + ["--data", data_dir, "--out", fresh, "--steps", "1", "--init", tmp_path / "no.weights.h5"]
+    )
+    assert code == 2 and not (fresh / "config.json").exists()
 
 
 @pytest.mark.parametrize(
