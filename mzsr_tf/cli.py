@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
+import threading
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -35,10 +37,24 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every ``finally`` (temporary files, staging folders) runs."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def run(main, argv=None) -> int:
-    """Call ``main(argv)``; turn InputError/ValueError into ``error: ...`` on stderr and exit code 2."""
+    """Call ``main(argv)``; turn InputError/ValueError into ``error: ...`` on stderr and exit code 2.
+
+    Ctrl-C (SIGINT) and SIGTERM unwind the call (cleaning up what it was writing) and exit 130 / 143.
+    """
     from mzsr_tf.errors import InputError, TrainingStopped
 
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return main(argv) or 0
     except SystemExit as e:  # argparse: --help (0) or a bad flag (2, already reported)
@@ -49,9 +65,15 @@ def run(main, argv=None) -> int:
     except TrainingStopped as e:
         sys.stderr.write(f"error: {e}\n")
         return 1
+    except Terminated:
+        sys.stderr.write("terminated\n")
+        return 143
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def positive_int(text: str) -> int:

@@ -152,11 +152,12 @@ def read_image(path, max_pixels: int = MAX_IMAGE_PIXELS) -> ImageData:
     except InputError:
         raise
     except (UnidentifiedImageError, png.FormatError) as e:
-        raise InputError(f"{path}: not a readable image ({e})") from None
+        raise InputError(f"{path}: not a readable image ({str(e).splitlines()[0] if str(e) else e!r})") from None
     except Image.DecompressionBombError as e:
         raise InputError(f"{path}: too many pixels ({e})") from None
-    except (OSError, ValueError, SyntaxError, tifffile.TiffFileError) as e:
-        raise InputError(f"{path}: cannot decode image, file may be truncated or corrupt ({e})") from None
+    except Exception as e:  # decoders raise many types (OSError, struct.error, IndexError ...) on corrupt files
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"{path}: cannot decode image, file may be truncated or corrupt ({detail})") from None
 
 
 def check_destination(path, overwrite: bool = False) -> Path:

@@ -332,3 +332,29 @@ def test_cli_overwrite_keeps_other_files_and_refuses_a_folder_holding_the_input(
     assert run(argv + ["--overwrite"], capsys)[0] == 0
     assert (out2 / "notes.txt").read_text() == "mine" and weights.exists()
     assert sorted(p.name for p in out2.iterdir()) == sorted({"notes.txt"} | {n.split("/")[0] for n in FILES.values()})
+
+
+def test_sigterm_mid_export_leaves_no_staging_folder(tmp_path):
+    """A terminated export unwinds like Ctrl-C: the staging folder is removed, nothing is published."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    weights = save_params(distinct_params(2), tmp_path / "w.weights.h5")
+    out = tmp_path / "out"
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "export", "--weights", str(weights), "--out", str(out), "--kernel-size", "5"],
+        cwd=root,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not any(p.name.startswith(".out.") for p in tmp_path.iterdir()):  # staging has begun
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else ""
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143
+    assert "terminated" in proc.stderr.read()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.weights.h5"]
