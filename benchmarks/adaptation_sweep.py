@@ -6,7 +6,8 @@ degraded as in ``paper_table`` (uint8 LR) under each kernel, adapted from ``--we
 setting and super-resolved; the table is the mean PSNR-Y (border = scale) per kernel and setting.
 
 A setting is ``optimizer:rates``, rates a comma list (step i uses rates[min(i, len - 1)]) or
-``default`` (``mzsr_tf.zero_shot.DEFAULT_RATES``: SGD's is the official Direct×2 schedule), optionally followed
+``default`` (``mzsr_tf.zero_shot.DEFAULT_RATES``: SGD's is the official Direct×2 schedule), or ``learned``
+(SGD with the per-tensor rates meta-learned with ``--weights``, ``AdaptConfig.learned``), optionally followed
 by ``/precision=bfloat16``, ``/crop=N`` (each update on one random N² window of the pair), ``/seed=S``
 and ``/eps=E`` (Adam's ε)::
 
@@ -14,7 +15,9 @@ and ``/eps=E`` (Adam's ε)::
         --json benchmarks/results/adaptation_sweep.json
     python benchmarks/adaptation_sweep.py --settings "adam:default;adam:default/precision=bfloat16/crop=128"
 
-Rows also hold the median adaptation seconds per image (the first call of a setting traces its graph).
+``--steps 1,3,10`` runs every setting at each step count (a fresh adaptation each), ``--noise`` adds
+Gaussian noise (σ in 0–255 units) to the LR as ``paper_table --noise``. Rows also hold the median
+adaptation seconds per image (the first call of a setting traces its graph).
 """
 
 from __future__ import annotations
@@ -42,10 +45,17 @@ PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")
 PAPER_KERNELS = "g_d_0.2,g_d_2.0,g_d_ani,g_b_1.3"
 
 
-def parse_setting(text: str, steps: int) -> AdaptConfig:
-    """``'adam:1.5e-4'`` / ``'sgd:default'`` / ``'adam:default/precision=bfloat16/crop=128'`` → an AdaptConfig."""
+def parse_setting(text: str, steps: int, inner_lr=None) -> AdaptConfig:
+    """``'adam:1.5e-4'`` / ``'sgd:default'`` / ``'adam:default/precision=bfloat16/crop=128'`` / ``'learned'`` → an
+    AdaptConfig (``learned`` takes ``inner_lr``, the weights' meta-learned rates)."""
     head, *options = text.split("/")
     optimizer, _, rates = head.partition(":")
+    if optimizer == "learned":
+        if inner_lr is None:
+            raise InputError(f"setting {text!r}: the weights carry no learned rates")
+        if rates or options:
+            raise InputError(f"setting {text!r}: 'learned' takes no rates or options")
+        return AdaptConfig.learned(inner_lr, steps=steps)
     try:
         learning_rates = None if rates in ("", "default") else tuple(float(r) for r in rates.split(","))
         extra = dict(option.split("=", 1) for option in options)
@@ -72,12 +82,12 @@ def photos(scale: int, names=PHOTOS) -> dict[str, np.ndarray]:
     return {name: modcrop(getattr(skimage.data, name)(), scale) for name in names}
 
 
-def sweep(params, images, kernels, settings, scale: int):
+def sweep(params, images, kernels, settings, scale: int, noise: float = 0.0):
     """Rows of mean PSNR-Y per (kernel, setting), with each image's figure."""
     rows = []
     for kernel in kernels:
         degradation = resolve_degradation(kernel)
-        lrs = {n: make_lr(hr, degradation, scale).astype(np.float32) / 255.0 for n, hr in images.items()}
+        lrs = {n: make_lr(hr, degradation, scale, noise, n).astype(np.float32) / 255.0 for n, hr in images.items()}
         for label, config in settings:
             per_image, seconds = {}, []
             for n, hr in images.items():
@@ -87,17 +97,19 @@ def sweep(params, images, kernels, settings, scale: int):
             mean = float(np.mean(list(per_image.values())))
             rows.append(
                 {"kernel": kernel, "setting": label, "steps": config.steps, "psnr_y": mean, "per_image": per_image,
-                 "seconds_adapt_median": float(np.median(seconds))}
+                 "seconds_adapt_median": float(np.median(seconds)), "noise": noise}
             )  # fmt: skip
             print(f"{kernel:9s} {label:22s} {mean:6.2f}", file=sys.stderr, flush=True)
     return rows
 
 
 def table(rows) -> str:
-    """Markdown: one row per setting, one column per kernel, plus the mean over kernels."""
+    """Markdown: one row per setting (and step count), one column per kernel, plus the mean over kernels."""
     kernels = list(dict.fromkeys(r["kernel"] for r in rows))
-    settings = list(dict.fromkeys(r["setting"] for r in rows))
-    cell = {(r["kernel"], r["setting"]): r["psnr_y"] for r in rows}
+    several = len({r["steps"] for r in rows}) > 1
+    label = {id(r): f"{r['setting']} ({r['steps']})" if several else r["setting"] for r in rows}
+    settings = list(dict.fromkeys(label[id(r)] for r in rows))
+    cell = {(r["kernel"], label[id(r)]): r["psnr_y"] for r in rows}
     lines = ["| setting | " + " | ".join(kernels) + " | mean |", "|---" * (len(kernels) + 2) + "|"]
     for s in settings:
         values = [cell[(k, s)] for k in kernels]
@@ -106,12 +118,13 @@ def table(rows) -> str:
 
 
 def main(argv=None):
-    from mzsr_tf.model import load_params
+    from mzsr_tf.model import load_inner_lr, load_params
     from mzsr_tf.weights import default_weights
 
     p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--settings", default="sgd:default;adam:default", help="';'-separated optimizer:rates")
-    p.add_argument("--steps", type=cli.positive_int, default=10)
+    p.add_argument("--steps", default="10", help="comma list of step counts (a fresh adaptation for each)")
+    p.add_argument("--noise", type=float, default=0.0, help="Gaussian σ of the LR noise, 0-255 units")
     p.add_argument("--kernels", default=PAPER_KERNELS)
     p.add_argument("--scale", type=int, default=2)
     p.add_argument("--weights", type=Path, help="default: the shipped meta-weights")
@@ -121,16 +134,24 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.json is not None:
         check_destination(args.json, args.overwrite)  # before the slow part
-    settings = [(s, parse_setting(s, args.steps)) for s in args.settings.split(";")]
+    try:
+        steps = [int(v) for v in args.steps.split(",")]
+    except ValueError:
+        raise InputError(f"--steps: expected comma-separated integers, got {args.steps!r}") from None
+    if any(n < 0 for n in steps) or not 0 <= args.noise < float("inf"):
+        raise InputError("--steps and --noise must be >= 0")
+    weights = args.weights or default_weights(args.scale, "direct")
+    inner_lr = load_inner_lr(weights)
+    settings = [(s, parse_setting(s, n, inner_lr)) for n in steps for s in args.settings.split(";")]
     kernels = args.kernels.split(",")
     for k in kernels:
         resolve_degradation(k)
-    params = load_params(args.weights or default_weights(args.scale, "direct"))
+    params = load_params(weights)
     images = photos(args.scale, PHOTOS[: args.limit])
-    rows = sweep(params, images, kernels, settings, args.scale)
+    rows = sweep(params, images, kernels, settings, args.scale, args.noise)
     print(f"{args.steps} steps, mean PSNR-Y (dB) over {', '.join(images)}\n" + table(rows))
     if args.json:
-        results = {"weights": str(args.weights or "shipped"), "steps": args.steps, "rows": rows}
+        results = {"weights": str(args.weights or "shipped"), "steps": steps, "noise": args.noise, "rows": rows}
         save_json(args.json, results, overwrite=args.overwrite)
 
 

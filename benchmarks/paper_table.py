@@ -32,6 +32,7 @@ import os
 import re
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -205,6 +206,7 @@ class Result:
     ssim_y: float
     seconds_per_image: float
     per_image: dict[str, float] = field(default_factory=dict)
+    noise: float = 0.0  # σ of the LR's Gaussian noise, 0-255 units
     settings: dict = field(default_factory=dict)  # what ran: weights, optimizer, resolved precision / ZSSR preset
 
 
@@ -219,20 +221,33 @@ def load_hr(path: Path, scale: int) -> np.ndarray:
     return modcrop(to_uint8(read_image(path).rgb).numpy(), scale)
 
 
-def make_lr(hr: np.ndarray, degradation: Degradation, scale: int) -> np.ndarray:
-    """LR = uint8((HR ⊛ k)↓s) in float64, as the official test LR files were made."""
-    lr = degrade(hr.astype(np.float64) / 255.0, degradation.kernel, scale, degradation.subsample)
-    return to_uint8(lr).numpy()
+def make_lr(hr: np.ndarray, degradation: Degradation, scale: int, noise: float = 0.0, name: str = "") -> np.ndarray:
+    """LR = uint8((HR ⊛ k)↓s + n) in float64, as the official test LR files were made (n = 0).
+
+    ``noise``: σ of the Gaussian n in 0–255 units, drawn from a seed made of the image's ``name``
+    (the same noise for every method and run).
+    """
+    lr = degrade(hr.astype(np.float64) / 255.0, degradation.kernel, scale, degradation.subsample).numpy()
+    if noise:
+        rng = np.random.default_rng(zlib.crc32(name.encode()))
+        lr = lr + rng.normal(0.0, noise / 255.0, lr.shape)
+    return to_uint8(np.clip(lr, 0.0, 1.0)).numpy()
 
 
 def evaluate(
-    set_label: str, images: dict[str, np.ndarray], kernel: str, method_name: str, method: Method, scale: int
+    set_label: str,
+    images: dict[str, np.ndarray],
+    kernel: str,
+    method_name: str,
+    method: Method,
+    scale: int,
+    noise: float = 0.0,
 ) -> Result:
-    """Mean PSNR/SSIM over one set of HR images for one kernel and one method."""
+    """Mean PSNR/SSIM over one set of HR images for one kernel and one method (LR noise σ ``noise``/255)."""
     degradation = resolve_degradation(kernel)
     psnrs, ssims, seconds = {}, [], 0.0
     for name, hr in images.items():
-        lr = make_lr(hr, degradation, scale).astype(np.float32) / 255.0
+        lr = make_lr(hr, degradation, scale, noise, name).astype(np.float32) / 255.0
         start = time.perf_counter()
         sr = np.asarray(method(lr, degradation, scale, output_shape=hr.shape[:2]))
         seconds += time.perf_counter() - start
@@ -241,12 +256,18 @@ def evaluate(
     n = len(images)
     mean_psnr = float(np.mean(list(psnrs.values())))
     settings = dict(getattr(method, "settings", {}))
-    return Result(set_label, kernel, method_name, scale, mean_psnr, float(np.mean(ssims)), seconds / n, psnrs, settings)
+    ssim = float(np.mean(ssims))
+    return Result(set_label, kernel, method_name, scale, mean_psnr, ssim, seconds / n, psnrs, noise, settings)
 
 
 # === Output ===
 
-HEADER = f"{'set':<10} {'kernel':<10} {'method':<10} {'PSNR':>7} {'SSIM':>7} {'s/image':>9} {'paper':>15}"
+HEADER = f"{'set':<10} {'kernel':<16} {'method':<10} {'PSNR':>7} {'SSIM':>7} {'s/image':>9} {'paper':>15}"
+
+
+def kernel_label(kernel: str, noise: float = 0.0) -> str:
+    """``g_d_2.0`` or, with LR noise, ``g_d_2.0 σ=2.55``."""
+    return f"{kernel} σ={noise:g}" if noise else kernel
 
 
 def paper_figure(set_label: str, kernel: str, method: str, scale: int = 2) -> tuple[float, float] | None:
@@ -255,11 +276,11 @@ def paper_figure(set_label: str, kernel: str, method: str, scale: int = 2) -> tu
 
 
 def format_row(r: Result) -> str:
-    paper = paper_figure(r.set, r.kernel, r.method, r.scale)
+    paper = None if r.noise else paper_figure(r.set, r.kernel, r.method, r.scale)
     paper_text = f"{paper[0]:.2f} / {paper[1]:.4f}" if paper else "-"
     return (
-        f"{r.set:<10} {r.kernel:<10} {r.method:<10} {r.psnr_y:>7.2f} {r.ssim_y:>7.4f} {r.seconds_per_image:>9.3f}"
-        f" {paper_text:>15}"
+        f"{r.set:<10} {kernel_label(r.kernel, r.noise):<16} {r.method:<10} {r.psnr_y:>7.2f} {r.ssim_y:>7.4f}"
+        f" {r.seconds_per_image:>9.3f} {paper_text:>15}"
     )
 
 
@@ -279,7 +300,9 @@ def markdown_table(results: list[dict]) -> str:
 
     ``results`` are JSON rows of one or more runs; a later row for the same cell replaces an earlier one.
     """
-    cells = {(r["set"], r["kernel"], r.get("scale", 2), r["method"]): r for r in results}
+    cells = {
+        (r["set"], kernel_label(r["kernel"], r.get("noise", 0.0)), r.get("scale", 2), r["method"]): r for r in results
+    }
     rows = list(dict.fromkeys(c[:3] for c in cells))
     ours = [m for m in TABLE_METHODS if any(m == c[3] for c in cells)]
     ours += sorted({c[3] for c in cells} - set(ours))
@@ -333,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="write the results here (atomically)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--limit", type=int, help="only the first N images of each set (quick runs)")
+    p.add_argument("--noise", default="0", help="comma list of LR noise levels, Gaussian σ in 0-255 units (default 0)")
     p.add_argument("--weights", type=Path, help="network weights for noadapt/mzsrN (default: shipped meta-weights)")
     p.add_argument(
         "--precision",
@@ -385,6 +409,12 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError("--scale and --limit must be positive")
         if args.json is not None:
             check_destination(args.json, args.overwrite)
+        try:
+            noises = [float(v) for v in _split(args.noise)]
+        except ValueError:
+            raise InputError(f"--noise: expected comma-separated numbers, got {args.noise!r}") from None
+        if not noises or any(not 0 <= v < math.inf for v in noises):
+            raise InputError(f"--noise levels must be >= 0 and finite, got {args.noise!r}")
         kernels = _split(args.kernels)
         for kernel in kernels:
             resolve_degradation(kernel)  # fail before any work on a bad name or file
@@ -393,9 +423,9 @@ def main(argv: list[str] | None = None) -> int:
         print(HEADER, flush=True)
         results = []
         for set_label, images in sets.items():
-            for kernel in kernels:
+            for kernel, noise in ((k, n) for k in kernels for n in noises):
                 for name, method in methods.items():
-                    results.append(evaluate(set_label, images, kernel, name, method, args.scale))
+                    results.append(evaluate(set_label, images, kernel, name, method, args.scale, noise))
                     print(format_row(results[-1]), flush=True)
                     if args.json is not None:  # after every row: a long run that stops keeps what it measured
                         write_json(args.json, results, overwrite=args.overwrite or len(results) > 1)

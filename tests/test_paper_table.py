@@ -13,7 +13,9 @@ from mzsr_tf.kernels import NAMED_DEGRADATIONS
 from mzsr_tf.metrics import psnr_y
 from mzsr_tf.zero_shot import AdaptConfig
 
-RESULT_KEYS = {"set", "kernel", "method", "scale", "psnr_y", "ssim_y", "seconds_per_image", "per_image", "settings"}
+RESULT_KEYS = {
+    "set", "kernel", "method", "scale", "psnr_y", "ssim_y", "seconds_per_image", "per_image", "noise", "settings"
+}  # fmt: skip
 
 
 @pytest.fixture
@@ -57,6 +59,27 @@ def test_pipeline_matches_an_independent_computation(hr_folder, tmp_path, capsys
     expected = psnr_y(sr, hr, border=2)
     (row,) = json.loads(out_json.read_text())["results"]
     assert row["per_image"]["chelsea.png"] == pytest.approx(expected, abs=0.01)
+
+
+def test_noise_rows_add_seeded_gaussian_noise_to_the_lr(hr_folder, tmp_path, capsys, astronaut_uint8):
+    out_json = tmp_path / "t.json"
+    argv = ["--hr", hr_folder, "--kernels", "g_d_2.0", "--noise", "0,5", "--json", out_json]
+    code, out, err = _run(capsys, *argv)
+    assert code == 0, err
+    clean, noisy = json.loads(out_json.read_text())["results"]
+    assert (clean["noise"], noisy["noise"]) == (0.0, 5.0) and noisy["psnr_y"] < clean["psnr_y"]
+    assert "g_d_2.0 σ=5" in out
+    # the LR is uint8(degrade(HR) + N(0, σ/255)) with a per-image seed: the same on every call, per image different
+    hr = paper_table.load_hr(hr_folder / "astronaut.png", 2)
+    deg = NAMED_DEGRADATIONS["g_d_2.0"]()
+    a, b = (paper_table.make_lr(hr, deg, 2, 5.0, "astronaut.png") for _ in range(2))
+    np.testing.assert_array_equal(a, b)
+    residual = a.astype(float) - paper_table.make_lr(hr, deg, 2).astype(float)
+    assert 4.0 < residual.std() < 6.0 and not np.array_equal(a, paper_table.make_lr(hr, deg, 2, 5.0, "other.png"))
+    table = paper_table.markdown_table(json.loads(out_json.read_text())["results"])
+    assert "| MySet, g_d_2.0 σ=5 |" in table
+    for bad in ("-1", "x", "inf"):
+        assert _run(capsys, "--hr", hr_folder, "--noise", bad)[0] == 2
 
 
 def test_set_name_is_the_folder_unless_it_is_called_hr(tmp_path, astronaut_uint8, capsys):
@@ -234,6 +257,26 @@ def test_adaptation_sweep_compares_settings_on_held_out_photos(tmp_path, capsys)
     config = adaptation_sweep.parse_setting("adam:default/precision=bfloat16/crop=128/seed=3/eps=1e-5", 10)
     assert (config.precision, config.max_pixels, config.crop_size, config.seed) == ("bfloat16", 128 * 128, 128, 3)
     assert config.adam_epsilon == 1e-5
+    with pytest.raises(InputError, match="no learned rates"):
+        adaptation_sweep.parse_setting("learned", 1)
+    rates = np.full([5, 16], 1e-2, np.float32)
+    np.testing.assert_array_equal(adaptation_sweep.parse_setting("learned", 7, rates).layer_rates, rates)
+
+
+def test_adaptation_sweep_takes_learned_rates_step_lists_and_noise(tmp_path, capsys):
+    from benchmarks import adaptation_sweep
+    from mzsr_tf.model import init_params, save_params
+
+    weights = save_params(init_params(0), tmp_path / "w.weights.h5", inner_lr=np.full([5, 16], 1e-2, np.float32))
+    out = tmp_path / "sweep.json"
+    argv = ["--limit", "1", "--kernels", "g_d_2.0", "--steps", "0,2", "--settings", "learned;sgd:1e-2"]
+    adaptation_sweep.main([*argv, "--weights", str(weights), "--noise", "2.55", "--json", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["setting"], r["steps"], r["noise"]) for r in rows] == [
+        ("learned", 0, 2.55), ("sgd:1e-2", 0, 2.55), ("learned", 2, 2.55), ("sgd:1e-2", 2, 2.55)
+    ]  # fmt: skip
+    assert rows[0]["psnr_y"] == rows[1]["psnr_y"] and rows[2]["psnr_y"] == pytest.approx(rows[3]["psnr_y"], abs=1e-3)
+    assert "| learned (2) |" in capsys.readouterr().out
 
 
 def test_speed_benchmark_times_every_precision(tmp_path, monkeypatch, capsys):
