@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
 from benchmarks.common import best_of, save_json  # noqa: E402
-from export.tflite import AdaptationModule, convert, embed_kernel  # noqa: E402
+from mzsr_tf.export.tflite import AdaptationModule, convert, embed_kernel  # noqa: E402
 from mzsr_tf.kernels import resolve_degradation  # noqa: E402
 from mzsr_tf.model import init_params  # noqa: E402
 from mzsr_tf.zero_shot import AdaptConfig, adapt, super_resolve_tiled  # noqa: E402

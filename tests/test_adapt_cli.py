@@ -7,7 +7,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-import adapt
+from mzsr_tf.commands import adapt
 from mzsr_tf.degradation import degrade
 from mzsr_tf.kernels import gaussian_kernel
 from mzsr_tf.model import init_params, save_params

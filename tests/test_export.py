@@ -13,11 +13,11 @@ import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-import export.__main__ as export_cli
-from export import FILES, ExportConfig
-from export.tflite import MAX_BYTES, WEIGHT_NAMES, embed_kernel, op_names
 from mzsr_tf import cli
+from mzsr_tf.commands import export as export_cli
 from mzsr_tf.errors import InputError
+from mzsr_tf.export import FILES, ExportConfig
+from mzsr_tf.export.tflite import MAX_BYTES, WEIGHT_NAMES, embed_kernel, op_names
 from mzsr_tf.kernels import Degradation, gaussian_kernel, validate_kernel
 from mzsr_tf.metrics import to_uint8
 from mzsr_tf.model import init_params, load_params, param_shapes, save_params, super_resolve
@@ -252,13 +252,13 @@ def test_defaults():
 
 
 def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
-    import export.savedmodel
-    from export import export_all
+    import mzsr_tf.export.savedmodel
+    from mzsr_tf.export import export_all
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(export.savedmodel, "save_serving", broken)
+    monkeypatch.setattr(mzsr_tf.export.savedmodel, "save_serving", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         export_all(distinct_params(0), tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
@@ -277,7 +277,7 @@ def _fake_export(folder, tag):
 
 
 def test_overwrite_replaces_only_the_exported_entries(tmp_path):
-    from export import _publish
+    from mzsr_tf.export import _publish
 
     out = tmp_path / "out"
     (out / "serving" / "2").mkdir(parents=True)  # another served version
@@ -295,7 +295,7 @@ def test_overwrite_replaces_only_the_exported_entries(tmp_path):
 def test_a_failed_move_puts_the_old_export_back(tmp_path, monkeypatch):
     import os
 
-    from export import _publish
+    from mzsr_tf.export import _publish
 
     out = _fake_export(tmp_path / "out", "old")
     real_rename = os.rename

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-import adapt
+from mzsr_tf.commands import adapt
 from mzsr_tf.errors import InputError
 from mzsr_tf.io import read_image
 from mzsr_tf.kernels import load_kernel, validate_kernel

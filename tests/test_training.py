@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-import train
+from mzsr_tf.commands import train
 from mzsr_tf.model import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ SCRIPT = textwrap.dedent(
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     tf.config.experimental.enable_op_determinism()
     sys.path.insert(0, sys.argv[1])
-    import train
+    from mzsr_tf.commands import train
     from mzsr_tf.model import load_params
     data, out = sys.argv[2], sys.argv[3]
     tiny = ["--stage", "meta", "--patch", "16", "--meta-batch", "2", "--task-batch", "1", "--inner-steps", "2",

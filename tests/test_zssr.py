@@ -10,9 +10,9 @@ import skimage.data
 import tensorflow as tf
 from PIL import Image
 
-import adapt
 from benchmarks import paper_table
 from mzsr_tf import zssr
+from mzsr_tf.commands import adapt
 from mzsr_tf.degradation import degrade
 from mzsr_tf.ensemble import back_projection as ensemble_back_projection
 from mzsr_tf.errors import InputError

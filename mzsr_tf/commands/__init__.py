@@ -1,0 +1,1 @@
+"""The command-line programs (``mzsr-adapt``, ``mzsr-train``, ``mzsr-export``): flags in, one library call out."""

@@ -1,0 +1,445 @@
+"""Zero-shot super-resolution of LR photos: MZSR meta-test (paper Algorithm 2) or ZSSR (Shocher et al. 2018).
+
+python adapt.py photo.png --kernel g_d_2.0 --out photo_x2.png
+python adapt.py lr_folder/ --kernel kernel.mat --gt hr_folder/ --out results/ --json results.json
+python adapt.py photo.png --kernel kernel.mat --method zssr --preset x2_given_kernel
+python adapt.py --demo
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from mzsr_tf import cli
+from mzsr_tf.io import MAX_IMAGE_PIXELS
+
+DEMO_KERNEL = "g_d_2.0"
+MAX_STEPS = 10_000  # the paper's MZSR takes 1-10 updates; ZSSR's whole run is a few thousand
+
+
+def build_parser():
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("inputs", nargs="*", type=Path, help="LR images and/or folders of them")
+    p.add_argument("--kernel", help="named kernel (g_d_0.2, g_d_2.0, g_d_ani, g_b_1.3, bicubic) or .mat/.npy file")
+    p.add_argument("--subsample", choices=("direct", "bicubic"), help="override the kernel's subsampling")
+    p.add_argument("--scale", type=cli.scale_type, default=2)
+    p.add_argument("--method", choices=("mzsr", "zssr"), default="mzsr", help="MZSR adaptation or ZSSR training")
+    p.add_argument(
+        "--steps",
+        type=cli.bounded_int(0, MAX_STEPS),
+        help=f"mzsr: adaptation updates (default 10, at most {MAX_STEPS})",
+    )
+    p.add_argument(
+        "--weights", type=Path, help="mzsr: meta-weights, .weights.h5, .npz or TF1 checkpoint (default: shipped)"
+    )
+    p.add_argument(
+        "--preset", help="zssr: x2_ideal (default), x2_gradual_ideal, x2_given_kernel or x2_real (official configs)"
+    )
+    p.add_argument("--init", type=Path, help="zssr: start weights (default: train from scratch)")
+    p.add_argument("--max-iters", type=cli.positive_int, help="zssr: iteration cap per scale stage (default 3000)")
+    p.add_argument("--out", type=Path, help="output file (one input) or folder (default: ./results)")
+    p.add_argument(
+        "--gt", type=Path, help="HR image or folder: report PSNR/SSIM (mzsr: before/after adaptation; zssr: vs bicubic)"
+    )
+    p.add_argument("--json", type=Path, help="write a per-image report here")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument(
+        "--optimizer",
+        choices=("adam", "sgd", "learned"),
+        help="mzsr: optimizer (default: learned if the weights carry meta-learned per-layer rates, else adam; "
+        "sgd with the default --lr and precision: the official test.py, float32)",
+    )
+    p.add_argument(
+        "--lr",
+        type=cli.float_list,
+        help="mzsr: learning rates per step, last repeats (default: adam 1e-4,1.5e-4,2e-4,2e-4,2e-4,1.5e-4; "
+        "sgd the official test.py's for the model: x2 direct 2e-2,1e-2,1e-2,1e-2,5e-3, x2 bicubic "
+        "1e-2,1e-2,1e-2,1e-3, x4 direct 1e-2,5e-3,5e-3,5e-3,5e-3,1e-3)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("auto", "float32", "bfloat16"),
+        help="mzsr: the updates' convolutions (default auto: bfloat16 where the hardware runs it natively; "
+        "float32 with --optimizer sgd)",
+    )
+    p.add_argument(
+        "--crop",
+        type=cli.positive_int,
+        metavar="N",
+        help="mzsr: each update on one random NxN window of images above N² pixels (faster, ~0.1 dB less at "
+        "N=128; default: whole images up to 512², 384² windows above)",
+    )
+    p.add_argument("--self-ensemble", action="store_true", help="mzsr: 8-way geometric self-ensemble")
+    p.add_argument("--back-projection", type=cli.positive_int, metavar="N", help="mzsr: back-projection iterations")
+    p.add_argument("--tile", type=int, default=1024, help="SR tile size in HR pixels (bounded memory)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--max-image-pixels",
+        type=cli.bounded_int(1),
+        default=MAX_IMAGE_PIXELS,
+        help=f"refuse inputs of more pixels, from their header (default {MAX_IMAGE_PIXELS}; GT: times scale²)",
+    )
+    p.add_argument("--demo", action="store_true", help="degrade a scikit-image picture, adapt, report PSNR")
+    return p
+
+
+def _expand(inputs):
+    from mzsr_tf.errors import InputError
+    from mzsr_tf.io import list_images
+
+    files = []
+    for path in inputs:
+        if path.is_dir():
+            found = list_images(path)
+            if not found:
+                raise InputError(f"{path}: no images (.png/.jpg/.jpeg/.bmp/.tif/.tiff) in folder")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise InputError(f"{path}: no such file or folder")
+    return files
+
+
+def _pair_gt(files, gt):
+    """GT for each input: the file itself, or in a folder the one named ``stem``, ``stem_GT`` or ``stem_HR``."""
+    from mzsr_tf.errors import InputError
+    from mzsr_tf.io import list_images
+
+    if gt is None:
+        return [None] * len(files)
+    if gt.is_file():
+        if len(files) != 1:
+            raise InputError(f"--gt {gt} is one file but there are {len(files)} inputs; give a folder")
+        return [gt]
+    if not gt.is_dir():
+        raise InputError(f"{gt}: no such GT file or folder")
+    by_stem = {p.stem: p for p in list_images(gt)}
+    pairs = []
+    for f in files:
+        match = next((by_stem[s] for s in (f.stem, f"{f.stem}_GT", f"{f.stem}_HR") if s in by_stem), None)
+        if match is None:
+            raise InputError(f"{f}: no GT named {f.stem}, {f.stem}_GT or {f.stem}_HR in {gt}")
+        pairs.append(match)
+    return pairs
+
+
+def _outputs(files, out, scale):
+    from mzsr_tf.errors import InputError
+    from mzsr_tf.io import IMAGE_SUFFIXES
+
+    out = out or Path("results")
+    if out.suffix.lower() in IMAGE_SUFFIXES and not out.is_dir():
+        if len(files) != 1:
+            raise InputError(f"--out {out} is a file but there are {len(files)} inputs; give a folder")
+        return [out]
+    names = [f"{f.stem}_x{scale}.png" for f in files]
+    if len(set(names)) != len(names):
+        raise InputError("two inputs share a name; process them separately")
+    return [out / n for n in names]
+
+
+def _load_gt(gt_path, scale, max_pixels):
+    from mzsr_tf.io import read_image
+    from mzsr_tf.metrics import modcrop
+
+    return modcrop(read_image(gt_path, max_pixels).rgb, scale)
+
+
+def _score(entry, baseline: str, before, after, hr, gt_path, scale):
+    """Fill ``psnr_y_<baseline>``/``ssim_y_<baseline>`` (``before``) and ``psnr_y``/``ssim_y`` (``after``)."""
+    from mzsr_tf.errors import InputError
+    from mzsr_tf.metrics import psnr_y, ssim_y
+
+    for suffix, sr in ((f"_{baseline}", before), ("", after)):
+        if hr.shape != sr.shape:
+            raise InputError(
+                f"{gt_path}: GT is {hr.shape[1]}x{hr.shape[0]} after modcrop, SR is {sr.shape[1]}x{sr.shape[0]}"
+            )
+        entry[f"psnr_y{suffix}"], entry[f"ssim_y{suffix}"] = psnr_y(sr, hr, scale), ssim_y(sr, hr, scale)
+
+
+def mzsr_runner(args, config, params, degradation):
+    """``run(rgb, shape, gt_path, name) -> (sr, report fields)`` for MZSR(n) from the meta-weights."""
+    from mzsr_tf.zero_shot import zero_shot_sr
+
+    def run(rgb, shape, gt_path, name):
+        result = zero_shot_sr(params, rgb, degradation, args.scale, config, output_shape=shape)
+        if result.diverged:
+            print(
+                f"warning: {name}: update {len(result.losses) + 1} of {config.steps} diverged (non-finite); "
+                f"kept the weights after update {len(result.losses)} (lower --lr)",
+                file=sys.stderr,
+            )
+        entry = {
+            "method": "mzsr",
+            "steps": config.steps,
+            "optimizer": "learned" if config.layer_rates else config.optimizer,
+            "precision": config.compute_precision,  # 'auto' resolved on this machine
+            "losses": result.losses,
+            **({"diverged_at_update": len(result.losses) + 1} if result.diverged else {}),
+            "seconds_adapt": round(result.seconds_adapt, 4),
+            "seconds_sr": round(result.seconds_sr, 4),
+        }
+        if gt_path is not None:
+            before = zero_shot_sr(params, rgb, degradation, args.scale, dataclasses.replace(config, steps=0), shape)
+            hr = _load_gt(gt_path, args.scale, args.max_image_pixels * args.scale**2)
+            _score(entry, "before", before.sr, result.sr, hr, gt_path, args.scale)
+            print(
+                f"{name}: PSNR-Y {entry['psnr_y_before']:.2f} -> {entry['psnr_y']:.2f} dB "
+                f"after {config.steps} steps ({result.seconds_adapt:.2f} s)",
+                file=sys.stderr,
+            )
+        return result.sr, entry
+
+    return run
+
+
+def zssr_runner(args, config, init, degradation):
+    """``run(rgb, shape, gt_path, name) -> (sr, report fields)`` for ZSSR trained on each image."""
+    from mzsr_tf.imresize import upscale
+    from mzsr_tf.zssr import train_zssr
+
+    def run(rgb, shape, gt_path, name):
+        gt = None if gt_path is None else _load_gt(gt_path, args.scale, args.max_image_pixels * args.scale**2)
+        result = train_zssr(rgb, degradation, args.scale, config, init, gt=gt, output_shape=shape)
+        entry = {
+            "method": "zssr",
+            "preset": args.preset or "x2_ideal",
+            "iterations": result.iterations,
+            "learning_rate_drops": [i for stage in result.log for i in stage.learning_rate_drops],
+            "stages": [stage.as_dict() for stage in result.log],
+            "seconds_train": round(sum(stage.seconds_train for stage in result.log), 4),
+            "seconds_sr": round(sum(stage.seconds_test for stage in result.log), 4),
+        }
+        if gt_path is not None:
+            bicubic = upscale(rgb, args.scale, result.sr.shape[:2]).numpy().clip(0, 1)
+            _score(entry, "bicubic", bicubic, result.sr, gt, gt_path, args.scale)
+            print(
+                f"{name}: PSNR-Y bicubic {entry['psnr_y_bicubic']:.2f} -> ZSSR {entry['psnr_y']:.2f} dB "
+                f"after {result.iterations} iterations ({entry['seconds_train']:.1f} s)",
+                file=sys.stderr,
+            )
+        return result.sr, entry
+
+    return run
+
+
+def _check_outputs(args, files, gts, outs):
+    """Every destination is writable and replaces no input, checked before any work."""
+    import os
+
+    from mzsr_tf.errors import InputError
+
+    inputs = {f.resolve() for f in [*files, *(g for g in gts if g is not None)]}
+    destinations = outs + ([args.json] if args.json else [])
+    for dest in destinations:
+        if dest.resolve() in inputs:
+            raise InputError(f"{dest}: is an input; choose another output")
+        if dest.exists() and not args.overwrite:
+            raise InputError(f"{dest}: exists (pass --overwrite to replace it)")
+        if dest.is_dir():
+            raise InputError(f"{dest}: is a folder")
+        parent = dest.parent
+        while not parent.exists():  # the nearest existing ancestor must be a writable folder
+            parent = parent.parent
+        if not parent.is_dir():
+            raise InputError(f"{dest}: cannot be written, {parent} is not a folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise InputError(f"{dest}: cannot be written, {parent} is not writable")
+
+
+def _load_inputs(args, files, gts, check):
+    """Read every input (and its GT) and check it can be processed; one error naming every bad file."""
+    from mzsr_tf.errors import InputError
+    from mzsr_tf.io import read_image
+
+    loaded, bad = [], []
+    for f, gt in zip(files, gts):
+        try:
+            img = read_image(f, args.max_image_pixels)
+            shape = None
+            if gt is not None:
+                gt_shape = read_image(gt, args.max_image_pixels * args.scale**2).rgb.shape
+                shape = tuple(n - n % args.scale for n in gt_shape[:2])
+            check(img.rgb, shape)
+            loaded.append((img, shape))
+        except InputError as e:
+            message = str(e).splitlines()[0]
+            bad.append(message if str(f) in message or (gt and str(gt) in message) else f"{f}: {message}")
+    if len(bad) == 1 and len(files) == 1:
+        raise InputError(bad[0])
+    if bad:
+        raise InputError(f"{len(bad)} of {len(files)} inputs cannot be processed, nothing written: " + "; ".join(bad))
+    return loaded
+
+
+def run_images(args, run, check):
+    """All or nothing: every input is read and checked and every destination checked before the first output."""
+    import numpy as np
+
+    from mzsr_tf.imresize import upscale
+    from mzsr_tf.io import ImageData, atomic_write, write_image
+
+    files = _expand(args.inputs)
+    gts = _pair_gt(files, args.gt)
+    outs = _outputs(files, args.out, args.scale)
+    _check_outputs(args, files, gts, outs)
+    loaded = _load_inputs(args, files, gts, check)
+    if outs and outs[0].parent != Path("."):
+        outs[0].parent.mkdir(parents=True, exist_ok=True)
+    report = []
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        tqdm = None
+    bar = tqdm(list(zip(files, loaded, gts, outs)), unit="img", disable=len(files) < 2 or tqdm is None)
+    for f, (img, shape), gt, out in bar:
+        sr, fields = run(img.rgb, shape, gt, f.name)
+        alpha = None
+        if img.alpha is not None:
+            alpha = np.clip(upscale(img.alpha[..., None], args.scale, sr.shape[:2]).numpy()[..., 0], 0, 1)
+        write_image(out, ImageData(sr, alpha, img.gray, img.bit_depth), overwrite=args.overwrite)
+        report.append({"input": str(f), "output": str(out), "size": list(img.rgb.shape[:2]), **fields})
+    if args.json:
+        with atomic_write(args.json, args.overwrite) as tmp:
+            tmp.write_text(json.dumps({"images": report}, indent=2))
+    if len(files) == 1:
+        print(f"wrote {outs[0]}" + (f" and {args.json}" if args.json else ""), file=sys.stderr)
+    return report
+
+
+def run_demo(args, rows):
+    """Degrade scikit-image's astronaut with g_d_2.0, super-resolve it, write the last SR image, print PSNRs.
+
+    ``rows``: (label, file tag, ``fn(lr, degradation, hr_shape) -> (sr, seconds)``) per method.
+    """
+    import numpy as np
+    import skimage.data
+
+    from mzsr_tf.degradation import degrade
+    from mzsr_tf.imresize import upscale
+    from mzsr_tf.io import write_image
+    from mzsr_tf.kernels import resolve_degradation
+    from mzsr_tf.metrics import psnr_y
+
+    hr = skimage.data.astronaut().astype(np.float64) / 255.0
+    degradation = resolve_degradation(args.kernel or DEMO_KERNEL, args.subsample)
+    lr = np.round(degrade(hr, degradation.kernel, args.scale, degradation.subsample).numpy() * 255) / 255
+    lr = lr.astype(np.float32)
+    out = args.out or Path("mzsr_demo")
+    out.mkdir(parents=True, exist_ok=True)
+    results = [("bicubic", upscale(lr, args.scale, hr.shape[:2]).numpy(), 0.0)]
+    results += [(label, *fn(lr, degradation, hr.shape[:2])) for label, _, fn in rows]
+    name = out / f"astronaut_x{args.scale}_{rows[-1][1]}.png"
+    write_image(out / "astronaut_lr.png", lr, overwrite=True)
+    write_image(name, results[-1][1], overwrite=True)
+    print(f"astronaut 512x512, kernel {degradation.name}, x{args.scale}; PSNR-Y (shave {args.scale}):")
+    for label, sr, seconds in results:
+        print(f"  {label:<14} {psnr_y(sr, hr, args.scale):6.2f} dB" + (f"   ({seconds:.2f} s)" if seconds else ""))
+    print(f"wrote {name}")
+
+
+def _method_config(args, degradation):
+    """(runner, demo rows) for ``--method``; flags of the other method are an error."""
+    from mzsr_tf.errors import InputError
+    from mzsr_tf.model import load_inner_lr, load_params
+
+    mzsr_only = {"--steps": args.steps, "--weights": args.weights, "--optimizer": args.optimizer, "--lr": args.lr}
+    mzsr_only.update({"--precision": args.precision, "--crop": args.crop})
+    mzsr_only.update({"--self-ensemble": args.self_ensemble or None, "--back-projection": args.back_projection})
+    zssr_only = {"--preset": args.preset, "--init": args.init, "--max-iters": args.max_iters}
+    wrong = [flag for flag, v in (mzsr_only if args.method == "zssr" else zssr_only).items() if v is not None]
+    if wrong:
+        raise InputError(f"{wrong[0]} does not apply to --method {args.method}")
+    if args.method == "zssr":
+        import dataclasses as dc
+
+        from mzsr_tf.zssr import PRESETS, check_input, train_zssr
+
+        if (args.preset or "x2_ideal") not in PRESETS:
+            raise InputError(f"unknown --preset {args.preset!r}: use one of {', '.join(PRESETS)}")
+        config = dc.replace(PRESETS[args.preset or "x2_ideal"], tile=args.tile, seed=args.seed)
+        if args.max_iters is not None:
+            config = dc.replace(config, max_iters=args.max_iters)
+        init = load_params(args.init) if args.init else None
+
+        def demo(lr, degradation, shape):
+            result = train_zssr(lr, degradation, args.scale, config, init, output_shape=shape)
+            return result.sr, result.seconds
+
+        def check(rgb, shape):
+            check_input(rgb, degradation, args.scale, config, shape)
+
+        return zssr_runner(args, config, init, degradation), check, [("ZSSR", "zssr", demo)]
+
+    from mzsr_tf.weights import default_weights
+    from mzsr_tf.zero_shot import AdaptConfig, check_input, zero_shot_sr
+
+    weights = args.weights or default_weights(args.scale, degradation.subsample)
+    params = load_params(weights)
+    inner_lr = load_inner_lr(weights)
+    optimizer = args.optimizer or ("learned" if inner_lr is not None and not args.lr else "adam")
+    if optimizer == "learned" and (inner_lr is None or args.lr):
+        raise InputError(f"--optimizer learned needs weights with learned rates and no --lr ({weights} has none)")
+    common = {
+        "steps": 10 if args.steps is None else args.steps,
+        "self_ensemble": args.self_ensemble,
+        "back_projection_iters": args.back_projection or 0,
+        "tile": args.tile,
+        "seed": args.seed,
+        **({"learning_rates": args.lr} if args.lr else {}),
+        **({"precision": args.precision} if args.precision else {}),  # default: official float32 / 'auto'
+    }
+    if optimizer == "learned":
+        config = AdaptConfig.learned(inner_lr, **common)
+    elif optimizer == "sgd":
+        config = AdaptConfig.official(args.scale, degradation.subsample, **common)  # the model's own rates
+    else:
+        config = AdaptConfig(**common)
+    config = config.cropped(args.crop) if args.crop else config
+
+    def demo(steps):
+        def fn(lr, degradation, shape):
+            result = zero_shot_sr(params, lr, degradation, args.scale, dataclasses.replace(config, steps=steps), shape)
+            return result.sr, result.seconds_adapt
+
+        return fn
+
+    rows = [("no adaptation", "noadapt", demo(0)), (f"MZSR({config.steps})", f"mzsr{config.steps}", demo(config.steps))]
+
+    def check(rgb, shape):
+        check_input(rgb, degradation, args.scale)
+
+    return mzsr_runner(args, config, params, degradation), check, rows
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    from mzsr_tf.errors import InputError
+    from mzsr_tf.kernels import resolve_degradation
+
+    if not args.demo and not args.inputs:
+        raise InputError("no input images (give files/folders, or --demo)")
+    if not args.demo and not args.kernel:
+        raise InputError("--kernel is required: a named kernel or the image's .mat/.npy kernel")
+    if args.tile < 64:
+        raise InputError(f"--tile must be at least 64, got {args.tile}")
+    degradation = resolve_degradation(args.kernel or DEMO_KERNEL, args.subsample)
+    run, check, demo_rows = _method_config(args, degradation)
+    if args.demo:
+        return run_demo(args, demo_rows)
+    run_images(args, run, check)
+    return 0
+
+
+def run() -> None:
+    """Console entry point ``mzsr-adapt``: one-line errors, exit codes 0 / 2 (bad input) / 130 (Ctrl-C)."""
+    sys.exit(cli.run(main))
+
+
+if __name__ == "__main__":
+    run()

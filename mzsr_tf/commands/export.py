@@ -1,0 +1,67 @@
+"""Export MZSR meta-weights: Keras/npz weights, a TF Serving SavedModel and a LiteRT adaptation graph.
+
+python -m export --out exported                       # the shipped x2 meta-weights
+python -m export --weights runs/meta_x2/final.weights.h5 --out exported --max-steps 10 --overwrite
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from mzsr_tf import cli
+
+
+def build_parser():
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--weights", type=Path, help="meta-weights: .weights.h5, .npz or TF1 checkpoint (default: shipped)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output folder (new, or existing: only the exported files are written there)",
+    )
+    p.add_argument("--scale", type=cli.scale_type, default=2, help="SR factor of the weights (default 2)")
+    p.add_argument(
+        "--kernel-size",
+        type=cli.bounded_int(1),
+        default=21,
+        help="TFLite train_step kernel input is k x k (default 21)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=cli.bounded_int(9),
+        default=512 * 512,
+        help="serving: largest LR image, H*W (default 262144)",
+    )
+    p.add_argument(
+        "--max-steps", type=cli.bounded_int(0), default=20, help="serving: most adaptation steps (default 20)"
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace earlier exported files in --out (nothing else there)"
+    )
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    from mzsr_tf.export import ExportConfig, check_output_folder, export_all
+    from mzsr_tf.model import load_params
+    from mzsr_tf.weights import default_weights
+
+    inputs = [args.weights] if args.weights else []
+    check_output_folder(args.out, args.overwrite, inputs)  # fail before the slow part
+    params = load_params(args.weights or default_weights(args.scale, "direct"))
+    config = ExportConfig(args.scale, args.kernel_size, args.max_pixels, args.max_steps)
+    for kind, path in export_all(params, args.out, config, args.overwrite, inputs).items():
+        print(f"{kind:<12} {path}")
+    return 0
+
+
+def run() -> None:
+    """Console entry point ``mzsr-export``: one-line errors, exit codes 0 / 2 (bad input) / 130 (Ctrl-C)."""
+    sys.exit(cli.run(main))
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,162 @@
+"""Train θ_T (large-scale bicubic pretraining) and θ_M (meta-transfer learning), paper Algorithm 1.
+
+  python train.py --stage pretrain --data ../shared/datasets/train --out runs/pretrain --steps 100000
+  python train.py --stage meta --init runs/pretrain/final.weights.h5 --data ../shared/datasets/train \\
+      --out runs/meta --steps 100000
+  (add --resume to continue a run up to --steps)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from mzsr_tf import cli
+
+
+def _flag(field: str) -> str:
+    """The command-line spelling of a config field: ``lr_floor`` -> ``--lr-floor``."""
+    return "--" + field.replace("_", "-")
+
+
+def build_parser():
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--stage", choices=("pretrain", "meta"), required=True)
+    p.add_argument("--data", nargs="+", type=Path, required=True, help="folders of HR training images")
+    p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, logs, final.weights.h5)")
+    p.add_argument("--steps", type=int, required=True, help="total steps (with --resume: continue up to this)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--init", type=Path, help="initial weights (.weights.h5, .npz, TF1 checkpoint)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", type=cli.scale_type, default=2)
+    p.add_argument("--patch", type=int, help="HR patch size (pretrain 96, meta 64)")
+    p.add_argument(
+        "--min-variance",
+        type=float,
+        help="smallest kernel eigenvalue of p(k) (1; pretrain: with --degradation kernels/mixed)",
+    )
+    p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default")
+    p.add_argument("--jit", action="store_true", help="XLA-compile the training step")
+    p.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16"),
+        help="compute type of the convolutions (float32); bfloat16 keeps float32 weights, loss and gradients",
+    )
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--val-every", type=int, default=250)
+    p.add_argument("--val-batches", type=int, default=1, help="validation averages this many fixed batches")
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    pre = p.add_argument_group("pretrain")
+    pre.add_argument("--batch-size", type=int, help="patches per step (32)")
+    pre.add_argument("--lr", type=float, help="Adam learning rate (4e-4)")
+    pre.add_argument("--lr-decay-steps", type=int, help="halve the learning rate every this many steps (100000)")
+    pre.add_argument("--lr-floor", type=float, help="... down to this (1e-4)")
+    pre.add_argument(
+        "--degradation",
+        choices=("bicubic", "kernels", "mixed"),
+        help="bicubic pairs (paper), random-kernel pairs, or half each",
+    )
+    meta = p.add_argument_group("meta")
+    meta.add_argument("--subsample", choices=("direct", "bicubic"))
+    meta.add_argument("--inner-steps", type=int, help="inner SGD steps (5)")
+    meta.add_argument("--inner-lr", type=float, help="inner learning rate alpha (0.01)")
+    meta.add_argument("--meta-lr", type=float, help="Adam learning rate beta (1e-4)")
+    meta.add_argument("--meta-batch", type=int, help="tasks per meta-batch (5)")
+    meta.add_argument("--task-batch", type=int, help="patches per task in each of D_tr and D_te (4)")
+    meta.add_argument("--noise", type=float, help="std of Gaussian noise on the LR (0)")
+    meta.add_argument(
+        "--learn-inner-lr",
+        action="store_true",
+        default=None,
+        help="learn the inner rate per tensor and inner step (MAML++ LSLR), shipped with the weights",
+    )
+    meta.add_argument("--first-order", action="store_true", default=None, help="first-order MAML throughout")
+    meta.add_argument("--first-order-steps", type=int, help="first-order warm-up steps (0)")
+    meta.add_argument("--anneal-steps", type=int, help="MAML++ loss-weight annealing length (3333)")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    from mzsr_tf.errors import InputError
+    from mzsr_tf.training import RunConfig, set_seed, stage_config, train
+
+    for name in (
+        "steps",
+        "batch_size",
+        "patch",
+        "inner_steps",
+        "meta_batch",
+        "task_batch",
+        "checkpoint_every",
+        "val_every",
+        "lr_decay_steps",
+        "val_batches",
+    ):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise InputError(f"{_flag(name)} must be positive, got {value}")
+    for name in ("lr", "lr_floor", "inner_lr", "meta_lr", "min_variance"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise InputError(f"{_flag(name)} must be positive, got {value}")
+    if args.stage == "pretrain" and args.degradation in (None, "bicubic"):
+        for name in ("min_variance", "subsample"):
+            if getattr(args, name) is not None:
+                raise InputError(f"{_flag(name)} needs --degradation kernels or mixed")
+    for d in args.data:
+        if not d.is_dir():
+            raise InputError(f"{d}: no such data folder")
+    config = stage_config(
+        args.stage,
+        scale=args.scale,
+        patch=args.patch,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lr_decay_steps=args.lr_decay_steps,
+        lr_floor=args.lr_floor,
+        degradation=args.degradation,
+        precision=args.precision,
+        min_variance=args.min_variance,
+        subsample=args.subsample,
+        inner_steps=args.inner_steps,
+        inner_lr=args.inner_lr,
+        meta_lr=args.meta_lr,
+        meta_batch=args.meta_batch,
+        task_batch=args.task_batch,
+        noise=args.noise,
+        learn_inner_lr=args.learn_inner_lr,
+        first_order=args.first_order,
+        first_order_steps=args.first_order_steps,
+        anneal_steps=args.anneal_steps,
+    )
+    run = RunConfig(
+        stage=args.stage,
+        data=tuple(str(d) for d in args.data),
+        out=str(args.out),
+        steps=args.steps,
+        seed=args.seed,
+        init=str(args.init) if args.init else None,
+        resume=args.resume,
+        strategy=args.strategy,
+        jit=args.jit,
+        checkpoint_every=args.checkpoint_every,
+        log_every=args.log_every,
+        val_every=args.val_every,
+        val_batches=args.val_batches,
+        progress=not args.no_progress,
+    )
+    set_seed(args.seed)
+    final = train(run, config, log=lambda m: print(m, file=sys.stderr))
+    print(final)
+    return 0
+
+
+def run() -> None:
+    """Console entry point ``mzsr-train``: one-line errors, exit codes 0 / 2 (bad input) / 130 (Ctrl-C)."""
+    sys.exit(cli.run(main))
+
+
+if __name__ == "__main__":
+    run()
