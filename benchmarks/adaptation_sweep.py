@@ -8,8 +8,9 @@ setting and super-resolved; the table is the mean PSNR-Y (border = scale) per ke
 A setting is ``optimizer:rates``, rates a comma list (step i uses rates[min(i, len - 1)]) or
 ``default`` (``mzsr_tf.zero_shot.DEFAULT_RATES``: SGD's is the official Direct×2 schedule), or ``learned``
 (SGD with the per-tensor rates meta-learned with ``--weights``, ``AdaptConfig.learned``), optionally followed
-by ``/precision=bfloat16``, ``/crop=N`` (each update on one random N² window of the pair), ``/seed=S``
-and ``/eps=E`` (Adam's ε)::
+by ``/precision=bfloat16``, ``/crop=N`` (each update on one random N² window of the pair), ``/seed=S``,
+``/eps=E`` (Adam's ε) and ``/son=auto`` or ``/son=σ`` (Gaussian noise on the LR son, 0–255 units; ``auto``:
+the image's own, ``mzsr_tf.noise``)::
 
     python benchmarks/adaptation_sweep.py --settings "sgd:default;adam:1e-4;adam:1.5e-4;adam:2e-4" \\
         --json benchmarks/results/adaptation_sweep.json
@@ -59,8 +60,11 @@ def parse_setting(text: str, steps: int, inner_lr=None) -> AdaptConfig:
     try:
         learning_rates = None if rates in ("", "default") else tuple(float(r) for r in rates.split(","))
         extra = dict(option.split("=", 1) for option in options)
-        if set(extra) - {"precision", "crop", "seed", "eps"}:
+        if set(extra) - {"precision", "crop", "seed", "eps", "son"}:
             raise ValueError
+        if "son" in extra:  # the son's noise: 'auto' (estimated from the image) or σ in 0-255 units
+            son = extra.pop("son")
+            extra["noise_sigma"] = "auto" if son == "auto" else float(son) / 255.0
         if "seed" in extra:
             extra["seed"] = int(extra["seed"])
         if "eps" in extra:
@@ -72,7 +76,8 @@ def parse_setting(text: str, steps: int, inner_lr=None) -> AdaptConfig:
         return config.cropped(crop) if crop else config
     except ValueError:
         raise InputError(
-            f"bad setting {text!r}: use optimizer:rates[/precision=P][/crop=N][/seed=S][/eps=E], e.g. adam:1.5e-4"
+            f"bad setting {text!r}: use optimizer:rates[/precision=P][/crop=N][/seed=S][/eps=E][/son=auto|σ], "
+            "e.g. adam:1.5e-4"
         ) from None
 
 

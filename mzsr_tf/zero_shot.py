@@ -36,6 +36,7 @@ from mzsr_tf.errors import InputError
 from mzsr_tf.imresize import output_length, upscale
 from mzsr_tf.kernels import Degradation
 from mzsr_tf.model import forward, l1_loss_and_grads, param_shapes
+from mzsr_tf.noise import estimate_noise_sigma
 
 __all__ = [
     "ADAM_RATES",
@@ -99,7 +100,7 @@ class AdaptConfig:
     adam_epsilon: float = 1e-8  # Adam's ε on √v̂ (Kingma & Ba's default)
     max_pixels: int = 512 * 512  # LR images above this train on random crops ...
     crop_size: int = 384  # ... of this size (square), one per step
-    noise_sigma: float = 0.0  # Gaussian noise on the son (official noise_level = 0)
+    noise_sigma: float | str = 0.0  # Gaussian noise on the son (official noise_level = 0); 'auto': the image's own
     precision: str = "auto"  # the updates' convolutions: 'float32', 'bfloat16', or 'auto' (bfloat16 where native)
     self_ensemble: bool = False  # 8-way geometric self-ensemble (mean) of the final SR
     back_projection_iters: int = 0  # official code: off
@@ -113,6 +114,8 @@ class AdaptConfig:
             raise InputError(f"adam_epsilon must be positive, got {self.adam_epsilon}")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be 'auto', 'float32' or 'bfloat16', got {self.precision!r}")
+        if self.noise_sigma != "auto" and not (isinstance(self.noise_sigma, (int, float)) and self.noise_sigma >= 0):
+            raise InputError(f"noise_sigma must be >= 0 or 'auto', got {self.noise_sigma!r}")
         if self.layer_rates is not None and (self.optimizer != "sgd" or self.learning_rates is not None):
             raise InputError("layer_rates are SGD rates of their own: not with adam or learning_rates")
 
@@ -273,13 +276,16 @@ _PAIR_SPECS = [tf.TensorSpec([None, None, 3], tf.float32), tf.TensorSpec([None, 
 
 
 @functools.cache
-def _adapt_fns(scale: int, subsample: str, optimizer: str, noise_sigma: float, precision: str, adam_epsilon: float):
-    """(make_pair, run_steps) graphs per (scale, subsample, optimizer, ...): any image, kernel and step count."""
+def _adapt_fns(scale: int, subsample: str, optimizer: str, precision: str, adam_epsilon: float):
+    """(make_pair, run_steps) graphs per (scale, subsample, optimizer, ...): any image, kernel, son noise, steps."""
 
-    @tf.function(input_signature=[*_PAIR_SPECS, tf.TensorSpec([2], tf.int32)])
-    def make_pair(lr_image, kernel, seed):
-        son_up, father = training_pair(lr_image[None], kernel, scale, subsample, noise_sigma, seed)
-        return tf.concat([son_up, father], -1)
+    @tf.function(input_signature=[*_PAIR_SPECS, tf.TensorSpec([2], tf.int32), tf.TensorSpec([], tf.float32)])
+    def make_pair(lr_image, kernel, seed, noise_sigma):
+        father = lr_image[None]
+        son = degrade(father, kernel, scale, subsample)
+        noisy = tf.clip_by_value(son + tf.random.stateless_normal(tf.shape(son), seed, stddev=noise_sigma), 0.0, 1.0)
+        son = tf.cond(noise_sigma > 0, lambda: noisy, lambda: son)  # as ``degrade(..., noise_sigma, seed)``
+        return tf.concat([upscale(son, scale, tf.shape(father)[1:3]), father], -1)
 
     @tf.function(
         input_signature=[
@@ -337,11 +343,14 @@ def adapt(params, lr_image, degradation: Degradation, scale, config: AdaptConfig
     """
     s = check_input(lr_image, degradation, scale)
     make_pair, run_steps = _adapt_fns(
-        s, degradation.subsample, config.optimizer, config.noise_sigma, config.compute_precision, config.adam_epsilon
+        s, degradation.subsample, config.optimizer, config.compute_precision, config.adam_epsilon
     )
+    sigma = estimate_noise_sigma(lr_image) if config.noise_sigma == "auto" else float(config.noise_sigma)
     kernel = np.ones((1, 1), np.float32) if degradation.kernel is None else degradation.kernel
     seed = tf.constant([config.seed, 0], tf.int32)
-    pair = make_pair(tf.convert_to_tensor(lr_image, tf.float32), tf.convert_to_tensor(kernel, tf.float32), seed)
+    pair = make_pair(
+        tf.convert_to_tensor(lr_image, tf.float32), tf.convert_to_tensor(kernel, tf.float32), seed, tf.constant(sigma)
+    )
     crop_limits = tf.constant([config.max_pixels, config.crop_size], tf.int32)
     rates = rate_matrix(config)
 

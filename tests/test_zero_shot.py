@@ -259,3 +259,19 @@ def test_learned_rates_run_sgd_per_tensor_and_step(lr_image):
     assert not np.array_equal(fast[0], params[0])
     with pytest.raises(InputError, match="layer_rates"):
         AdaptConfig(layer_rates=((1e-2,) * 16,))  # adam
+
+
+def test_a_noisy_son_equals_the_one_graph_loop_and_auto_estimates_the_images_noise(lr_image, monkeypatch):
+    """noise_sigma on the son as ``degrade(..., noise_sigma, seed)``; 'auto' takes ``estimate_noise_sigma(image)``."""
+    params, config = init_params(8), AdaptConfig(steps=2, precision="float32", noise_sigma=0.02)
+    rates, limits, seed = tf.constant(learning_rates(config)), tf.constant([10**6, 384]), tf.constant([0, 0])
+    whole, _ = adapt_graph(params, lr_image, KERNEL.kernel, rates, limits, seed, 2, "direct", "adam", 0.02)
+    fast, _ = adapt(params, lr_image, KERNEL, 2, config)
+    for a, b in zip(fast, whole):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    monkeypatch.setattr(zero_shot, "estimate_noise_sigma", lambda image: 0.02)
+    auto, _ = adapt(params, lr_image, KERNEL, 2, dataclasses.replace(config, noise_sigma="auto"))
+    for a, b in zip(auto, fast):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(InputError, match="noise_sigma"):
+        AdaptConfig(noise_sigma=-1.0)
