@@ -41,6 +41,7 @@ class MetaConfig:
     min_variance: float = 1.0  # p(k) eigenvalues from this (paper 1; < 1 adds sharp kernels)
     noise: float = 0.0  # std of Gaussian noise on the LR (official train.py: 0)
     learn_inner_lr: bool = False  # MAML++ LSLR: α per tensor and inner step, learned (initialised to inner_lr)
+    inner_lr_meta_lr: float | None = None  # Adam rate of the learned α (None: meta_lr)
     first_order: bool = False  # FOMAML throughout
     first_order_steps: int = 0  # first-order warm-up for this many meta-iterations
     anneal_steps: int = 3333  # MAML++ annealing length: (1/N)/d with the official d = 6e-5

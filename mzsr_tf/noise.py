@@ -13,7 +13,9 @@ import math
 import numpy as np
 import scipy.signal
 
-__all__ = ["estimate_noise_sigma"]
+__all__ = ["NOISE_FLOOR", "estimate_noise_sigma", "son_noise_sigma"]
+
+NOISE_FLOOR = 1.0 / 255.0  # what the estimator reads on clean, blurred 8-bit photos (edges, quantisation)
 
 _LAPLACIAN_DIFFERENCE = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float64)
 
@@ -26,3 +28,9 @@ def estimate_noise_sigma(image) -> float:
         return 0.0
     means = [np.abs(scipy.signal.convolve2d(c, _LAPLACIAN_DIFFERENCE, mode="valid")).mean() for c in channels]
     return float(math.sqrt(math.pi / 2.0) * np.mean(means) / 6.0)
+
+
+def son_noise_sigma(image) -> float:
+    """The σ to give an LR son so that it is as noisy as ``image``: the estimate above the clean floor,
+    √(max(σ̂² − floor², 0)) (a clean photo's son gets none)."""
+    return math.sqrt(max(estimate_noise_sigma(image) ** 2 - NOISE_FLOOR**2, 0.0))

@@ -196,12 +196,16 @@ def _split_rates(variables, config):
     return variables, None
 
 
-def make_step_fn(stage: _Stage, variables, optimizer, strategy, first_order: bool, jit: bool = False):
+def make_step_fn(stage: _Stage, variables, optimizers, strategy, first_order: bool, jit: bool = False):
     """The training step as one tf.function: per-replica loss and gradients, all-reduce, guarded update.
 
     The host batch is split evenly over the replicas; the update is skipped when the loss or any
-    gradient is not finite. Returns ``step_fn(batch, step) -> (loss, per-inner-step losses, finite)``.
+    gradient is not finite. ``optimizers``: one optimizer for all ``variables``, or a list of
+    (optimizer, count) taking the variables in order (θ, then the learned inner rates).
+    Returns ``step_fn(batch, step) -> (loss, per-inner-step losses, finite)``.
     """
+    if not isinstance(optimizers, (list, tuple)):
+        optimizers = [(optimizers, len(variables))]
     replicas = strategy.num_replicas_in_sync
     global_size = stage.global_size()
 
@@ -221,13 +225,16 @@ def make_step_fn(stage: _Stage, variables, optimizer, strategy, first_order: boo
         for g in grads:
             finite = finite & tf.reduce_all(tf.math.is_finite(g))
         if finite:
-            optimizer.apply_gradients(zip(grads, variables))
+            start = 0
+            for optimizer, count in optimizers:
+                optimizer.apply_gradients(zip(grads[start : start + count], variables[start : start + count]))
+                start += count
         return loss, per_step, finite
 
     return step_fn
 
 
-LR_FIELDS = ("lr", "lr_decay_steps", "lr_floor", "meta_lr")  # a resume may change these on purpose
+LR_FIELDS = ("lr", "lr_decay_steps", "lr_floor", "meta_lr", "inner_lr_meta_lr")  # a resume may change these
 
 
 def _checkpoints(ckpt: Path) -> list[str]:
@@ -336,9 +343,15 @@ def train(run: RunConfig, config, log=print) -> Path:
             rates = [tf.Variable(tf.fill([config.inner_steps, len(net.params)], config.inner_lr), name="inner_lr")]
         variables = net.params + rates
         optimizer = keras.optimizers.Adam(stage.learning_rate(), epsilon=1e-8)
-        optimizer.build(variables)
+        optimizer.build(net.params)
+        optimizers = [(optimizer, len(net.params))]
+        extra = {}
+        if learn_rates:  # the rates have an Adam of their own (their learning rate may differ from θ's)
+            rates_optimizer = keras.optimizers.Adam(config.inner_lr_meta_lr or config.meta_lr, epsilon=1e-8)
+            rates_optimizer.build(rates)
+            optimizers.append((rates_optimizer, 1))
+            extra = {"inner_lr": rates[0], "rates_optimizer": rates_optimizer}
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    extra = {"inner_lr": rates[0]} if learn_rates else {}
     checkpoint = tf.train.Checkpoint(model=net, optimizer=optimizer, step=step_var, seed=tf.Variable(run.seed), **extra)
     if run.resume and _checkpoints(ckpt_dir):
         restored = _restore_newest(checkpoint, ckpt_dir, log)
@@ -347,6 +360,8 @@ def train(run: RunConfig, config, log=print) -> Path:
             log("learning rate changed on resume: " + ", ".join(f"{k} -> {getattr(config, k)}" for k in changed_lr))
         if not isinstance(optimizer.learning_rate, keras.optimizers.schedules.LearningRateSchedule):
             optimizer.learning_rate = stage.learning_rate()
+        if learn_rates:
+            rates_optimizer.learning_rate = config.inner_lr_meta_lr or config.meta_lr
     else:
         if run.resume:
             log(f"no checkpoint in {ckpt_dir}: starting at step 0")
@@ -365,10 +380,10 @@ def train(run: RunConfig, config, log=print) -> Path:
         log(f"already at step {start} >= {run.steps}")
         return _finish(run, variables, learn_rates)
 
-    first_order_step = make_step_fn(stage, variables, optimizer, strategy, True, run.jit)
+    first_order_step = make_step_fn(stage, variables, optimizers, strategy, True, run.jit)
     second_order_step = first_order_step
     if run.stage == "meta" and not config.first_order:
-        second_order_step = make_step_fn(stage, variables, optimizer, strategy, False, run.jit)
+        second_order_step = make_step_fn(stage, variables, optimizers, strategy, False, run.jit)
     # Fixed validation batches from their own seed, not batches of the training stream.
     val_stage = _Stage(dataclasses.replace(run, seed=run.seed + 10_007), config, stage.images)
     val_batches = list(val_stage.dataset(0).take(run.val_batches))
@@ -453,6 +468,11 @@ def stage_config(stage: str, **overrides):
     if foreign:
         raise InputError(f"--{foreign[0].replace('_', '-')} does not apply to --stage {stage}")
     return cls(**given)
+
+
+def stage_defaults(stage: str) -> dict:
+    """The default settings of ``stage`` ('pretrain' or 'meta')."""
+    return dataclasses.asdict(PretrainConfig() if stage == "pretrain" else MetaConfig())
 
 
 def set_seed(seed: int):

@@ -36,7 +36,7 @@ from mzsr_tf.errors import InputError
 from mzsr_tf.imresize import output_length, upscale
 from mzsr_tf.kernels import Degradation
 from mzsr_tf.model import forward, l1_loss_and_grads, param_shapes
-from mzsr_tf.noise import estimate_noise_sigma
+from mzsr_tf.noise import son_noise_sigma
 
 __all__ = [
     "ADAM_RATES",
@@ -345,7 +345,7 @@ def adapt(params, lr_image, degradation: Degradation, scale, config: AdaptConfig
     make_pair, run_steps = _adapt_fns(
         s, degradation.subsample, config.optimizer, config.compute_precision, config.adam_epsilon
     )
-    sigma = estimate_noise_sigma(lr_image) if config.noise_sigma == "auto" else float(config.noise_sigma)
+    sigma = son_noise_sigma(lr_image) if config.noise_sigma == "auto" else float(config.noise_sigma)
     kernel = np.ones((1, 1), np.float32) if degradation.kernel is None else degradation.kernel
     seed = tf.constant([config.seed, 0], tf.int32)
     pair = make_pair(

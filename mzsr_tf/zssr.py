@@ -599,6 +599,7 @@ def train_zssr(
     init_params=None,
     gt=None,
     output_shape=None,
+    progress=None,
 ) -> ZSSRResult:
     """ZSSR on one image: train the image-specific net (per scale stage), then ``final_test``.
 
@@ -609,6 +610,8 @@ def train_zssr(
       init_params: start weights (16 tensors); None trains from scratch (``init_zssr_params``).
       gt: optional HR ground truth [H_out, W_out, 3], to log the true MSE every test.
       output_shape: (H_out, W_out) of the final stage; default ``ceil(s · size)``.
+      progress: called as ``progress(stage, stages, iteration, max_iters, loss, learning_rate)`` after
+        every graph call (a few per test period), e.g. to drive a progress bar.
     Returns:
       A :class:`ZSSRResult`.
     """
@@ -651,6 +654,8 @@ def train_zssr(
             params, moments, t, losses = train_fn(params, moments, t, *data, rate, *chunk)
             log.losses += losses.numpy().tolist()
             i = stop + 1
+            if progress is not None:
+                progress(index, len(stages), i, config.max_iters, log.losses[-1], learning_rate)
             if stop % config.run_test_every == 0:
                 log.test_iterations.append(stop)
                 test_seed = tf.constant([config.seed + 1, stop], tf.int32)

@@ -254,6 +254,28 @@ def test_learned_inner_rates_train_resume_and_ship_with_the_weights(data_dir, tm
     )
 
 
+def test_a_runs_config_json_is_a_recipe_and_resumes_its_run(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = TINY_META + ["--data", data_dir, "--out", out, "--steps", "2", "--meta-lr", "3e-4", "--val-every", "100"]
+    assert run(argv, capsys)[0] == 0
+    record = json.loads((out / "config.json").read_text())
+    # the record as a recipe: a new run with the same settings (flags given win over it)
+    again = tmp_path / "again"
+    code, err = run(["--config", out / "config.json", "--out", again, "--steps", "1", "--task-batch", "1"], capsys)
+    assert code == 0, err
+    copied = json.loads((again / "config.json").read_text())
+    assert copied["stage_config"] == record["stage_config"] and copied["run"]["steps"] == 1
+    # in its run folder it resumes that run: --out from the config's folder, the settings from the record
+    code, err = run(["--config", out / "config.json", "--steps", "3", "--resume"], capsys)
+    assert code == 0 and "resumed" in err and "at step 2" in err, err
+    code, err = run(["--config", out / "config.json", "--steps", "4", "--resume", "--inner-steps", "3"], capsys)
+    assert code == 2 and "inner_steps" in err
+    (tmp_path / "bad.json").write_text("{not json")
+    assert run(["--config", tmp_path / "bad.json"], capsys)[0] == 2
+    code, err = run(["--stage", "meta", "--steps", "1"], capsys)
+    assert code == 2 and "--data, --out required" in err
+
+
 def test_pretrain_on_mixed_degradations(data_dir, tmp_path, capsys):
     out = tmp_path / "mixed"
     argv = TINY_PRE + ["--data", data_dir, "--out", out, "--steps", "1", "--degradation", "mixed"]

@@ -262,14 +262,14 @@ def test_learned_rates_run_sgd_per_tensor_and_step(lr_image):
 
 
 def test_a_noisy_son_equals_the_one_graph_loop_and_auto_estimates_the_images_noise(lr_image, monkeypatch):
-    """noise_sigma on the son as ``degrade(..., noise_sigma, seed)``; 'auto' takes ``estimate_noise_sigma(image)``."""
+    """noise_sigma on the son as ``degrade(..., noise_sigma, seed)``; 'auto' takes ``son_noise_sigma(image)``."""
     params, config = init_params(8), AdaptConfig(steps=2, precision="float32", noise_sigma=0.02)
     rates, limits, seed = tf.constant(learning_rates(config)), tf.constant([10**6, 384]), tf.constant([0, 0])
     whole, _ = adapt_graph(params, lr_image, KERNEL.kernel, rates, limits, seed, 2, "direct", "adam", 0.02)
     fast, _ = adapt(params, lr_image, KERNEL, 2, config)
     for a, b in zip(fast, whole):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
-    monkeypatch.setattr(zero_shot, "estimate_noise_sigma", lambda image: 0.02)
+    monkeypatch.setattr(zero_shot, "son_noise_sigma", lambda image: 0.02)
     auto, _ = adapt(params, lr_image, KERNEL, 2, dataclasses.replace(config, noise_sigma="auto"))
     for a, b in zip(auto, fast):
         np.testing.assert_array_equal(a, b)

@@ -396,6 +396,7 @@ def test_adapt_cli_zssr_end_to_end(tiny_presets, astronaut_uint8, tmp_path, caps
     code = adapt.cli.run(adapt.main, [str(a) for a in args])
     err = capsys.readouterr().err
     assert code == 0, err
+    assert "ZSSR a.png" in err and "stage 1/1, loss" in err  # the progress bar
     assert Image.open(tmp_path / "sr.png").size == (40, 48)
     (entry,) = json.loads((tmp_path / "r.json").read_text())["images"]
     assert (entry["method"], entry["preset"], entry["iterations"], entry["learning_rate_drops"]) == (

@@ -204,8 +204,17 @@ def zssr_runner(args, config, init, degradation):
     from mzsr_tf.zssr import train_zssr
 
     def run(rgb, shape, gt_path, name):
+        from tqdm import tqdm
+
         gt = None if gt_path is None else _load_gt(gt_path, args.scale, args.max_image_pixels * args.scale**2)
-        result = train_zssr(rgb, degradation, args.scale, config, init, gt=gt, output_shape=shape)
+        with tqdm(desc=f"ZSSR {name}", unit="it", dynamic_ncols=True, leave=False) as bar:
+
+            def progress(stage, stages, iteration, max_iters, loss, learning_rate):
+                bar.total = max_iters
+                bar.n = iteration
+                bar.set_postfix_str(f"stage {stage + 1}/{stages}, loss {loss:.4f}, lr {learning_rate:.0e}")
+
+            result = train_zssr(rgb, degradation, args.scale, config, init, gt, shape, progress)
         entry = {
             "method": "zssr",
             "preset": args.preset or "x2_ideal",

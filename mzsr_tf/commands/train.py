@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -19,12 +20,23 @@ def _flag(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-def build_parser():
-    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--stage", choices=("pretrain", "meta"), required=True)
-    p.add_argument("--data", nargs="+", type=Path, required=True, help="folders of HR training images")
-    p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, logs, final.weights.h5)")
-    p.add_argument("--steps", type=int, required=True, help="total steps (with --resume: continue up to this)")
+REQUIRED = ("stage", "data", "out", "steps")  # as flags or from --config
+
+
+def build_parser(only_given: bool = False):
+    """The flags; ``only_given``: a parser whose namespace holds only the flags actually given."""
+    extra = {"argument_default": argparse.SUPPRESS} if only_given else {}
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0], **extra)
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="a run's config.json (or a JSON of the same shape): its settings, flags given override them; "
+        "in a run folder it also sets --out",
+    )
+    p.add_argument("--stage", choices=("pretrain", "meta"))
+    p.add_argument("--data", nargs="+", type=Path, help="folders of HR training images")
+    p.add_argument("--out", type=Path, help="run folder (checkpoints, logs, final.weights.h5)")
+    p.add_argument("--steps", type=int, help="total steps (with --resume: continue up to this)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     p.add_argument("--init", type=Path, help="initial weights (.weights.h5, .npz, TF1 checkpoint)")
     p.add_argument("--seed", type=int, default=0)
@@ -71,16 +83,61 @@ def build_parser():
         default=None,
         help="learn the inner rate per tensor and inner step (MAML++ LSLR), shipped with the weights",
     )
+    meta.add_argument("--inner-lr-meta-lr", type=float, help="with --learn-inner-lr: Adam rate of the rates (meta-lr)")
     meta.add_argument("--first-order", action="store_true", default=None, help="first-order MAML throughout")
     meta.add_argument("--first-order-steps", type=int, help="first-order warm-up steps (0)")
     meta.add_argument("--anneal-steps", type=int, help="MAML++ loss-weight annealing length (3333)")
     return p
 
 
+RUN_FIELDS = ("stage", "data", "out", "steps", "seed", "init", "strategy", "jit", "checkpoint_every", "log_every")
+RUN_FIELDS += ("val_every", "val_batches")
+
+
+def _apply_config(args, argv):
+    """Fill the flags not given from ``--config``; returns the config's stage settings (flags given win)."""
+    import json
+
+    from mzsr_tf.errors import InputError
+
+    try:
+        record = json.loads(args.config.read_text())
+        run, stage = record.get("run", {}), record.get("stage_config", {})
+        if not isinstance(run, dict) or not isinstance(stage, dict):
+            raise ValueError("'run' and 'stage_config' must be objects")
+    except (OSError, ValueError) as e:
+        raise InputError(f"{args.config}: not a readable run config ({e})") from None
+    given = vars(build_parser(only_given=True).parse_args(argv))
+    for key in RUN_FIELDS:
+        if key in run and key not in given and run[key] is not None:
+            value = run[key]
+            value = [Path(d) for d in value] if key == "data" else Path(value) if key in ("out", "init") else value
+            setattr(args, key, value)
+    if "out" not in given and (args.config.parent / "ckpt").is_dir():  # the run folder the config belongs to
+        args.out = args.config.parent
+    from mzsr_tf.training import stage_defaults
+
+    defaults = stage_defaults(args.stage) if args.stage else {}
+    rest = {}  # settings with no flag of their own
+    for key, value in stage.items():
+        if key in given or defaults.get(key) == value:  # a flag given wins; a default needs no setting
+            continue
+        if hasattr(args, key):
+            setattr(args, key, value)
+        else:
+            rest[key] = value
+    return rest
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from mzsr_tf.errors import InputError
     from mzsr_tf.training import RunConfig, set_seed, stage_config, train
+
+    from_config = _apply_config(args, argv) if args.config else {}
+    missing = [_flag(name) for name in REQUIRED if getattr(args, name) is None]
+    if missing:
+        raise InputError(f"{', '.join(missing)} required (as flags or from --config)")
 
     for name in (
         "steps",
@@ -97,7 +154,7 @@ def main(argv=None):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise InputError(f"{_flag(name)} must be positive, got {value}")
-    for name in ("lr", "lr_floor", "inner_lr", "meta_lr", "min_variance"):
+    for name in ("lr", "lr_floor", "inner_lr", "meta_lr", "inner_lr_meta_lr", "min_variance"):
         value = getattr(args, name)
         if value is not None and not value > 0:
             raise InputError(f"{_flag(name)} must be positive, got {value}")
@@ -110,6 +167,7 @@ def main(argv=None):
             raise InputError(f"{d}: no such data folder")
     config = stage_config(
         args.stage,
+        **from_config,  # settings without a flag
         scale=args.scale,
         patch=args.patch,
         batch_size=args.batch_size,
@@ -127,6 +185,7 @@ def main(argv=None):
         task_batch=args.task_batch,
         noise=args.noise,
         learn_inner_lr=args.learn_inner_lr,
+        inner_lr_meta_lr=args.inner_lr_meta_lr,
         first_order=args.first_order,
         first_order_steps=args.first_order_steps,
         anneal_steps=args.anneal_steps,
