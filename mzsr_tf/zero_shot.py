@@ -100,7 +100,7 @@ class AdaptConfig:
     adam_epsilon: float = 1e-8  # Adam's ε on √v̂ (Kingma & Ba's default)
     max_pixels: int = 512 * 512  # LR images above this train on random crops ...
     crop_size: int = 384  # ... of this size (square), one per step
-    noise_sigma: float | str = 0.0  # Gaussian noise on the son (official noise_level = 0); 'auto': the image's own
+    noise_sigma: float | str = "auto"  # Gaussian noise on the son: 'auto', the photo's own (mzsr_tf.noise); official 0
     precision: str = "auto"  # the updates' convolutions: 'float32', 'bfloat16', or 'auto' (bfloat16 where native)
     self_ensemble: bool = False  # 8-way geometric self-ensemble (mean) of the final SR
     back_projection_iters: int = 0  # official code: off
@@ -134,7 +134,8 @@ class AdaptConfig:
         5e-3 for steps 2-5, 1e-3 after. Other (scale, subsampling) pairs take the Direct×2 rates.
         """
         rates = _OFFICIAL_RATES.get((int(scale), subsample), OFFICIAL_RATES)
-        return cls(**{"optimizer": "sgd", "learning_rates": rates, "precision": "float32", **overrides})
+        official = {"optimizer": "sgd", "learning_rates": rates, "precision": "float32", "noise_sigma": 0.0}
+        return cls(**{**official, **overrides})
 
     def cropped(self, size: int) -> AdaptConfig:
         """This config with every update on one random ``size``² window of images above ``size``² pixels."""
@@ -171,9 +172,17 @@ def rate_matrix(config: AdaptConfig) -> np.ndarray:
 _PARAM_SPECS = [tf.TensorSpec(s, tf.float32) for s in param_shapes()]
 
 
-def training_pair(father, kernel, scale: int, subsample: str = "direct", noise_sigma: float = 0.0, seed=None):
-    """The training pair of Algorithm 2: (bicubic↑(degrade(father)), father), both at the father's size."""
-    son = degrade(father, kernel, scale, subsample, noise_sigma, seed if noise_sigma else None)
+def training_pair(father, kernel, scale: int, subsample: str = "direct", noise_sigma=0.0, seed=None):
+    """The training pair of Algorithm 2: (bicubic↑(degrade(father)), father), both at the father's size.
+
+    ``noise_sigma`` (a number or a scalar tensor): Gaussian noise on the son, drawn from ``seed`` (int32 [2]),
+    as ``degrade(..., noise_sigma, seed)``.
+    """
+    son = degrade(father, kernel, scale, subsample)
+    if not (isinstance(noise_sigma, (int, float)) and noise_sigma == 0):
+        sigma = tf.cast(noise_sigma, son.dtype)
+        noisy = tf.clip_by_value(son + tf.random.stateless_normal(tf.shape(son), seed, stddev=sigma), 0.0, 1.0)
+        son = tf.cond(sigma > 0, lambda: noisy, lambda: son)
     return upscale(son, scale, tf.shape(father)[1:3]), father
 
 
@@ -281,11 +290,7 @@ def _adapt_fns(scale: int, subsample: str, optimizer: str, precision: str, adam_
 
     @tf.function(input_signature=[*_PAIR_SPECS, tf.TensorSpec([2], tf.int32), tf.TensorSpec([], tf.float32)])
     def make_pair(lr_image, kernel, seed, noise_sigma):
-        father = lr_image[None]
-        son = degrade(father, kernel, scale, subsample)
-        noisy = tf.clip_by_value(son + tf.random.stateless_normal(tf.shape(son), seed, stddev=noise_sigma), 0.0, 1.0)
-        son = tf.cond(noise_sigma > 0, lambda: noisy, lambda: son)  # as ``degrade(..., noise_sigma, seed)``
-        return tf.concat([upscale(son, scale, tf.shape(father)[1:3]), father], -1)
+        return tf.concat(training_pair(lr_image[None], kernel, scale, subsample, noise_sigma, seed), -1)
 
     @tf.function(
         input_signature=[

@@ -12,7 +12,7 @@ from mzsr_tf.noise import NOISE_FLOOR, estimate_noise_sigma, son_noise_sigma
 def test_estimate_follows_added_noise(astronaut64, sigma):
     lr = degrade(astronaut64, resolve_degradation("g_d_2.0").kernel, 2).numpy()
     noisy = lr + np.random.default_rng(0).normal(0, sigma / 255, lr.shape)
-    assert estimate_noise_sigma(noisy) * 255 == pytest.approx(sigma, rel=0.25)
+    assert 0.65 * sigma < estimate_noise_sigma(noisy) * 255 <= 1.05 * sigma  # errs low
 
 
 def test_clean_images_read_low_and_flat_reads_zero(astronaut64):
@@ -27,4 +27,4 @@ def test_the_son_gets_the_noise_above_the_clean_floor(astronaut64):
     assert son_noise_sigma(np.round(lr * 255) / 255) == 0.0  # a clean 8-bit photo: no noise on its son
     noisy = lr + np.random.default_rng(1).normal(0, 5 / 255, lr.shape)
     expected = np.sqrt(estimate_noise_sigma(noisy) ** 2 - NOISE_FLOOR**2)
-    assert son_noise_sigma(noisy) == expected and 4 / 255 < expected < 6 / 255
+    assert son_noise_sigma(noisy) == pytest.approx(expected, rel=1e-5) and 3 / 255 < expected < 5.5 / 255

@@ -72,7 +72,9 @@ def test_one_step_is_sgd_on_son_to_father(lr_image):
 def test_default_steps_are_adam_on_son_to_father(lr_image, epsilon):
     """Two default updates == Adam steps of 1e-4, 1.5e-4 (Kingma & Ba, Alg. 1: ε=1e-8 on √v̂) on the pair's L1."""
     params = init_params(0)
-    config = AdaptConfig(steps=2, precision="float32", **({"adam_epsilon": epsilon} if epsilon else {}))
+    config = AdaptConfig(
+        steps=2, precision="float32", noise_sigma=0.0, **({"adam_epsilon": epsilon} if epsilon else {})
+    )
     fast, _ = adapt(params, lr_image, KERNEL, 2, config)
     eps = epsilon or 1e-8
     father = tf.constant(lr_image[None])
@@ -214,7 +216,8 @@ def test_bad_inputs(shape, scale, kernel, match):
 
 @pytest.mark.parametrize("chunk_seconds", [0.0, 1e9])  # one update per call / calls of 1, 2, 4, ... updates
 def test_adaptation_split_into_calls_equals_one_graph_loop(lr_image, monkeypatch, chunk_seconds):
-    params, config = init_params(5), AdaptConfig(steps=7, precision="float32", max_pixels=100, crop_size=16)
+    params = init_params(5)
+    config = AdaptConfig(steps=7, precision="float32", max_pixels=100, crop_size=16, noise_sigma=0.0)
     rates = tf.constant(learning_rates(config))
     limits, seed = tf.constant([100, 16], tf.int32), tf.constant([0, 0], tf.int32)
     whole, whole_losses = adapt_graph(params, lr_image, KERNEL.kernel, rates, limits, seed, 2, "direct", "adam")
@@ -246,7 +249,9 @@ def test_learned_rates_run_sgd_per_tensor_and_step(lr_image):
     """AdaptConfig.learned: row i of the learned rates is step i's SGD rate per tensor; later steps reuse the last."""
     params = init_params(7)
     same = np.full([2, 16], 1e-2, np.float32)
-    fast, losses = adapt(params, lr_image, KERNEL, 2, AdaptConfig.learned(same, steps=3, precision="float32"))
+    fast, losses = adapt(
+        params, lr_image, KERNEL, 2, AdaptConfig.learned(same, steps=3, precision="float32", noise_sigma=0.0)
+    )
     sgd = AdaptConfig.official(steps=3, learning_rates=(1e-2,))
     fast_sgd, losses_sgd = adapt(params, lr_image, KERNEL, 2, sgd)
     np.testing.assert_allclose(losses, losses_sgd, rtol=1e-6)

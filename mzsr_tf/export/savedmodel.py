@@ -28,6 +28,7 @@ import tensorflow as tf
 from mzsr_tf.imresize import upscale
 from mzsr_tf.metrics import to_uint8
 from mzsr_tf.model import PARAM_NAMES, forward
+from mzsr_tf.noise import son_noise_sigma_graph
 from mzsr_tf.zero_shot import AdaptConfig, adapt_graph
 
 __all__ = ["ServingModule", "schedule_rates", "save_serving"]
@@ -132,7 +133,7 @@ class ServingModule(tf.Module):
             self.scale,
             SUBSAMPLE,
             self._config.optimizer,
-            self._config.noise_sigma,
+            son_noise_sigma_graph(lr[0]) if self._config.noise_sigma == "auto" else self._config.noise_sigma,
             "float32" if self._config.precision == "auto" else self._config.precision,  # portable servable
             self._config.adam_epsilon,
         )
