@@ -355,6 +355,24 @@ def test_sigterm_mid_export_leaves_no_staging_folder(tmp_path):
         assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else ""
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 143
-    assert "terminated" in proc.stderr.read()
+    code, err = proc.wait(timeout=120), proc.stderr.read()
+    assert code == 143 and "terminated" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.weights.h5"]
+
+
+def test_learned_rates_travel_into_the_weights_files_and_the_servings_adaptation(tmp_path, image):
+    """Weights with meta-learned rates: export keeps them, and the SavedModel adapts as adapt.py does for them."""
+    from mzsr_tf.model import load_inner_lr
+
+    params = distinct_params(4)
+    rates = np.random.default_rng(0).uniform(0.005, 0.02, (3, 16)).astype(np.float32)
+    weights = save_params(params, tmp_path / "lslr.weights.h5", inner_lr=rates)
+    out = tmp_path / "out"
+    argv = ["--weights", weights, "--out", out, "--kernel-size", KERNEL_SIZE, "--max-pixels", MAX_PIXELS]
+    assert cli.run(export_cli.main, [str(a) for a in argv]) == 0
+    for name in (FILES["weights_h5"], FILES["weights_npz"]):
+        np.testing.assert_array_equal(load_inner_lr(out / name), rates)
+    served = tf.saved_model.load(str(out / FILES["serving"]))
+    config = AdaptConfig.learned(rates, steps=4, precision="float32")
+    expected = zero_shot_sr(params, image / np.float32(255), Degradation(validate_kernel(KERNEL), "direct"), 2, config)
+    np.testing.assert_array_equal(serve(served, image, KERNEL, 4)[0], to_uint8(expected.sr).numpy())

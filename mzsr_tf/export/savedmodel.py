@@ -37,7 +37,8 @@ SUBSAMPLE = "direct"  # MZSR's Direct×s degradation, the kernel convention of t
 
 
 def schedule_rates(steps, schedule):
-    """In-graph :func:`mzsr_tf.zero_shot.learning_rates`: step i uses ``schedule[min(i, len - 1)]``."""
+    """In-graph :func:`mzsr_tf.zero_shot.rate_matrix`: step i uses row (or entry) ``min(i, len - 1)`` of the
+    schedule, a list of rates or of per-tensor rows."""
     table = tf.constant(schedule, tf.float32)
     return tf.gather(table, tf.minimum(tf.range(steps), len(schedule) - 1))
 
@@ -122,7 +123,8 @@ class ServingModule(tf.Module):
         """MZSR(steps) on one request: adapt θ_M to the image, then super-resolve it."""
         lr = _image_float(image, self.scale, self.max_pixels)
         kernel = _normalised_kernel(kernel, image)
-        rates = schedule_rates(_checked_steps(steps, self.max_steps), self._config.schedule)
+        schedule = self._config.layer_rates or self._config.schedule
+        rates = schedule_rates(_checked_steps(steps, self.max_steps), schedule)
         fast, _ = adapt_graph(
             [v.read_value() for v in self.theta],
             lr[0],
@@ -145,9 +147,11 @@ class ServingModule(tf.Module):
         return {"sr": self._sr_uint8([v.read_value() for v in self.theta], lr)}
 
 
-def save_serving(params, path, scale: int, max_pixels: int, max_steps: int) -> Path:
-    """Write the SavedModel to ``path`` (a TF Serving version folder, e.g. ``serving/1``)."""
-    module = ServingModule(params, scale, max_pixels, max_steps)
+def save_serving(params, path, scale: int, max_pixels: int, max_steps: int, inner_lr=None) -> Path:
+    """Write the SavedModel to ``path`` (a TF Serving version folder, e.g. ``serving/1``); with meta-learned
+    ``inner_lr`` its adaptation is ``AdaptConfig.learned`` (as ``adapt.py`` for such weights)."""
+    config = AdaptConfig() if inner_lr is None else AdaptConfig.learned(inner_lr)
+    module = ServingModule(params, scale, max_pixels, max_steps, config)
     signatures = {
         "serving_default": module.serving_default.get_concrete_function(),
         "super_resolve": module.super_resolve.get_concrete_function(),
