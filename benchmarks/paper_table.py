@@ -45,6 +45,7 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # ``python benchma
 import numpy as np
 
 from benchmarks.common import save_json
+from mzsr_tf import cli
 from mzsr_tf.degradation import degrade
 from mzsr_tf.errors import InputError
 from mzsr_tf.imresize import upscale
@@ -125,7 +126,7 @@ def make_mzsr(args: argparse.Namespace, steps: str = "0", official: str | None =
     def config_for(scale: int, subsample: str) -> AdaptConfig:  # the official schedule: the model's rates, float32
         if official:
             return AdaptConfig.official(scale, subsample, steps=int(steps))
-        return AdaptConfig(steps=int(steps), precision=args.precision)
+        return AdaptConfig(steps=int(steps), precision=args.precision, noise_sigma=args.son_noise)
 
     def mzsr(lr, degradation, scale, *, output_shape):
         params, config = params_for(degradation.subsample), config_for(scale, degradation.subsample)
@@ -134,7 +135,11 @@ def make_mzsr(args: argparse.Namespace, steps: str = "0", official: str | None =
     config = config_for(args.scale, "direct")
     mzsr.settings = {
         "weights": str(args.weights or "shipped"),
-        **({"optimizer": config.optimizer, "precision": config.compute_precision} if config.steps else {}),
+        **(
+            {"optimizer": config.optimizer, "precision": config.compute_precision, "son_noise": config.noise_sigma}
+            if config.steps
+            else {}
+        ),
     }
     return mzsr
 
@@ -363,6 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         choices=PRECISIONS,
         help="mzsrN: the updates' convolutions (mzsrN_official: float32)",
+    )
+    p.add_argument(
+        "--son-noise",
+        type=cli.son_noise,
+        default="auto",
+        help="mzsrN: noise on the LR son, 'auto' (the photo's own, the default) or sigma in 0-255 units",
     )
     p.add_argument("--zssr-preset", default="x2_ideal", help="ZSSR config for zssr/zssr_fast (mzsr_tf.zssr.PRESETS)")
     p.add_argument("--zssr-max-iters", type=int, help="ZSSR iteration cap per scale stage (default: the preset's)")

@@ -118,3 +118,16 @@ def float_list(text: str) -> tuple[float, ...]:
     if not values or any(not (0 < v < math.inf) for v in values):
         raise argparse.ArgumentTypeError(f"learning rates must be positive and finite, got {text!r}")
     return values
+
+
+def son_noise(text: str):
+    """argparse type: 'auto' (the photo's own noise level) or a σ in 0-255 units, returned in [0, 1] units."""
+    if text == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {text!r}") from None
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return value / 255.0

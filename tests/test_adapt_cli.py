@@ -208,6 +208,7 @@ def _bad_weights(tmp_path):
         ("bad_flag", "unrecognized arguments"),
         ("bad_precision", "invalid choice"),
         ("infinite_lr", "positive and finite"),
+        ("bad_son_noise", "expected 'auto' or a number"),
         ("too_many_steps", "must be <= 10000"),
         ("pixel_limit", "more than 100 pixels"),
         ("out_is_input", "is an input"),
@@ -250,6 +251,8 @@ def test_bad_inputs_fail_with_one_line_and_write_nothing(workspace, tmp_path, ca
         extra = ["--precision", "float16"]
     elif case == "infinite_lr":
         extra = ["--lr", "inf"]
+    elif case == "bad_son_noise":
+        extra = ["--son-noise", "loud"]
     elif case == "too_many_steps":
         extra = ["--steps", "10001"]
     elif case == "pixel_limit":
@@ -317,7 +320,7 @@ def test_weights_with_learned_rates_adapt_with_them_by_default(workspace, tmp_pa
         assert code == 0, err
         reports[name] = json.loads((tmp_path / f"{name}.json").read_text())["images"][0]
     assert reports["default"]["optimizer"] == reports["learned"]["optimizer"] == "learned"
-    assert reports["adam"]["optimizer"] == "adam"
+    assert reports["adam"]["optimizer"] == "adam" and reports["adam"]["son_noise"] == "auto"
     assert reports["default"]["losses"] == reports["learned"]["losses"] != reports["adam"]["losses"]
     code, err = run(
         [face, "--kernel", KERNEL_NAME, "--weights", workspace / "w.weights.h5", "--optimizer", "learned"], capsys

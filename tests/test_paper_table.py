@@ -80,6 +80,10 @@ def test_noise_rows_add_seeded_gaussian_noise_to_the_lr(hr_folder, tmp_path, cap
     assert "| MySet, g_d_2.0 σ=5 |" in table
     for bad in ("-1", "x", "inf"):
         assert _run(capsys, "--hr", hr_folder, "--noise", bad)[0] == 2
+    argv = ["--hr", hr_folder, "--kernels", "g_d_2.0", "--methods", "mzsr1", "--son-noise", "2.55", "--json"]
+    assert _run(capsys, *argv, tmp_path / "son.json")[0] == 0
+    (row,) = json.loads((tmp_path / "son.json").read_text())["results"]
+    assert row["settings"]["son_noise"] == pytest.approx(0.01)
 
 
 def test_set_name_is_the_folder_unless_it_is_called_hr(tmp_path, astronaut_uint8, capsys):

@@ -72,6 +72,11 @@ def build_parser():
         help="mzsr: each update on one random NxN window of images above N² pixels (faster, ~0.1 dB less at "
         "N=128; default: whole images up to 512², 384² windows above)",
     )
+    p.add_argument(
+        "--son-noise",
+        type=cli.son_noise,
+        help="mzsr: Gaussian noise on the LR son, 'auto' (default: the photo's own, estimated) or sigma in 0-255",
+    )
     p.add_argument("--self-ensemble", action="store_true", help="mzsr: 8-way geometric self-ensemble")
     p.add_argument("--back-projection", type=cli.positive_int, metavar="N", help="mzsr: back-projection iterations")
     p.add_argument("--tile", type=int, default=1024, help="SR tile size in HR pixels (bounded memory)")
@@ -179,6 +184,7 @@ def mzsr_runner(args, config, params, degradation):
             "steps": config.steps,
             "optimizer": "learned" if config.layer_rates else config.optimizer,
             "precision": config.compute_precision,  # 'auto' resolved on this machine
+            "son_noise": config.noise_sigma,
             "losses": result.losses,
             **({"diverged_at_update": len(result.losses) + 1} if result.diverged else {}),
             "seconds_adapt": round(result.seconds_adapt, 4),
@@ -358,7 +364,7 @@ def _method_config(args, degradation):
     from mzsr_tf.model import load_inner_lr, load_params
 
     mzsr_only = {"--steps": args.steps, "--weights": args.weights, "--optimizer": args.optimizer, "--lr": args.lr}
-    mzsr_only.update({"--precision": args.precision, "--crop": args.crop})
+    mzsr_only.update({"--precision": args.precision, "--crop": args.crop, "--son-noise": args.son_noise})
     mzsr_only.update({"--self-ensemble": args.self_ensemble or None, "--back-projection": args.back_projection})
     zssr_only = {"--preset": args.preset, "--init": args.init, "--max-iters": args.max_iters}
     wrong = [flag for flag, v in (mzsr_only if args.method == "zssr" else zssr_only).items() if v is not None]
@@ -402,6 +408,7 @@ def _method_config(args, degradation):
         "seed": args.seed,
         **({"learning_rates": args.lr} if args.lr else {}),
         **({"precision": args.precision} if args.precision else {}),  # default: official float32 / 'auto'
+        **({"noise_sigma": args.son_noise} if args.son_noise is not None else {}),  # default: official 0 / 'auto'
     }
     if optimizer == "learned":
         config = AdaptConfig.learned(inner_lr, **common)

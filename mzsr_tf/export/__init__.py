@@ -140,9 +140,7 @@ def export_all(
     try:
         save_params(params, staging / FILES["weights_h5"], inner_lr=inner_lr)
         save_params(params, staging / FILES["weights_npz"], inner_lr=inner_lr)
-        save_serving(
-            params, staging / FILES["serving"], config.scale, config.max_pixels, config.max_steps, inner_lr
-        )
+        save_serving(params, staging / FILES["serving"], config.scale, config.max_pixels, config.max_steps, inner_lr)
         save_tflite(params, staging / FILES["tflite"], config.scale, config.kernel_size)
         _publish(staging, out, overwrite)
     finally:
