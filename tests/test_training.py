@@ -257,6 +257,7 @@ def test_learned_inner_rates_train_resume_and_ship_with_the_weights(data_dir, tm
 def test_a_runs_config_json_is_a_recipe_and_resumes_its_run(data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     argv = TINY_META + ["--data", data_dir, "--out", out, "--steps", "2", "--meta-lr", "3e-4", "--val-every", "100"]
+    argv += ["--learn-inner-lr", "--first-order", "--checkpoint-every", "1", "--seed", "3"]  # flags with defaults
     assert run(argv, capsys)[0] == 0
     record = json.loads((out / "config.json").read_text())
     # the record as a recipe: a new run with the same settings (flags given win over it)
@@ -264,7 +265,8 @@ def test_a_runs_config_json_is_a_recipe_and_resumes_its_run(data_dir, tmp_path, 
     code, err = run(["--config", out / "config.json", "--out", again, "--steps", "1", "--task-batch", "1"], capsys)
     assert code == 0, err
     copied = json.loads((again / "config.json").read_text())
-    assert copied["stage_config"] == record["stage_config"] and copied["run"]["steps"] == 1
+    assert copied["stage_config"] == {**record["stage_config"], "task_batch": 1} and copied["run"]["steps"] == 1
+    assert (copied["run"]["checkpoint_every"], copied["run"]["seed"]) == (1, 3)
     # in its run folder it resumes that run: --out from the config's folder, the settings from the record
     code, err = run(["--config", out / "config.json", "--steps", "3", "--resume"], capsys)
     assert code == 0 and "resumed" in err and "at step 2" in err, err

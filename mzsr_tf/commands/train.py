@@ -25,8 +25,7 @@ REQUIRED = ("stage", "data", "out", "steps")  # as flags or from --config
 
 def build_parser(only_given: bool = False):
     """The flags; ``only_given``: a parser whose namespace holds only the flags actually given."""
-    extra = {"argument_default": argparse.SUPPRESS} if only_given else {}
-    p = cli.ArgumentParser(description=__doc__.splitlines()[0], **extra)
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
         "--config",
         type=Path,
@@ -87,6 +86,9 @@ def build_parser(only_given: bool = False):
     meta.add_argument("--first-order", action="store_true", default=None, help="first-order MAML throughout")
     meta.add_argument("--first-order-steps", type=int, help="first-order warm-up steps (0)")
     meta.add_argument("--anneal-steps", type=int, help="MAML++ loss-weight annealing length (3333)")
+    if only_given:  # no defaults at all, explicit ones included: what is in the namespace was typed
+        for action in p._actions:
+            action.default = argparse.SUPPRESS
     return p
 
 
