@@ -80,7 +80,7 @@ def test_noise_rows_add_seeded_gaussian_noise_to_the_lr(hr_folder, tmp_path, cap
     assert "| MySet, g_d_2.0 σ=5 |" in table
     for bad in ("-1", "x", "inf"):
         assert _run(capsys, "--hr", hr_folder, "--noise", bad)[0] == 2
-    argv = ["--hr", hr_folder, "--kernels", "g_d_2.0", "--methods", "mzsr1", "--son-noise", "2.55", "--json"]
+    argv = ["--hr", hr_folder, "--kernels", "bicubic", "--methods", "mzsr1", "--son-noise", "2.55", "--json"]
     assert _run(capsys, *argv, tmp_path / "son.json")[0] == 0
     (row,) = json.loads((tmp_path / "son.json").read_text())["results"]
     assert row["settings"]["son_noise"] == pytest.approx(0.01)
@@ -329,8 +329,14 @@ def test_precision_flag_reaches_mzsr_but_not_the_official_schedule(hr_folder, tm
         rows[precision] = {r["method"]: r["psnr_y"] for r in results}
         settings = {r["method"]: r["settings"] for r in results}  # what ran, resolved
         resolved = AdaptConfig(precision=precision).compute_precision
-        assert settings["mzsr1"] == {"weights": "shipped", "optimizer": "adam", "precision": resolved}
-        assert settings["mzsr1_official"] == {"weights": "shipped", "optimizer": "sgd", "precision": "float32"}
+        assert settings["mzsr1"] == {
+            "weights": "shipped",
+            "optimizer": "adam",
+            "precision": resolved,
+            "son_noise": "auto",
+        }
+        official = {"weights": "shipped", "optimizer": "sgd", "precision": "float32", "son_noise": 0.0}
+        assert settings["mzsr1_official"] == official
     assert rows["float32"]["mzsr1"] != rows["bfloat16"]["mzsr1"]
     assert rows["float32"]["mzsr1_official"] == rows["bfloat16"]["mzsr1_official"]
     with pytest.raises(SystemExit) as exit_info:
