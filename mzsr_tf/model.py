@@ -27,6 +27,8 @@ from mzsr_tf.imresize import upscale
 __all__ = [
     "INNER_LR",
     "load_inner_lr",
+    "load_scale",
+    "check_scale",
     "DEPTH",
     "WIDTH",
     "PARAM_NAMES",
@@ -242,6 +244,7 @@ def _check_shapes(arrays, source) -> list[np.ndarray]:
 
 
 INNER_LR = "inner_lr"  # learned per-tensor, per-step inner rates beside the weights (MAML++ LSLR)
+SCALE = "mzsr_scale"  # the SR factor the weights were trained for, when the file records it
 # train.py checkpoints hold the network's variables, in ``params`` order, as the optimizer's.
 _TRAIN_CKPT = "optimizer/_trainable_variables/{}/.ATTRIBUTES/VARIABLE_VALUE"
 
@@ -323,10 +326,37 @@ def load_inner_lr(path) -> np.ndarray | None:
     return None if rates is None else _check_inner_lr(rates, path)
 
 
-def save_params(params, path, overwrite: bool = False, inner_lr=None) -> Path:
+def load_scale(path) -> int | None:
+    """The SR factor the weights were trained for, if their file records it (``save_params(scale=...)``)."""
+    path = Path(path)
+    try:
+        if path.name.endswith(".weights.h5"):
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                value = f.attrs.get(SCALE)
+        elif path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                value = data[SCALE] if SCALE in data else None
+        else:
+            return None
+    except Exception as e:  # h5py raises many types for corrupt files
+        raise InputError(f"{path}: cannot read weights ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    return None if value is None else int(value)
+
+
+def check_scale(path, scale: int) -> None:
+    """Refuse weights whose file records another SR factor than ``scale``."""
+    trained = load_scale(path)
+    if trained is not None and trained != int(scale):
+        raise InputError(f"{path}: weights trained for x{trained}, not x{int(scale)} (use --scale {trained})")
+
+
+def save_params(params, path, overwrite: bool = False, inner_lr=None, scale: int | None = None) -> Path:
     """Save weights as ``.weights.h5`` (Keras) or ``.npz`` (``convN/kernel`` arrays), atomically.
 
-    ``inner_lr``: learned inner learning rates [steps, 16] to store with them (:func:`load_inner_lr`).
+    ``inner_lr``: learned inner learning rates [steps, 16] to store with them (:func:`load_inner_lr`);
+    ``scale``: the SR factor they were trained for (:func:`load_scale`).
     """
     from mzsr_tf.io import atomic_write
 
@@ -339,14 +369,18 @@ def save_params(params, path, overwrite: bool = False, inner_lr=None) -> Path:
             net.set_params(arrays)
             final = tmp.with_name(tmp.name + ".weights.h5")  # Keras insists on the suffix
             net.save_weights(str(final))
-            if rates is not None:
+            if rates is not None or scale is not None:
                 import h5py
 
                 with h5py.File(final, "a") as f:
-                    f.create_dataset(INNER_LR, data=rates)
+                    if rates is not None:
+                        f.create_dataset(INNER_LR, data=rates)
+                    if scale is not None:
+                        f.attrs[SCALE] = int(scale)
             final.replace(tmp)
         elif path.suffix == ".npz":
             extra = {} if rates is None else {INNER_LR: rates}
+            extra.update({} if scale is None else {SCALE: np.int64(scale)})
             with open(tmp, "wb") as f:
                 np.savez(f, **dict(zip(PARAM_NAMES, arrays)), **extra)
         else:

@@ -378,7 +378,7 @@ def train(run: RunConfig, config, log=print) -> Path:
     start = int(step_var.numpy())
     if start >= run.steps:
         log(f"already at step {start} >= {run.steps}")
-        return _finish(run, variables, learn_rates)
+        return _finish(run, variables, learn_rates, config.scale)
 
     first_order_step = make_step_fn(stage, variables, optimizers, strategy, True, run.jit)
     second_order_step = first_order_step
@@ -449,14 +449,14 @@ def train(run: RunConfig, config, log=print) -> Path:
             manager.save(checkpoint_number=step + 1)
     bar.close()
     manager.save(checkpoint_number=run.steps)
-    return _finish(run, variables, learn_rates)
+    return _finish(run, variables, learn_rates, config.scale)
 
 
-def _finish(run: RunConfig, variables, learn_rates: bool) -> Path:
+def _finish(run: RunConfig, variables, learn_rates: bool, scale: int) -> Path:
     final = Path(run.out) / "final.weights.h5"
     values = [v.numpy() for v in variables]
     params, inner_lr = (values[:-1], values[-1]) if learn_rates else (values, None)
-    save_params(params, final, overwrite=True, inner_lr=inner_lr)
+    save_params(params, final, overwrite=True, inner_lr=inner_lr, scale=scale)
     return final
 
 

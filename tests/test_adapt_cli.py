@@ -209,6 +209,7 @@ def _bad_weights(tmp_path):
         ("bad_precision", "invalid choice"),
         ("infinite_lr", "positive and finite"),
         ("bad_son_noise", "expected 'auto' or a number"),
+        ("other_scale", "weights trained for x2, not x4"),
         ("too_many_steps", "must be <= 10000"),
         ("pixel_limit", "more than 100 pixels"),
         ("out_is_input", "is an input"),
@@ -253,6 +254,9 @@ def test_bad_inputs_fail_with_one_line_and_write_nothing(workspace, tmp_path, ca
         extra = ["--lr", "inf"]
     elif case == "bad_son_noise":
         extra = ["--son-noise", "loud"]
+    elif case == "other_scale":
+        weights = save_params(init_params(0), tmp_path / "x2.weights.h5", scale=2)
+        extra = ["--scale", "4"]
     elif case == "too_many_steps":
         extra = ["--steps", "10001"]
     elif case == "pixel_limit":

@@ -125,6 +125,19 @@ def test_learned_inner_rates_travel_with_the_weights(tmp_path, suffix):
     assert not (tmp_path / f"bad{suffix}").exists()
 
 
+@pytest.mark.parametrize("suffix", [".weights.h5", ".npz"])
+def test_weights_record_their_scale(tmp_path, suffix):
+    from mzsr_tf.model import check_scale, load_scale
+
+    save_params(init_params(1), tmp_path / f"x4{suffix}", scale=4)
+    save_params(init_params(1), tmp_path / f"plain{suffix}")
+    assert load_scale(tmp_path / f"x4{suffix}") == 4 and load_scale(tmp_path / f"plain{suffix}") is None
+    check_scale(tmp_path / f"x4{suffix}", 4)
+    check_scale(tmp_path / f"plain{suffix}", 3)  # unknown: no check
+    with pytest.raises(InputError, match="trained for x4, not x2"):
+        check_scale(tmp_path / f"x4{suffix}", 2)
+
+
 def test_tf1_checkpoint_import(tmp_path):
     """The official layout: variables MODEL/convN/kernel|bias saved by a TF1 Saver."""
     params = init_params(8)

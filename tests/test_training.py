@@ -100,6 +100,9 @@ def test_pretrain_writes_checkpoints_logs_and_final_weights(data_dir, tmp_path, 
     )
     assert code == 0, err
     assert (out / "final.weights.h5").is_file() and len(load_params(out / "final.weights.h5")) == 16
+    from mzsr_tf.model import load_scale
+
+    assert load_scale(out / "final.weights.h5") == 2  # the file says what scale it was trained for
     assert (out / "ckpt" / "checkpoint").is_file()
     # --weights accepts a run's checkpoint: its folder means the latest, which is the final model.
     for got, want in zip(load_params(out / "ckpt"), load_params(out / "final.weights.h5")):

@@ -361,7 +361,7 @@ def run_demo(args, rows):
 def _method_config(args, degradation):
     """(runner, demo rows) for ``--method``; flags of the other method are an error."""
     from mzsr_tf.errors import InputError
-    from mzsr_tf.model import load_inner_lr, load_params
+    from mzsr_tf.model import check_scale, load_inner_lr, load_params
 
     mzsr_only = {"--steps": args.steps, "--weights": args.weights, "--optimizer": args.optimizer, "--lr": args.lr}
     mzsr_only.update({"--precision": args.precision, "--crop": args.crop, "--son-noise": args.son_noise})
@@ -395,6 +395,7 @@ def _method_config(args, degradation):
     from mzsr_tf.zero_shot import AdaptConfig, check_input, zero_shot_sr
 
     weights = args.weights or default_weights(args.scale, degradation.subsample)
+    check_scale(weights, args.scale)
     params = load_params(weights)
     inner_lr = load_inner_lr(weights)
     optimizer = args.optimizer or ("learned" if inner_lr is not None and not args.lr else "adam")

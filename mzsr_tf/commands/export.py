@@ -46,12 +46,13 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from mzsr_tf.export import ExportConfig, check_output_folder, export_all
-    from mzsr_tf.model import load_inner_lr, load_params
+    from mzsr_tf.model import check_scale, load_inner_lr, load_params
     from mzsr_tf.weights import default_weights
 
     inputs = [args.weights] if args.weights else []
     check_output_folder(args.out, args.overwrite, inputs)  # fail before the slow part
     weights = args.weights or default_weights(args.scale, "direct")
+    check_scale(weights, args.scale)
     params, inner_lr = load_params(weights), load_inner_lr(weights)
     config = ExportConfig(args.scale, args.kernel_size, args.max_pixels, args.max_steps)
     for kind, path in export_all(params, args.out, config, args.overwrite, inputs, inner_lr).items():
