@@ -78,6 +78,8 @@ _PAPER_ROWS_X4 = {
     ("BSD100", "g_d_2.0"): ((24.01, 0.5998), (25.89, 0.6776), (26.73, 0.7138), (26.89, 0.7168)),
     ("Urban100", "g_d_2.0"): ((21.16, 0.5811), (23.53, 0.6822), (24.36, 0.7333), (24.65, 0.7394)),
 }
+# Blind SR anchor: KernelGAN + ZSSR on DIV2KRK (KernelGAN paper), beside our DIV2KRK-recipe rows (other photos).
+BLIND_ANCHOR = {2: (30.36, 0.8669), 4: (26.81, 0.7316)}
 PAPER = {
     (*cell, scale): dict(zip(PAPER_METHODS, figures))
     for scale, rows in ((2, _PAPER_ROWS), (4, _PAPER_ROWS_X4))
@@ -179,11 +181,53 @@ def make_zssr(args: argparse.Namespace, fast: str | None = None) -> Method:
     return zssr
 
 
+def make_blind(args: argparse.Namespace, inner: str) -> Method:
+    """``blind_<method>``: the kernel estimated from the LR photo (``kernel_estimation``), then ``<method>`` with it.
+
+    Each image's kernel PSNR against the true kernel (FKP's kernel error) is kept in ``method.kernel_psnrs``.
+    """
+    from mzsr_tf.kernel_estimation import default_estimator, estimate_kernel, kernel_psnr, load_estimator
+
+    run = make_method(inner, args)
+    params = load_estimator(args.kernel_estimator or default_estimator())
+
+    def blind(lr, degradation, scale, *, output_shape):
+        estimate = estimate_kernel(lr, scale, params)
+        blind.kernel_psnrs.append(kernel_psnr(estimate.kernel, degradation.kernel))
+        return run(lr, Degradation(estimate.kernel, "direct", "estimated"), scale, output_shape=output_shape)
+
+    blind.kernel_psnrs = []
+    blind.settings = {**getattr(run, "settings", {}), "estimator": str(args.kernel_estimator or "shipped")}
+    return blind
+
+
+def make_fixed(args: argparse.Namespace, variance: str, inner: str) -> Method:
+    """``fixed<λ>_<method>``: one isotropic kernel for every photo (Σ = λ·I at ×2, block-centred; at ×4 two ×2
+    steps of it), the blind baseline of guessing."""
+    from mzsr_tf.kernel_estimation import kernel_psnr
+    from mzsr_tf.kernels import blind_offset, compose_x4, gaussian_kernel
+
+    run = make_method(inner, args)
+    lam = float(variance)
+
+    def fixed(lr, degradation, scale, *, output_shape):
+        k = gaussian_kernel(lam, lam, 0.0, 11, offset=blind_offset(2))
+        k = (compose_x4(k) if scale == 4 else k).numpy()
+        fixed.kernel_psnrs.append(kernel_psnr(k, degradation.kernel))
+        return run(lr, Degradation(k, "direct", f"fixed{lam:g}"), scale, output_shape=output_shape)
+
+    fixed.kernel_psnrs = []
+    fixed.settings = {**getattr(run, "settings", {}), "fixed_variance": lam}
+    return fixed
+
+
 METHODS: dict[str, Callable[..., Method]] = {
     "bicubic": make_bicubic,
     "noadapt": make_mzsr,
     r"mzsr(?P<steps>\d+)(?P<official>_official)?": make_mzsr,
     r"zssr(?P<fast>_fast)?": make_zssr,
+    r"blind_(?P<inner>.+)": make_blind,
+    r"fixed(?P<variance>\d+(?:\.\d+)?)_(?P<inner>.+)": make_fixed,
 }
 
 
@@ -213,6 +257,7 @@ class Result:
     per_image: dict[str, float] = field(default_factory=dict)
     noise: float = 0.0  # σ of the LR's Gaussian noise, 0-255 units
     settings: dict = field(default_factory=dict)  # what ran: weights, optimizer, resolved precision / ZSSR preset
+    kernel_psnr: float | None = None  # blind_/fixed methods: mean kernel PSNR against the true kernels (FKP)
 
 
 def set_name(folder: Path) -> str:
@@ -248,10 +293,17 @@ def evaluate(
     scale: int,
     noise: float = 0.0,
 ) -> Result:
-    """Mean PSNR/SSIM over one set of HR images for one kernel and one method (LR noise σ ``noise``/255)."""
-    degradation = resolve_degradation(kernel)
+    """Mean PSNR/SSIM over one set of HR images for one kernel and one method (LR noise σ ``noise``/255).
+
+    ``kernel`` 'div2krk': each image gets its own random kernel (``blind_set.blind_degradation``)."""
+    from benchmarks.blind_set import NAME as BLIND
+    from benchmarks.blind_set import blind_degradation
+
+    degradation = None if kernel == BLIND else resolve_degradation(kernel)
     psnrs, ssims, seconds = {}, [], 0.0
     for name, hr in images.items():
+        if kernel == BLIND:
+            degradation = blind_degradation(name, scale)
         lr = make_lr(hr, degradation, scale, noise, name).astype(np.float32) / 255.0
         start = time.perf_counter()
         sr = np.asarray(method(lr, degradation, scale, output_shape=hr.shape[:2]))
@@ -262,12 +314,20 @@ def evaluate(
     mean_psnr = float(np.mean(list(psnrs.values())))
     settings = dict(getattr(method, "settings", {}))
     ssim = float(np.mean(ssims))
-    return Result(set_label, kernel, method_name, scale, mean_psnr, ssim, seconds / n, psnrs, noise, settings)
+    kernel_psnrs = getattr(method, "kernel_psnrs", None)
+    kernel_psnr = float(np.mean(kernel_psnrs)) if kernel_psnrs else None
+    if kernel_psnrs is not None:
+        kernel_psnrs.clear()
+    return Result(set_label, kernel, method_name, scale, mean_psnr, ssim, seconds / n, psnrs, noise, settings,
+                  kernel_psnr)  # fmt: skip
 
 
 # === Output ===
 
-HEADER = f"{'set':<10} {'kernel':<16} {'method':<10} {'PSNR':>7} {'SSIM':>7} {'s/image':>9} {'paper':>15}"
+HEADER = (
+    f"{'set':<10} {'kernel':<16} {'method':<18} {'PSNR':>7} {'SSIM':>7} {'s/image':>9} {'paper':>15}"
+    f" {'kernel PSNR':>11}"
+)
 
 
 def kernel_label(kernel: str, noise: float = 0.0) -> str:
@@ -276,16 +336,21 @@ def kernel_label(kernel: str, noise: float = 0.0) -> str:
 
 
 def paper_figure(set_label: str, kernel: str, method: str, scale: int = 2) -> tuple[float, float] | None:
-    """The paper's (PSNR, SSIM) for this cell (x2: Table 2; x4: g^d_2.0 only; ``zssr_fast`` has none), or None."""
+    """The paper's (PSNR, SSIM) for this cell (x2: Table 2; x4: g^d_2.0 only; ``zssr_fast`` has none), or None.
+
+    Blind rows (div2krk) give ``blind_zssr`` KernelGAN + ZSSR's published DIV2KRK figure (other photos)."""
+    if kernel == "div2krk":
+        return BLIND_ANCHOR.get(scale) if method == "blind_zssr" else None
     return PAPER.get((set_label, kernel, scale), {}).get(method)
 
 
 def format_row(r: Result) -> str:
     paper = None if r.noise else paper_figure(r.set, r.kernel, r.method, r.scale)
     paper_text = f"{paper[0]:.2f} / {paper[1]:.4f}" if paper else "-"
+    kernel_text = f"{r.kernel_psnr:.2f}" if r.kernel_psnr is not None else "-"
     return (
-        f"{r.set:<10} {kernel_label(r.kernel, r.noise):<16} {r.method:<10} {r.psnr_y:>7.2f} {r.ssim_y:>7.4f}"
-        f" {r.seconds_per_image:>9.3f} {paper_text:>15}"
+        f"{r.set:<10} {kernel_label(r.kernel, r.noise):<16} {r.method:<18} {r.psnr_y:>7.2f} {r.ssim_y:>7.4f}"
+        f" {r.seconds_per_image:>9.3f} {paper_text:>15} {kernel_text:>11}"
     )
 
 
@@ -297,7 +362,19 @@ TABLE_METHODS = {
     "mzsr1_official": "MZSR(1), official SGD",
     "mzsr10_official": "MZSR(10), official SGD",
     "zssr": "ZSSR",
+    "blind_mzsr1": "blind MZSR(1)",
+    "blind_mzsr10": "blind MZSR(10)",
+    "blind_zssr": "blind ZSSR",
 }
+PAPER_LABELS = {"blind_zssr": "KernelGAN + ZSSR, DIV2KRK (published)"}
+
+
+def method_label(method: str) -> str:
+    """A method's column title: ``TABLE_METHODS``, or ``fixed2_mzsr10`` as 'MZSR(10), fixed Σ=2·I'."""
+    fixed = re.fullmatch(r"fixed(\d+(?:\.\d+)?)_(.+)", method)
+    if fixed:
+        return f"{method_label(fixed[2])}, fixed Σ={fixed[1]}·I"
+    return TABLE_METHODS.get(method, method)
 
 
 def markdown_table(results: list[dict]) -> str:
@@ -311,20 +388,24 @@ def markdown_table(results: list[dict]) -> str:
     rows = list(dict.fromkeys(c[:3] for c in cells))
     ours = [m for m in TABLE_METHODS if any(m == c[3] for c in cells)]
     ours += sorted({c[3] for c in cells} - set(ours))
-    others = [m for m in PAPER_METHODS if m != "bicubic"]  # our Bicubic column stands beside the paper's
+    others = [m for m in PAPER_METHODS if m != "bicubic"] + ["blind_zssr"]  # our Bicubic stands beside the paper's
     papers = [m for m in others if any(paper_figure(*row[:2], m, row[2]) for row in rows)]
 
-    def cell(value):
+    def cell(value, kernel_psnr=None):
         if value is None:
             return ""
         psnr, ssim = value
-        return f"{psnr:.2f} / {ssim:.4f}" if psnr is not None else f"inf / {ssim:.4f}"
+        text = f"{psnr:.2f} / {ssim:.4f}" if psnr is not None else f"inf / {ssim:.4f}"
+        return text + (f" (kernel {kernel_psnr:.1f})" if kernel_psnr is not None else "")
 
-    head = ["set, kernel"] + [f"ours: {TABLE_METHODS.get(m, m)}" for m in ours]
-    head += [f"paper: {TABLE_METHODS[m]}" for m in papers]
+    head = ["set, kernel"] + [f"ours: {method_label(m)}" for m in ours]
+    head += [f"paper: {PAPER_LABELS.get(m, TABLE_METHODS[m])}" for m in papers]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s, k, scale in rows:
-        values = [cell((r["psnr_y"], r["ssim_y"])) if (r := cells.get((s, k, scale, m))) else "" for m in ours]
+        values = [
+            cell((r["psnr_y"], r["ssim_y"]), r.get("kernel_psnr")) if (r := cells.get((s, k, scale, m))) else ""
+            for m in ours
+        ]
         values += [cell(paper_figure(s, k, m, scale)) for m in papers]
         label = f"{s}, {k}" if scale == 2 else f"{s}, {k}, x{scale}"
         lines.append(f"| {label} | " + " | ".join(values) + " |")
@@ -355,7 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--table", nargs="+", type=Path, metavar="JSON", help="print one Markdown table of these runs beside the paper"
     )
-    p.add_argument("--kernels", default=DEFAULT_KERNELS, help="comma list of named kernels or .mat/.npy files")
+    p.add_argument(
+        "--kernels",
+        default=DEFAULT_KERNELS,
+        help="comma list of named kernels, .mat/.npy files, or div2krk (a random kernel per image, blind_set.py)",
+    )
     p.add_argument("--methods", default="bicubic", help=f"comma list of methods ({', '.join(METHODS)})")
     p.add_argument("--scale", type=int, default=2, help="SR factor (integer: 'direct' subsampling)")
     p.add_argument("--json", type=Path, help="write the results here (atomically)")
@@ -363,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N images of each set (quick runs)")
     p.add_argument("--noise", default="0", help="comma list of LR noise levels, Gaussian σ in 0-255 units (default 0)")
     p.add_argument("--weights", type=Path, help="network weights for noadapt/mzsrN (default: shipped meta-weights)")
+    p.add_argument("--kernel-estimator", type=Path, help="blind_ methods: estimator weights (default: shipped)")
     p.add_argument(
         "--precision",
         default="auto",
@@ -428,7 +514,10 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"--noise levels must be >= 0 and finite, got {args.noise!r}")
         kernels = _split(args.kernels)
         for kernel in kernels:
-            resolve_degradation(kernel)  # fail before any work on a bad name or file
+            if kernel != "div2krk":
+                resolve_degradation(kernel)  # fail before any work on a bad name or file
+            elif args.scale not in (2, 4):
+                raise InputError(f"--kernels div2krk has x2 and x4, not x{args.scale}")
         methods = {name: make_method(name, args) for name in _split(args.methods)}
         sets = _load_sets(args.hr, args.scale, args.limit)
         print(HEADER, flush=True)

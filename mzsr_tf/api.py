@@ -55,7 +55,9 @@ def _as_input_type(sr: np.ndarray, dtype, gray: bool) -> np.ndarray:
     if gray:
         sr = sr.mean(axis=-1)
     if dtype == np.uint8:
-        return np.floor(sr * 255.0 + 0.5).astype(np.uint8)  # as ``metrics.to_uint8``
+        from mzsr_tf.metrics import to_uint8
+
+        return to_uint8(sr).numpy()
     return sr.astype(np.float32)
 
 
@@ -97,19 +99,27 @@ class ZeroShotSR:
             return AdaptConfig.learned(self.inner_lr, steps=steps, **overrides)
         return AdaptConfig(steps=steps, **overrides)
 
-    def super_resolve(self, image, kernel="g_d_2.0", steps: int = 10, **overrides) -> np.ndarray:
-        """MZSR(``steps``) on ``image`` with its blur ``kernel`` (a name, a .mat/.npy path, an array or a
-        ``Degradation``), then SR by ``scale``. ``overrides``: ``AdaptConfig`` fields (``self_ensemble=True``...)."""
+    def super_resolve(self, image, kernel=None, steps: int = 10, **overrides) -> np.ndarray:
+        """MZSR(``steps``) on ``image`` with its blur ``kernel`` (a name, a .mat/.npy path, an array, a
+        ``Degradation``, or None: estimated from the image), then SR by ``scale``. ``overrides``: ``AdaptConfig``
+        fields (``self_ensemble=True``...)."""
         from mzsr_tf.zero_shot import zero_shot_sr
 
         lr, dtype, gray = _as_float_rgb(image)
-        degradation = _degradation(kernel, self.subsample)
+        degradation = _degradation(kernel, self.subsample, lr, self.scale)
         config = self.adapt_config(steps, **overrides)
         return _as_input_type(zero_shot_sr(self.params, lr, degradation, self.scale, config).sr, dtype, gray)
 
 
-def _degradation(kernel, subsample: str | None = None) -> Degradation:
-    """A named kernel keeps its own subsampling; a file or an array takes ``subsample`` (default direct)."""
+def _degradation(kernel, subsample: str | None = None, lr=None, scale: int = 2) -> Degradation:
+    """A named kernel keeps its own subsampling; a file or an array takes ``subsample`` (default direct); None is
+    the kernel estimated from ``lr`` (blind SR, direct subsampling)."""
+    if kernel is None:
+        from mzsr_tf.kernel_estimation import estimate_kernel
+
+        if subsample == "bicubic":
+            raise InputError("blind SR estimates kernels for direct subsampling; give the kernel")
+        return Degradation(estimate_kernel(lr, scale).kernel, "direct", "estimated")
     if isinstance(kernel, Degradation) or (isinstance(kernel, str) and kernel in NAMED_DEGRADATIONS):
         return resolve_degradation(kernel)
     return resolve_degradation(kernel if isinstance(kernel, (str, Path)) else np.asarray(kernel), subsample)
@@ -120,25 +130,26 @@ def from_preset(name: str) -> ZeroShotSR:
     return ZeroShotSR.from_preset(name)
 
 
-def super_resolve(image, kernel="g_d_2.0", steps: int = 10, scale: int = 2, method: str = "mzsr", weights=None):
+def super_resolve(image, kernel=None, steps: int = 10, scale: int = 2, method: str = "mzsr", weights=None):
     """Super-resolve one image array by ``scale`` under its blur ``kernel``.
 
     Args:
       image: H×W×3 (or H×W gray) uint8, or float in [0, 1].
       kernel: a paper kernel name (``g_d_2.0``, ``g_d_ani``, ``g_b_1.3``, ``bicubic``...), a .mat/.npy path,
-        a 2-D array (direct subsampling) or a ``kernels.Degradation``.
+        a 2-D array (direct subsampling), a ``kernels.Degradation``, or None: estimated from the image (blind SR,
+        ``kernel_estimation``).
       steps: MZSR's adaptation updates (paper: 1 or 10); ignored by ZSSR.
       method: 'mzsr' (meta-weights adapted in ``steps`` updates) or 'zssr' (trained from scratch, minutes).
       weights: meta-weights file; default: the shipped ones for the scale and the kernel's subsampling.
     Returns:
       The SR image, ``scale`` times larger, in the input's type.
     """
-    degradation = _degradation(kernel)
+    lr, dtype, gray = _as_float_rgb(image)
+    degradation = _degradation(kernel, None, lr, scale)
     if method == "zssr":
         from mzsr_tf.zssr import PRESETS as ZSSR_PRESETS
         from mzsr_tf.zssr import train_zssr
 
-        lr, dtype, gray = _as_float_rgb(image)
         config = ZSSR_PRESETS["x2_given_kernel" if degradation.kernel is not None else "x2_ideal"]
         return _as_input_type(train_zssr(lr, degradation, scale, config).sr, dtype, gray)
     if method != "mzsr":

@@ -22,9 +22,17 @@ from mzsr_tf.degradation import degrade
 from mzsr_tf.errors import InputError
 from mzsr_tf.imresize import downscale, upscale
 from mzsr_tf.io import IMAGE_SUFFIXES
-from mzsr_tf.kernels import sample_kernel
+from mzsr_tf.kernels import blind_offset, kernel_moments, sample_blind_kernel, sample_kernel
 
-__all__ = ["load_images", "sample_patches", "bicubic_pairs", "kernel_pairs", "kernel_tasks", "FLAT_THRESHOLD"]
+__all__ = [
+    "load_images",
+    "sample_patches",
+    "bicubic_pairs",
+    "kernel_pairs",
+    "kernel_tasks",
+    "blind_pairs",
+    "FLAT_THRESHOLD",
+]
 
 FLAT_THRESHOLD = -6.0  # MainSR: keep patches with log(mean squared gradient) >= -6
 _MAX_TRIES = 20
@@ -175,3 +183,51 @@ def kernel_tasks(
 
     ds = _patch_dataset(images, meta_batch * 2 * task_batch, patch, seed, start_step)
     return ds.map(tasks, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
+
+
+def _blind_lr(hr, stream: int, step, scale: int, kernel_size, lambda_range, kernel_noise, image_noise):
+    """(uint8-level LR, Σ of its kernel in LR pixels) for one HR patch [1, h, w, 3] under a DIV2KRK kernel k
+    (block-centre offset): LR = (HR ⊛ k)↓2, twice at ×4 (kernel ``compose_x4``: Σ = 5 Σ_k), plus noise σ ~ U[0, max]."""
+    seed = tf.cast(tf.stack([tf.constant(stream, tf.int64), step]) % (2**31 - 1), tf.int32)
+    k = sample_blind_kernel(seed, kernel_size, lambda_range, kernel_noise, blind_offset(2))
+    lr = degrade(hr, k, 2)
+    if scale == 4:
+        lr = degrade(lr, k, 2)
+    sigma = tf.random.stateless_uniform([], seed[::-1]) * image_noise / 255.0
+    lr = _quantise(lr + tf.random.stateless_normal(tf.shape(lr), seed + 1, stddev=sigma))
+    _, cov = kernel_moments(k)
+    return lr, tf.cast(cov * (5.0 if scale == 4 else 1.0) / scale**2, tf.float32)
+
+
+def blind_pairs(
+    images,
+    batch: int,
+    patch: int,
+    scales=(2, 4),
+    seed: int = 0,
+    start_step: int = 0,
+    kernel_size: int = 11,
+    lambda_range=(0.6, 5.0),
+    kernel_noise: float = 0.25,
+    image_noise: float = 0.0,
+):
+    """Batches ``(LR, Σ)`` for the kernel estimator: ``batch`` LR ``patch``² RGB patches, an equal share per scale
+    (×2 and ×4 as two ×2 steps, DIV2KRK), a fresh kernel per patch, and each kernel's covariance in LR pixels."""
+    if any(s not in (2, 4) for s in scales):
+        raise InputError(f"blind kernels are made at x2 and x4, not {scales}")
+    share = batch // len(scales)
+    streams = [_patch_dataset(images, share, patch * s, seed + 31 * i, start_step) for i, s in enumerate(scales)]
+
+    def pairs(*per_scale):
+        step = per_scale[0][0]
+        lrs, covs = [], []
+        for i, (scale, (_, hr)) in enumerate(zip(scales, per_scale)):
+            for n in range(share):
+                lr, cov = _blind_lr(hr[n : n + 1], seed * 1000 + 100 * i + n, step, scale, kernel_size, lambda_range,
+                                    kernel_noise, image_noise)  # fmt: skip
+                lrs.append(lr)
+                covs.append(cov)
+        return tf.concat(lrs, 0), tf.stack(covs)
+
+    ds = tf.data.Dataset.zip(tuple(streams))
+    return ds.map(pairs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)

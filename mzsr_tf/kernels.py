@@ -21,7 +21,12 @@ __all__ = [
     "Degradation",
     "NAMED_DEGRADATIONS",
     "gaussian_kernel",
+    "gaussian_from_covariance",
+    "blind_offset",
     "sample_kernel",
+    "sample_blind_kernel",
+    "kernel_moments",
+    "compose_x4",
     "validate_kernel",
     "load_kernel",
     "resolve_degradation",
@@ -36,14 +41,26 @@ def _covariance(lambda1, lambda2, theta):
     return rot @ tf.linalg.diag(tf.stack([lambda1, lambda2])) @ tf.transpose(rot)
 
 
-def gaussian_kernel(lambda1, lambda2, theta, size: int = KERNEL_SIZE, dtype=tf.float64):
-    """k(p) ∝ exp(-½ pᵀ Σ⁻¹ p), Σ = R(θ) diag(λ1, λ2) R(θ)ᵀ, normalised to sum 1 (MZSR ``gkernel``)."""
+def gaussian_kernel(lambda1, lambda2, theta, size: int = KERNEL_SIZE, dtype=tf.float64, offset=0.0):
+    """k(p) ∝ exp(-½ (p-μ)ᵀ Σ⁻¹ (p-μ)), Σ = R(θ) diag(λ1, λ2) R(θ)ᵀ, normalised to sum 1 (MZSR ``gkernel``).
+
+    ``offset`` μ moves the mean off the grid centre by that many pixels along both axes (e.g. 0.5: DIV2KRK's
+    ``kernel_shift``, the block-centre convention of :func:`blind_offset`).
+    """
     lambda1, lambda2, theta = (tf.cast(v, tf.float64) for v in (lambda1, lambda2, theta))
-    inv = tf.linalg.inv(_covariance(lambda1, lambda2, theta))
-    ax = tf.range(size, dtype=tf.float64) - (size / 2 - 0.5)
+    return gaussian_from_covariance(_covariance(lambda1, lambda2, theta), size, dtype, offset)
+
+
+def gaussian_from_covariance(cov, size: int, dtype=tf.float64, offset=0.0, precision=tf.float64):
+    """The Gaussian kernel with covariance ``cov`` (2×2, p = (col, row)) on a ``size``² grid, mean ``offset`` px off
+    the centre, normalised to sum 1, computed in ``precision`` (float32 for LiteRT graphs)."""
+    cov = tf.cast(cov, precision)
+    a, b, c = cov[0, 0], cov[0, 1], cov[1, 1]
+    det = a * c - b * b
+    ax = tf.range(size, dtype=precision) - (size / 2 - 0.5)
     xx, yy = tf.meshgrid(ax, ax)  # xx varies along columns
-    p = tf.stack([xx, yy], axis=-1)
-    q = tf.einsum("...i,ij,...j->...", p, inv, p)
+    x, y = xx - tf.cast(offset, precision), yy - tf.cast(offset, precision)
+    q = (c * x * x - 2.0 * b * x * y + a * y * y) / det  # pᵀ Σ⁻¹ p for the 2×2 Σ
     k = tf.exp(-0.5 * q)
     return tf.cast(k / tf.reduce_sum(k), dtype)
 
@@ -62,6 +79,64 @@ def sample_kernel(seed, scale: float, size: int = KERNEL_SIZE, dtype=tf.float32,
     lambda1 = min_variance + (2.5 * scale - min_variance) * u[1]
     lambda2 = min_variance + (lambda1 - min_variance) * u[2]
     return gaussian_kernel(lambda1, lambda2, theta, size, dtype)
+
+
+def blind_offset(scale: int) -> float:
+    """Where a blind estimate puts the kernel's mean: (s − 1)/2 HR pixels right and down of the grid centre.
+
+    A sub-pixel shift of the kernel is a translation of the scene, invisible in the LR image, so its centre is a
+    convention, not an estimate: the sensor's (each LR pixel averages its s×s block), which is also MATLAB bicubic's
+    alignment and DIV2KRK's (KernelGAN ``kernel_shift``; the ×4 kernel, two ×2 steps, lands at 3 · ½).
+    """
+    return (int(scale) - 1) / 2
+
+
+def sample_blind_kernel(seed, size: int = 11, lambda_range=(0.6, 5.0), kernel_noise: float = 0.25, offset=0.5,
+                        dtype=tf.float32):  # fmt: skip
+    """A DIV2KRK kernel (KernelGAN paper; BlindSR_dataset_generator): an anisotropic Gaussian on a ``size``² grid
+    with λ1, λ2 ~ U[``lambda_range``] independently, θ ~ U[0, π), mean ``offset`` px off the centre, times
+    elementwise multiplicative noise 1 + U[−ν, ν] with ν ~ U[0, ``kernel_noise``], clipped at 0 and renormalised.
+
+    Args:
+      seed: int tensor of shape [2] (stateless, so it runs in tf.data).
+    """
+    u = tf.random.stateless_uniform([4], seed, dtype=tf.float64)
+    lo, hi = lambda_range
+    k = gaussian_kernel(lo + (hi - lo) * u[0], lo + (hi - lo) * u[1], math.pi * u[2], size, tf.float64, offset)
+    seed2 = tf.random.experimental.stateless_fold_in(seed, 1)
+    noise = tf.random.stateless_uniform([size, size], seed2, -1.0, 1.0, dtype=tf.float64) * kernel_noise * u[3]
+    k = tf.maximum(k * (1.0 + noise), 0.0)
+    return tf.cast(k / tf.reduce_sum(k), dtype)
+
+
+def compose_x4(kernel):
+    """The ×4 kernel of two ×2 direct steps with ``kernel`` (DIV2KRK ×4): k ⊛ (k dilated by 2), size 3n − 2.
+
+    (HR ⊛ k)↓2 ⊛ k)↓2 = (HR ⊛ k4)↓4 away from borders; the mean lands at 3× the ×2 one, the covariance at 5×.
+    """
+    k = tf.cast(kernel, tf.float64)
+    n = int(k.shape[0])
+    dilated = tf.scatter_nd(
+        tf.reshape(tf.stack(tf.meshgrid(tf.range(n) * 2, tf.range(n) * 2, indexing="ij"), -1), [-1, 2]),
+        tf.reshape(k, [-1]), [2 * n - 1, 2 * n - 1],
+    )  # fmt: skip
+    # k4[m] = Σ_{2b+a=m} k[a] k[b]: correlate the zero-padded dilated kernel with the flipped k.
+    padded = tf.pad(dilated, [[n - 1, n - 1], [n - 1, n - 1]])
+    out = tf.nn.conv2d(padded[None, :, :, None], tf.reverse(k, [0, 1])[:, :, None, None], 1, "VALID")
+    return out[0, :, :, 0]
+
+
+def kernel_moments(kernel):
+    """(mean offset from the grid centre [x, y], covariance 2×2) of a kernel in pixels, p = (col, row)."""
+    k = tf.cast(kernel, tf.float64)
+    k = k / tf.reduce_sum(k)
+    h, w = k.shape[-2], k.shape[-1]
+    xx, yy = tf.meshgrid(tf.range(w, dtype=tf.float64) - (w / 2 - 0.5), tf.range(h, dtype=tf.float64) - (h / 2 - 0.5))
+    p = tf.stack([xx, yy], axis=-1)
+    mean = tf.einsum("...hw,hwi->...i", k, p)
+    d = p - mean[..., None, None, :]
+    cov = tf.einsum("...hw,...hwi,...hwj->...ij", k, d, d)
+    return mean, cov
 
 
 @dataclass(frozen=True)

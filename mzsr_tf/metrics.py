@@ -17,20 +17,22 @@ from skimage.metrics import structural_similarity
 __all__ = ["to_uint8", "rgb_to_y", "modcrop", "shave", "psnr_y", "ssim_y"]
 
 
-def to_uint8(x):
-    """[0, 1] float → uint8 with rounding (what saving a PNG does); uint8 passes through."""
+def to_uint8(x, precision=tf.float64):
+    """[0, 1] float → uint8 with rounding (what saving a PNG does), computed in ``precision`` (float32 for LiteRT
+    graphs); uint8 passes through."""
     x = tf.convert_to_tensor(x)
     if x.dtype == tf.uint8:
         return x
-    return tf.cast(tf.floor(tf.clip_by_value(tf.cast(x, tf.float64), 0.0, 1.0) * 255.0 + 0.5), tf.uint8)
+    return tf.cast(tf.floor(tf.clip_by_value(tf.cast(x, precision), 0.0, 1.0) * 255.0 + 0.5), tf.uint8)
 
 
-def rgb_to_y(img):
-    """MATLAB ``rgb2ycbcr`` luma of a uint8 (or [0,1] float) HWC/NHWC image, rounded; float64 in [16, 235].
+def rgb_to_y(img, precision=tf.float64):
+    """MATLAB ``rgb2ycbcr`` luma of a uint8 (or [0,1] float) HWC/NHWC image, rounded; in [16, 235], of type
+    ``precision`` (float64; float32 for LiteRT graphs).
 
     Single-channel images are returned as they are (already luma).
     """
-    x = tf.cast(to_uint8(img), tf.float64)
+    x = tf.cast(to_uint8(img, precision), precision)
     if x.shape[-1] == 1:
         return x[..., 0]
     r, g, b = x[..., 0], x[..., 1], x[..., 2]

@@ -329,6 +329,8 @@ def load_inner_lr(path) -> np.ndarray | None:
 def load_scale(path) -> int | None:
     """The SR factor the weights were trained for, if their file records it (``save_params(scale=...)``)."""
     path = Path(path)
+    if not path.is_file():  # a checkpoint folder or prefix records none; a missing file is load_params' to report
+        return None
     try:
         if path.name.endswith(".weights.h5"):
             import h5py

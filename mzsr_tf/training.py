@@ -3,6 +3,7 @@
 * ``pretrain``: large-scale training θ_T — L1 on bicubic pairs, Adam 4e-4 halved every 100k steps
   down to 1e-4, batch 32 of 96² HR patches (MZSR ``Large-Scale_Training``).
 * ``meta``: meta-transfer learning θ_M from θ_T — see :mod:`mzsr_tf.meta`.
+* ``kernel``: the blind-SR kernel estimator — see :mod:`mzsr_tf.kernel_estimation`.
 
 A run folder holds ``config.json``, ``ckpt/`` (model, optimizer, step, data seed — batches are a
 function of (seed, step), so resuming is exact), TensorBoard ``logs/`` and ``final.weights.h5``.
@@ -24,6 +25,15 @@ import tensorflow as tf
 
 from mzsr_tf import data as data_lib
 from mzsr_tf.errors import InputError, TrainingStopped
+from mzsr_tf.kernel_estimation import (
+    EstimatorConfig,
+    KernelEstimator,
+    covariance_loss,
+    estimate_covariance,
+    load_estimator,
+    sample_tiles,
+    save_estimator,
+)
 from mzsr_tf.meta import MetaConfig, fast_adapt, meta_objective
 from mzsr_tf.model import MZSRNet, forward, l1_loss_and_grads, load_inner_lr, load_params, save_params
 
@@ -53,7 +63,7 @@ class PretrainConfig:
 class RunConfig:
     """What to run and where; the stage's own config is separate."""
 
-    stage: str  # 'pretrain' or 'meta'
+    stage: str  # 'pretrain', 'meta' or 'kernel'
     data: tuple[str, ...]
     out: str
     steps: int
@@ -117,6 +127,10 @@ class _Stage:
 
     def __init__(self, run: RunConfig, config, images):
         self.run, self.config, self.images = run, config, images
+
+    @property
+    def min_image_size(self) -> int:
+        return self.config.patch
 
     def dataset(self, start_step):
         c = self.config
@@ -186,6 +200,51 @@ class _Stage:
             c = self.config
             return StepDecay(c.lr, c.lr_decay_steps, c.lr_floor)
         return self.config.meta_lr
+
+
+class _KernelStage:
+    """The kernel estimator: relative L1 on the covariance of each patch's kernel (``kernel_estimation``)."""
+
+    native_backprop = True
+
+    def __init__(self, run: RunConfig, config: EstimatorConfig, images):
+        self.run, self.config, self.images = run, config, images
+
+    @property
+    def min_image_size(self) -> int:
+        return self.config.patch * self.config.grid * max(self.config.scales)
+
+    def dataset(self, start_step):
+        c = self.config
+        return data_lib.blind_pairs(
+            self.images, c.batch_size, c.patch * c.grid, c.scales, self.run.seed, start_step, c.kernel_size,
+            (c.lambda_min, c.lambda_max), c.kernel_noise, c.image_noise,
+        )  # fmt: skip
+
+    def _estimate(self, variables, lr):
+        tiles, groups = sample_tiles(lr, self.config.patch)
+        return estimate_covariance(variables, tiles, groups)
+
+    def global_size(self):
+        return self.config.batch_size
+
+    def loss_and_grads(self, variables, batch, step, first_order, global_size):
+        lr, cov = batch
+        with tf.GradientTape() as tape:
+            loss = covariance_loss(self._estimate(variables, lr), cov) * (lr.shape[0] / global_size)
+        return loss, tape.gradient(loss, variables), tf.zeros([0])
+
+    def validate(self, variables, batch):
+        lr, cov = batch
+        return {"val/covariance_error": covariance_loss(self._estimate(variables, lr), cov)}
+
+    def learning_rate(self):
+        c = self.config
+        return StepDecay(c.lr, c.lr_decay_steps, c.lr_floor)
+
+
+def _make_stage(run: RunConfig, config, images=None):
+    return _KernelStage(run, config, images) if run.stage == "kernel" else _Stage(run, config, images)
 
 
 def _split_rates(variables, config):
@@ -269,7 +328,7 @@ def _check_run_dir(run: RunConfig, config) -> tuple[dict, list[str]]:
         raise InputError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     record = {
         "run": dataclasses.asdict(run),
-        "stage_config": dataclasses.asdict(config),
+        "stage_config": _as_json(dataclasses.asdict(config)),
         "data_fingerprint": data_fingerprint(run.data),
     }
     changed_lr: list[str] = []
@@ -285,7 +344,7 @@ def _check_run_dir(run: RunConfig, config) -> tuple[dict, list[str]]:
                 )
         if previous.get("data_fingerprint", record["data_fingerprint"]) != record["data_fingerprint"]:
             raise InputError(f"--resume with other training data (--data) than the run in {out}")
-        defaults = dataclasses.asdict(type(config)())
+        defaults = _as_json(dataclasses.asdict(type(config)()))
         changed = [  # settings added since the run started count with their defaults
             k for k, v in record["stage_config"].items() if previous["stage_config"].get(k, defaults[k]) != v
         ]
@@ -299,6 +358,11 @@ def _check_run_dir(run: RunConfig, config) -> tuple[dict, list[str]]:
                 {k: [previous["stage_config"].get(k), record["stage_config"][k]] for k in changed_lr}
             )
     return record, changed_lr
+
+
+def _as_json(value):
+    """``value`` as it reads back from JSON (tuples become lists), so a record compares equal to its file."""
+    return json.loads(json.dumps(value))
 
 
 def _write_record(out: Path, record: dict) -> None:
@@ -322,22 +386,22 @@ def _restore_newest(checkpoint, ckpt: Path, log) -> str:
 
 def train(run: RunConfig, config, log=print) -> Path:
     """Run (or resume) a training stage up to ``run.steps``; returns ``RUN_DIR/final.weights.h5``."""
-    if run.stage not in ("pretrain", "meta"):
-        raise InputError(f"unknown stage {run.stage!r} (pretrain, meta)")
+    if run.stage not in ("pretrain", "meta", "kernel"):
+        raise InputError(f"unknown stage {run.stage!r} (pretrain, meta, kernel)")
     if run.steps < 1:
         raise InputError(f"--steps must be positive, got {run.steps}")
     strategy = make_strategy(run.strategy)
     replicas = strategy.num_replicas_in_sync
-    stage = _Stage(run, config, images=None)
+    stage = _make_stage(run, config)
     if stage.global_size() % replicas:
         raise InputError(f"batch of {stage.global_size()} does not split over {replicas} replicas")
     record, changed_lr = _check_run_dir(run, config)
     ckpt_dir = Path(run.out) / "ckpt"
-    stage.images = data_lib.load_images(run.data, config.patch)
+    stage.images = data_lib.load_images(run.data, stage.min_image_size)
 
     learn_rates = run.stage == "meta" and config.learn_inner_lr
     with strategy.scope():
-        net = MZSRNet(scale=config.scale)
+        net = KernelEstimator(config.width, run.seed) if run.stage == "kernel" else MZSRNet(scale=config.scale)
         rates = []  # the learned inner rates, with learn_inner_lr
         if learn_rates:
             rates = [tf.Variable(tf.fill([config.inner_steps, len(net.params)], config.inner_lr), name="inner_lr")]
@@ -366,7 +430,7 @@ def train(run: RunConfig, config, log=print) -> Path:
         if run.resume:
             log(f"no checkpoint in {ckpt_dir}: starting at step 0")
         if run.init:
-            net.set_params(load_params(run.init))
+            net.set_params(load_estimator(run.init) if run.stage == "kernel" else load_params(run.init))
             init_rates = load_inner_lr(run.init) if learn_rates else None
             if init_rates is not None and init_rates.shape == tuple(rates[0].shape):
                 rates[0].assign(init_rates)
@@ -378,14 +442,14 @@ def train(run: RunConfig, config, log=print) -> Path:
     start = int(step_var.numpy())
     if start >= run.steps:
         log(f"already at step {start} >= {run.steps}")
-        return _finish(run, variables, learn_rates, config.scale)
+        return _finish(run, variables, learn_rates, config)
 
     first_order_step = make_step_fn(stage, variables, optimizers, strategy, True, run.jit)
     second_order_step = first_order_step
     if run.stage == "meta" and not config.first_order:
         second_order_step = make_step_fn(stage, variables, optimizers, strategy, False, run.jit)
     # Fixed validation batches from their own seed, not batches of the training stream.
-    val_stage = _Stage(dataclasses.replace(run, seed=run.seed + 10_007), config, stage.images)
+    val_stage = _make_stage(dataclasses.replace(run, seed=run.seed + 10_007), config, stage.images)
     val_batches = list(val_stage.dataset(0).take(run.val_batches))
     val_batch = val_batches[0]
     validate = tf.function(stage.validate)
@@ -408,7 +472,7 @@ def train(run: RunConfig, config, log=print) -> Path:
     dataset = iter(stage.dataset(start))
     for step in range(start, run.steps):
         batch = next(dataset)
-        use_first = run.stage == "pretrain" or config.first_order or step < config.first_order_steps
+        use_first = run.stage != "meta" or config.first_order or step < config.first_order_steps
         loss, per_step, finite = (first_order_step if use_first else second_order_step)(
             batch, tf.constant(step, tf.int64)
         )
@@ -438,7 +502,7 @@ def train(run: RunConfig, config, log=print) -> Path:
                 bar.set_postfix(loss=f"{float(loss):.4f}")
             if (step + 1) % run.val_every == 0 or step + 1 == run.steps:
                 run_validation(step + 1)
-            if (step + 1) % run.sample_every == 0:
+            if (step + 1) % run.sample_every == 0 and run.stage != "kernel":
                 x = val_batch[0] if run.stage == "pretrain" else val_batch[2][0]
                 tf.summary.image(
                     "samples/input_output",
@@ -449,20 +513,22 @@ def train(run: RunConfig, config, log=print) -> Path:
             manager.save(checkpoint_number=step + 1)
     bar.close()
     manager.save(checkpoint_number=run.steps)
-    return _finish(run, variables, learn_rates, config.scale)
+    return _finish(run, variables, learn_rates, config)
 
 
-def _finish(run: RunConfig, variables, learn_rates: bool, scale: int) -> Path:
-    final = Path(run.out) / "final.weights.h5"
+def _finish(run: RunConfig, variables, learn_rates: bool, config) -> Path:
     values = [v.numpy() for v in variables]
+    if run.stage == "kernel":
+        return save_estimator(values, Path(run.out) / "final.npz", overwrite=True)
+    final = Path(run.out) / "final.weights.h5"
     params, inner_lr = (values[:-1], values[-1]) if learn_rates else (values, None)
-    save_params(params, final, overwrite=True, inner_lr=inner_lr, scale=scale)
+    save_params(params, final, overwrite=True, inner_lr=inner_lr, scale=config.scale)
     return final
 
 
 def stage_config(stage: str, **overrides):
     """The stage's config dataclass with the given (non-None) overrides; one the stage lacks is an error."""
-    cls = PretrainConfig if stage == "pretrain" else MetaConfig
+    cls = _CONFIGS.get(stage, MetaConfig)
     given = {k: v for k, v in overrides.items() if v is not None}
     foreign = sorted(set(given) - {f.name for f in dataclasses.fields(cls)})
     if foreign:
@@ -472,7 +538,10 @@ def stage_config(stage: str, **overrides):
 
 def stage_defaults(stage: str) -> dict:
     """The default settings of ``stage`` ('pretrain' or 'meta')."""
-    return dataclasses.asdict(PretrainConfig() if stage == "pretrain" else MetaConfig())
+    return dataclasses.asdict(_CONFIGS.get(stage, MetaConfig)())
+
+
+_CONFIGS = {"pretrain": PretrainConfig, "meta": MetaConfig, "kernel": EstimatorConfig}
 
 
 def set_seed(seed: int):

@@ -186,6 +186,15 @@ def training_pair(father, kernel, scale: int, subsample: str = "direct", noise_s
     return upscale(son, scale, tf.shape(father)[1:3]), father
 
 
+def training_window(pair, crop_limits, seed, k):
+    """The part of the training pair that update ``k`` trains on: all of it, or above ``crop_limits[0]`` pixels a
+    random ``crop_limits[1]``² window drawn from ``seed + k`` (graph code)."""
+    hw = tf.shape(pair)[1:3]
+    whole = tf.cast(hw[0], tf.int64) * tf.cast(hw[1], tf.int64) <= tf.cast(crop_limits[0], tf.int64)
+    size = tf.concat([tf.where(whole, hw, tf.minimum(crop_limits[1], hw)), [6]], 0)
+    return tf.ensure_shape(tf.image.stateless_random_crop(pair[0], size, seed + k), [None, None, 6])[None]
+
+
 def adapt_steps(
     params,
     moments,
@@ -217,16 +226,13 @@ def adapt_steps(
     Returns:
       (fast weights, moments, L1 loss before each update [n]).
     """
-    hw = tf.shape(pair)[1:3]
-    whole = tf.cast(hw[0], tf.int64) * tf.cast(hw[1], tf.int64) <= tf.cast(crop_limits[0], tf.int64)
-    size = tf.concat([tf.where(whole, hw, tf.minimum(crop_limits[1], hw)), [6]], 0)
     n = len(params)
     if rates.shape.rank == 1:
         rates = tf.tile(rates[:, None], [1, n])
 
     def step(i, fast, moments, losses):
         k = start + i
-        window = tf.ensure_shape(tf.image.stateless_random_crop(pair[0], size, seed + k), [None, None, 6])[None]
+        window = training_window(pair, crop_limits, seed, k)
         loss, grads = l1_loss_and_grads(fast, window[..., :3], window[..., 3:], precision, native_backprop=True)
         if optimizer == "adam":
             m, v = moments[:n], moments[n:]
@@ -286,7 +292,8 @@ _PAIR_SPECS = [tf.TensorSpec([None, None, 3], tf.float32), tf.TensorSpec([None, 
 
 @functools.cache
 def _adapt_fns(scale: int, subsample: str, optimizer: str, precision: str, adam_epsilon: float):
-    """(make_pair, run_steps) graphs per (scale, subsample, optimizer, ...): any image, kernel, son noise, steps."""
+    """(make_pair, run_steps, window_loss) graphs per (scale, subsample, optimizer, ...): any image, kernel, son
+    noise, steps."""
 
     @tf.function(input_signature=[*_PAIR_SPECS, tf.TensorSpec([2], tf.int32), tf.TensorSpec([], tf.float32)])
     def make_pair(lr_image, kernel, seed, noise_sigma):
@@ -311,7 +318,21 @@ def _adapt_fns(scale: int, subsample: str, optimizer: str, precision: str, adam_
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(w)) for w in fast])
         return fast, moments, losses, finite
 
-    return make_pair, run_steps
+    @tf.function(
+        input_signature=[
+            _PARAM_SPECS,
+            tf.TensorSpec([1, None, None, 6], tf.float32),
+            tf.TensorSpec([2], tf.int32),
+            tf.TensorSpec([2], tf.int32),
+            tf.TensorSpec([], tf.int32),
+        ]
+    )
+    def window_loss(params, pair, crop_limits, seed, k):
+        """The L1 update ``k`` would start from, forward only (the last update's weights have no loss yet)."""
+        window = training_window(pair, crop_limits, seed, k)
+        return tf.reduce_mean(tf.abs(forward(params, window[..., :3]) - window[..., 3:]))
+
+    return make_pair, run_steps, window_loss
 
 
 CHUNK_SECONDS = 0.25  # adaptation runs in graph calls of about this long, so Ctrl-C stops it promptly
@@ -347,7 +368,7 @@ def adapt(params, lr_image, degradation: Degradation, scale, config: AdaptConfig
       degradation: its kernel and subsampling (``mzsr_tf.kernels.Degradation``).
     """
     s = check_input(lr_image, degradation, scale)
-    make_pair, run_steps = _adapt_fns(
+    make_pair, run_steps, window_loss = _adapt_fns(
         s, degradation.subsample, config.optimizer, config.compute_precision, config.adam_epsilon
     )
     sigma = son_noise_sigma(lr_image) if config.noise_sigma == "auto" else float(config.noise_sigma)
@@ -359,10 +380,10 @@ def adapt(params, lr_image, degradation: Degradation, scale, config: AdaptConfig
     crop_limits = tf.constant([config.max_pixels, config.crop_size], tf.int32)
     rates = rate_matrix(config)
 
-    def run(state, n, probe=False):
-        """``n`` updates from ``state = (done, fast, moments)``; a probe (rate 0) only measures the state's loss."""
+    def run(state, n):
+        """``n`` updates from ``state = (done, fast, moments)``."""
         done, fast, moments = state
-        chunk_rates = np.zeros([1, rates.shape[1]], np.float32) if probe else rates[done : done + n]
+        chunk_rates = rates[done : done + n]
         fast2, moments2, losses, finite = run_steps(
             fast, moments, pair, chunk_rates, crop_limits, seed, tf.constant(done, tf.int32)
         )
@@ -387,8 +408,8 @@ def adapt(params, lr_image, degradation: Degradation, scale, config: AdaptConfig
         if time.perf_counter() - t0 < CHUNK_SECONDS / 2:
             chunk *= 2
     if bad is None and config.steps:  # the last update's weights have no loss yet: measure it
-        _, losses, _ = run(state, 1, probe=True)
-        if not np.isfinite(losses[0]) or losses[0] > DIVERGENCE * seen[0]:
+        last = float(window_loss(state[1], pair, crop_limits, seed, tf.constant(state[0], tf.int32)))
+        if not np.isfinite(last) or last > DIVERGENCE * seen[0]:
             bad = config.steps
     if bad is not None:  # keep the weights after bad - 1 updates: rerun from the chunk start before them
         if bad == 0:

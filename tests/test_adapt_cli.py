@@ -363,3 +363,53 @@ def test_demo_runs_end_to_end(workspace, tmp_path, capsys):
     assert code == 0
     assert "bicubic" in out and "no adaptation" in out and "MZSR(1)" in out
     assert (tmp_path / "demo" / "astronaut_x2_mzsr1.png").is_file()
+
+
+@pytest.fixture(scope="module")
+def estimator(workspace):
+    from mzsr_tf.kernel_estimation import init_estimator, save_estimator
+
+    return save_estimator(init_estimator(8, seed=0), workspace / "estimator.npz", overwrite=True)
+
+
+def test_blind_sr_estimates_writes_and_reports_the_kernel(workspace, estimator, tmp_path, capsys):
+    from mzsr_tf.kernels import load_kernel
+
+    out, report = tmp_path / "out", tmp_path / "r.json"
+    argv = [workspace / "lr", "--weights", workspace / "w.weights.h5", "--kernel-estimator", estimator, "--steps", 1]
+    code, err = run([*argv, "--out", out, "--json", report], capsys)
+    assert code == 0, err
+    assert "face.png: estimated kernel" in err
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(f"{n}_x2{s}" for n in ("face", "suit") for s in (".png", "_kernel.npy", "_kernel.png"))
+    entry = json.loads(report.read_text())["images"][0]
+    assert entry["kernel"]["estimated"] and entry["kernel"]["centre_offset"] == 0.5
+    kernel = load_kernel(entry["kernel"]["npy"])
+    assert kernel.shape == tuple(entry["kernel"]["size"])
+    # --kernel with the written kernel reproduces the blind run's SR exactly
+    again = tmp_path / "again.png"
+    code, err = run([workspace / "lr" / "face.png", "--kernel", entry["kernel"]["npy"], *argv[1:-4], "--steps", 1,
+                     "--out", again], capsys)  # fmt: skip
+    assert code == 0, err
+    assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(out / "face_x2.png")))
+    # blind ZSSR: the same estimate, then ZSSR with it
+    zssr = tmp_path / "zssr.png"
+    code, err = run([workspace / "lr" / "face.png", "--method", "zssr", "--max-iters", 2, "--kernel-estimator",
+                     estimator, "--out", zssr], capsys)  # fmt: skip
+    assert code == 0, err
+    np.testing.assert_array_equal(np.load(tmp_path / "zssr_kernel.npy"), np.load(out / "face_x2_kernel.npy"))
+
+
+def test_blind_sr_checks_the_kernel_files_before_any_work(workspace, estimator, tmp_path, capsys):
+    out = tmp_path / "sr.png"
+    (tmp_path / "sr_kernel.npy").write_bytes(b"mine")
+    argv = [workspace / "lr" / "face.png", "--weights", workspace / "w.weights.h5", "--kernel-estimator", estimator]
+    code, err = run([*argv, "--out", out], capsys)
+    assert code == 2 and "sr_kernel.npy: exists" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and (tmp_path / "sr_kernel.npy").read_bytes() == b"mine"
+    for extra, match in [(["--subsample", "bicubic"], "direct subsampling"), (["--scale", "3"], "x2 and x4")]:
+        code, err = run([*argv, "--out", tmp_path / "x.png", *extra], capsys)
+        assert code == 2 and match in err
+    code, err = run([*argv[:1], "--kernel", "g_d_2.0", "--kernel-estimator", estimator, "--out", tmp_path / "y.png"],
+                    capsys)  # fmt: skip
+    assert code == 2 and "applies to blind SR" in err

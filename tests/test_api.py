@@ -20,6 +20,8 @@ def test_readme_example_runs_on_the_shipped_weights(photo):
     assert sr.dtype == np.uint8 and sr.shape == (80, 72, 3)
     model = mzsr_tf.from_preset("mzsr_x2_direct")
     np.testing.assert_array_equal(model.super_resolve(photo, kernel="g_d_2.0", steps=1), sr)
+    blind = mzsr_tf.super_resolve(photo, steps=1, scale=2)
+    assert blind.shape == sr.shape and not np.array_equal(blind, sr)
 
 
 def test_equals_the_library_path_and_keeps_the_input_type(photo, tmp_path):
@@ -42,7 +44,18 @@ def test_learned_rates_are_the_default_update_rule(photo, tmp_path):
     assert model.adapt_config(3).layer_rates is not None and model.adapt_config(3, optimizer="adam").optimizer == "adam"
     sgd = AdaptConfig.official(steps=3, learning_rates=(1e-2,), precision="auto")
     expected = zero_shot_sr(init_params(4), photo / np.float32(255), resolve_degradation("g_d_2.0"), 2, sgd).sr
-    np.testing.assert_allclose(model.super_resolve(photo / np.float32(255), steps=3), expected, atol=2e-3)
+    np.testing.assert_allclose(model.super_resolve(photo / np.float32(255), "g_d_2.0", 3), expected, atol=2e-3)
+
+
+def test_no_kernel_means_blind_sr_with_the_estimated_kernel(photo, tmp_path):
+    from mzsr_tf.kernel_estimation import estimate_kernel
+
+    weights = save_params(init_params(5), tmp_path / "w.weights.h5")
+    lr = photo / np.float32(255)
+    estimated = estimate_kernel(lr, 2).kernel
+    blind = mzsr_tf.super_resolve(lr, steps=1, weights=weights)
+    np.testing.assert_array_equal(blind, mzsr_tf.super_resolve(lr, kernel=estimated, steps=1, weights=weights))
+    assert not np.array_equal(blind, mzsr_tf.super_resolve(lr, kernel="g_d_2.0", steps=1, weights=weights))
 
 
 @pytest.mark.parametrize(
@@ -52,7 +65,8 @@ def test_learned_rates_are_the_default_update_rule(photo, tmp_path):
         (lambda p: mzsr_tf.super_resolve(p.astype(np.int32)), "uint8 or float"),
         (lambda p: mzsr_tf.super_resolve(p * 2.0), r"in \[0, 1\]"),
         (lambda p: mzsr_tf.super_resolve(p, kernel="g_d_9"), "unknown kernel"),
-        (lambda p: mzsr_tf.super_resolve(p, scale=3), "no shipped weights"),
+        (lambda p: mzsr_tf.super_resolve(p, kernel="g_d_2.0", scale=3), "no shipped weights"),
+        (lambda p: mzsr_tf.super_resolve(p, scale=3), "estimator knows x2 and x4"),
         (lambda p: mzsr_tf.super_resolve(p, method="edsr"), "method must be"),
         (lambda p: mzsr_tf.from_preset("mzsr_x8"), "unknown preset"),
     ],

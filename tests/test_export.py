@@ -18,6 +18,7 @@ from mzsr_tf.commands import export as export_cli
 from mzsr_tf.errors import InputError
 from mzsr_tf.export import FILES, ExportConfig
 from mzsr_tf.export.tflite import MAX_BYTES, WEIGHT_NAMES, embed_kernel, op_names
+from mzsr_tf.kernel_estimation import estimate_kernel, init_estimator, load_estimator, save_estimator
 from mzsr_tf.kernels import Degradation, gaussian_kernel, validate_kernel
 from mzsr_tf.metrics import to_uint8
 from mzsr_tf.model import init_params, load_params, param_shapes, save_params, super_resolve
@@ -43,7 +44,9 @@ def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     params = distinct_params(3)
     save_params(params, root / "meta.weights.h5")
+    save_estimator(init_estimator(8, seed=4), root / "estimator.npz")
     argv = ["--weights", root / "meta.weights.h5", "--out", root / "out", "--kernel-size", KERNEL_SIZE]
+    argv += ["--kernel-estimator", root / "estimator.npz"]
     argv += ["--max-pixels", MAX_PIXELS, "--max-steps", MAX_STEPS]
     assert cli.run(export_cli.main, [str(a) for a in argv]) == 0
     return root / "out", params
@@ -91,6 +94,14 @@ def test_serving_equals_the_library_path(served, image, exported):
     plain = served.signatures["super_resolve"](image=tf.constant(image[None]))["sr"].numpy()
     np.testing.assert_array_equal(plain, serve(served, image, steps=0))
     assert plain.shape == (1, 48, 52, 3) and plain.dtype == np.uint8
+
+
+def test_blind_signature_estimates_like_the_library_then_adapts_with_that_kernel(served, image, exported):
+    estimator = load_estimator(exported[0].parent / "estimator.npz")
+    expected = estimate_kernel(image.astype(np.float32) / 255.0, 2, estimator).kernel
+    got = served.signatures["blind"](image=tf.constant(image[None]), steps=tf.constant(2))
+    np.testing.assert_allclose(got["kernel"].numpy(), expected, atol=1e-6)
+    np.testing.assert_array_equal(got["sr"].numpy(), serve(served, image, got["kernel"].numpy(), steps=2))
 
 
 def test_concurrent_requests_equal_serial_ones(served, image):
@@ -169,8 +180,21 @@ def test_tflite_is_small_and_builtin_only(tflite_path):
     assert not [op for op in ops if op.startswith("CUSTOM")], ops
     assert {"CONV_2D", "DEPTHWISE_CONV_2D", "MIRROR_PAD", "ASSIGN_VARIABLE", "BATCH_MATMUL"} <= ops, ops
     interpreter = Interpreter(model_content=model)
-    assert sorted(interpreter.get_signature_list()) == ["get_weights", "reset", "super_resolve", "train_step"]
+    signatures = ["estimate_kernel", "get_weights", "reset", "super_resolve", "train_step"]
+    assert sorted(interpreter.get_signature_list()) == signatures
     assert interpreter.get_signature_list()["train_step"]["inputs"] == ["image", "kernel", "learning_rate"]
+
+
+def test_tflite_estimates_the_kernel_like_tf(tflite_path, exported, image):
+    """Blind SR on the device: estimate_kernel equals the library's estimate on the train_step grid."""
+    from mzsr_tf.kernel_estimation import kernel_from_covariance
+
+    lr = image.astype(np.float32) / 255.0
+    estimate = estimate_kernel(lr, 2, load_estimator(exported[0].parent / "estimator.npz"))
+    got = runner(Interpreter(model_path=str(tflite_path)), "estimate_kernel")(image=lr[None])
+    np.testing.assert_allclose(got["covariance"], estimate.covariance, rtol=1e-5)
+    np.testing.assert_allclose(got["kernel"], kernel_from_covariance(estimate.covariance, 2, KERNEL_SIZE), atol=1e-6)
+    assert got["kernel"].shape == (KERNEL_SIZE, KERNEL_SIZE)
 
 
 def test_tflite_adaptation_matches_tf(tflite_path, exported, image):

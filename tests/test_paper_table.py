@@ -14,7 +14,8 @@ from mzsr_tf.metrics import psnr_y
 from mzsr_tf.zero_shot import AdaptConfig
 
 RESULT_KEYS = {
-    "set", "kernel", "method", "scale", "psnr_y", "ssim_y", "seconds_per_image", "per_image", "noise", "settings"
+    "set", "kernel", "method", "scale", "psnr_y", "ssim_y", "seconds_per_image", "per_image", "noise", "settings",
+    "kernel_psnr",
 }  # fmt: skip
 
 
@@ -367,3 +368,46 @@ def test_official_methods_take_the_rates_of_the_kernels_model(hr_folder, tmp_pat
     }
     assert expected["bicubic"] != expected["direct"]  # the two schedules differ here
     assert row["per_image"]["astronaut.png"] == pytest.approx(expected["bicubic"], abs=1e-6)
+
+
+def test_blind_rows_draw_a_kernel_per_image_and_score_the_estimates(hr_folder, tmp_path, capsys):
+    from benchmarks.blind_set import blind_degradation
+    from mzsr_tf.kernel_estimation import init_estimator, save_estimator
+    from mzsr_tf.model import init_params, save_params
+
+    a, b = blind_degradation("astronaut.png", 2), blind_degradation("chelsea.png", 2)
+    assert a.kernel.shape == (11, 11) and not np.allclose(a.kernel, b.kernel)
+    np.testing.assert_array_equal(a.kernel, blind_degradation("astronaut.png", 2).kernel)
+    assert blind_degradation("astronaut.png", 4).kernel.shape == (31, 31)
+    estimator = save_estimator(init_estimator(8), tmp_path / "e.npz")
+    weights = save_params(init_params(0), tmp_path / "w.weights.h5")
+    out_json = tmp_path / "blind.json"
+    code, out, err = _run(capsys, "--hr", hr_folder, "--kernels", "div2krk", "--methods",
+                          "mzsr1,blind_mzsr1,fixed2_mzsr1", "--kernel-estimator", estimator, "--weights", weights,
+                          "--json", out_json)  # fmt: skip
+    assert code == 0, err
+    rows = {r["method"]: r for r in json.loads(out_json.read_text())["results"]}
+    assert rows["mzsr1"]["kernel_psnr"] is None
+    assert 10 < rows["blind_mzsr1"]["kernel_psnr"] < 100 and 10 < rows["fixed2_mzsr1"]["kernel_psnr"] < 100
+    assert rows["blind_mzsr1"]["settings"]["estimator"] == str(estimator)
+    assert len({rows[m]["psnr_y"] for m in rows}) == 3  # three different kernels, three results
+    table = paper_table.markdown_table(list(rows.values()))
+    assert "| paper: KernelGAN + ZSSR, DIV2KRK (published) |" in table  # the published anchor beside blind rows
+    assert "30.36 / 0.8669" in table and "(kernel " in table
+
+
+def test_blind_set_writes_lr_hr_and_kernels_and_refuses_an_existing_folder(hr_folder, tmp_path, capsys):
+    import scipy.io
+
+    from benchmarks import blind_set
+
+    out = tmp_path / "blind"
+    assert blind_set.main(["--hr", str(hr_folder), "--scale", "2", "--out", str(out)]) == 0
+    lr = np.asarray(Image.open(out / "lr" / "astronaut.png"))
+    hr = np.asarray(Image.open(out / "hr" / "astronaut.png"))
+    kernel = np.load(out / "kernels" / "astronaut.npy")
+    assert lr.shape == (24, 20, 3) and hr.shape == (48, 40, 3)
+    np.testing.assert_array_equal(lr, paper_table.make_lr(hr, blind_set.blind_degradation("astronaut.png", 2), 2))
+    np.testing.assert_allclose(scipy.io.loadmat(out / "kernels" / "astronaut.mat")["Kernel"], kernel)
+    assert blind_set.main(["--hr", str(hr_folder), "--out", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err

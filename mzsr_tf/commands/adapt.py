@@ -1,5 +1,6 @@
 """Zero-shot super-resolution of LR photos: MZSR meta-test (paper Algorithm 2) or ZSSR (Shocher et al. 2018).
 
+python adapt.py photo.png --out photo_x2.png          (blind: the kernel is estimated from the photo)
 python adapt.py photo.png --kernel g_d_2.0 --out photo_x2.png
 python adapt.py lr_folder/ --kernel kernel.mat --gt hr_folder/ --out results/ --json results.json
 python adapt.py photo.png --kernel kernel.mat --method zssr --preset x2_given_kernel
@@ -23,7 +24,14 @@ MAX_STEPS = 10_000  # the paper's MZSR takes 1-10 updates; ZSSR's whole run is a
 def build_parser():
     p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("inputs", nargs="*", type=Path, help="LR images and/or folders of them")
-    p.add_argument("--kernel", help="named kernel (g_d_0.2, g_d_2.0, g_d_ani, g_b_1.3, bicubic) or .mat/.npy file")
+    p.add_argument(
+        "--kernel",
+        help="named kernel (g_d_0.2, g_d_2.0, g_d_ani, g_b_1.3, bicubic), .mat/.npy file, or 'estimate' "
+        "(default: estimate it from each photo, blind SR; written beside the output as _kernel.npy/.png)",
+    )
+    p.add_argument(
+        "--kernel-estimator", type=Path, help="blind SR: estimator weights (.npz or train.py --stage kernel run/ckpt)"
+    )
     p.add_argument("--subsample", choices=("direct", "bicubic"), help="override the kernel's subsampling")
     p.add_argument("--scale", type=cli.scale_type, default=2)
     p.add_argument("--method", choices=("mzsr", "zssr"), default="mzsr", help="MZSR adaptation or ZSSR training")
@@ -167,11 +175,11 @@ def _score(entry, baseline: str, before, after, hr, gt_path, scale):
         entry[f"psnr_y{suffix}"], entry[f"ssim_y{suffix}"] = psnr_y(sr, hr, scale), ssim_y(sr, hr, scale)
 
 
-def mzsr_runner(args, config, params, degradation):
-    """``run(rgb, shape, gt_path, name) -> (sr, report fields)`` for MZSR(n) from the meta-weights."""
+def mzsr_runner(args, config, params):
+    """``run(rgb, shape, gt_path, name, degradation) -> (sr, report fields)`` for MZSR(n) from the meta-weights."""
     from mzsr_tf.zero_shot import zero_shot_sr
 
-    def run(rgb, shape, gt_path, name):
+    def run(rgb, shape, gt_path, name, degradation):
         result = zero_shot_sr(params, rgb, degradation, args.scale, config, output_shape=shape)
         if result.diverged:
             print(
@@ -204,12 +212,12 @@ def mzsr_runner(args, config, params, degradation):
     return run
 
 
-def zssr_runner(args, config, init, degradation):
-    """``run(rgb, shape, gt_path, name) -> (sr, report fields)`` for ZSSR trained on each image."""
+def zssr_runner(args, config, init):
+    """``run(rgb, shape, gt_path, name, degradation) -> (sr, report fields)`` for ZSSR trained on each image."""
     from mzsr_tf.imresize import upscale
     from mzsr_tf.zssr import train_zssr
 
-    def run(rgb, shape, gt_path, name):
+    def run(rgb, shape, gt_path, name, degradation):
         from tqdm import tqdm
 
         gt = None if gt_path is None else _load_gt(gt_path, args.scale, args.max_image_pixels * args.scale**2)
@@ -267,8 +275,9 @@ def _check_outputs(args, files, gts, outs):
             raise InputError(f"{dest}: cannot be written, {parent} is not writable")
 
 
-def _load_inputs(args, files, gts, check):
-    """Read every input (and its GT) and check it can be processed; one error naming every bad file."""
+def _load_inputs(args, files, gts, check, kernel_for):
+    """Read every input (and its GT), find its kernel and check it can be processed; one error naming every bad
+    file. Returns (image, SR shape, degradation, estimate or None) per input."""
     from mzsr_tf.errors import InputError
     from mzsr_tf.io import read_image
 
@@ -280,8 +289,9 @@ def _load_inputs(args, files, gts, check):
             if gt is not None:
                 gt_shape = read_image(gt, args.max_image_pixels * args.scale**2).rgb.shape
                 shape = tuple(n - n % args.scale for n in gt_shape[:2])
-            check(img.rgb, shape)
-            loaded.append((img, shape))
+            degradation, estimate = kernel_for(img.rgb)
+            check(img.rgb, shape, degradation)
+            loaded.append((img, shape, degradation, estimate))
         except InputError as e:
             message = str(e).splitlines()[0]
             bad.append(message if str(f) in message or (gt and str(gt) in message) else f"{f}: {message}")
@@ -292,18 +302,44 @@ def _load_inputs(args, files, gts, check):
     return loaded
 
 
-def run_images(args, run, check):
-    """All or nothing: every input is read and checked and every destination checked before the first output."""
+def _kernel_files(out: Path) -> tuple[Path, Path]:
+    """Where an estimated kernel is written beside the SR output: ``<out>_kernel.npy`` and ``<out>_kernel.png``."""
+    return out.with_name(f"{out.stem}_kernel.npy"), out.with_name(f"{out.stem}_kernel.png")
+
+
+def _kernel_source(args, degradation):
+    """``kernel_for(rgb) -> (degradation, estimate or None)``: the given kernel, or a blind estimate per photo."""
+    if degradation is not None:
+        return lambda rgb: (degradation, None)
+    from mzsr_tf.kernel_estimation import default_estimator, estimate_kernel, load_estimator
+    from mzsr_tf.kernels import Degradation
+
+    params = load_estimator(args.kernel_estimator or default_estimator())
+
+    def kernel_for(rgb):
+        estimate = estimate_kernel(rgb, args.scale, params)
+        return Degradation(estimate.kernel, "direct", "estimated"), estimate
+
+    return kernel_for
+
+
+def run_images(args, run, check, degradation=None):
+    """All or nothing: every input is read and checked and every destination checked before the first output.
+
+    ``degradation`` None: blind SR, each photo's kernel is estimated (and written beside its output)."""
     import numpy as np
 
     from mzsr_tf.imresize import upscale
     from mzsr_tf.io import ImageData, atomic_write, write_image
+    from mzsr_tf.kernel_estimation import save_kernel_files
 
     files = _expand(args.inputs)
     gts = _pair_gt(files, args.gt)
     outs = _outputs(files, args.out, args.scale)
-    _check_outputs(args, files, gts, outs)
-    loaded = _load_inputs(args, files, gts, check)
+    blind = degradation is None
+    kernel_outs = [_kernel_files(o) for o in outs] if blind else []
+    _check_outputs(args, files, gts, outs + [p for pair in kernel_outs for p in pair])
+    loaded = _load_inputs(args, files, gts, check, _kernel_source(args, degradation))
     if outs and outs[0].parent != Path("."):
         outs[0].parent.mkdir(parents=True, exist_ok=True)
     report = []
@@ -312,8 +348,15 @@ def run_images(args, run, check):
     except ImportError:  # pragma: no cover
         tqdm = None
     bar = tqdm(list(zip(files, loaded, gts, outs)), unit="img", disable=len(files) < 2 or tqdm is None)
-    for f, (img, shape), gt, out in bar:
-        sr, fields = run(img.rgb, shape, gt, f.name)
+    for i, (f, (img, shape, deg, estimate), gt, out) in enumerate(bar):
+        kernel_fields = {}
+        if estimate is not None:
+            npy, png = save_kernel_files(estimate.kernel, *kernel_outs[i], overwrite=args.overwrite)
+            kernel_fields = {"kernel": {"estimated": True, "npy": str(npy), "png": str(png), **estimate.as_dict()}}
+            print(f"{f.name}: estimated kernel {estimate.describe()} ({estimate.seconds:.2f} s), wrote {npy}",
+                  file=sys.stderr)  # fmt: skip
+        sr, fields = run(img.rgb, shape, gt, f.name, deg)
+        fields = {**kernel_fields, **fields}
         alpha = None
         if img.alpha is not None:
             alpha = np.clip(upscale(img.alpha[..., None], args.scale, sr.shape[:2]).numpy()[..., 0], 0, 1)
@@ -359,7 +402,8 @@ def run_demo(args, rows):
 
 
 def _method_config(args, degradation):
-    """(runner, demo rows) for ``--method``; flags of the other method are an error."""
+    """(runner, check, demo rows) for ``--method``; flags of the other method are an error. ``degradation`` None:
+    blind (each photo's kernel estimated, direct subsampling)."""
     from mzsr_tf.errors import InputError
     from mzsr_tf.model import check_scale, load_inner_lr, load_params
 
@@ -386,15 +430,15 @@ def _method_config(args, degradation):
             result = train_zssr(lr, degradation, args.scale, config, init, output_shape=shape)
             return result.sr, result.seconds
 
-        def check(rgb, shape):
+        def check(rgb, shape, degradation):
             check_input(rgb, degradation, args.scale, config, shape)
 
-        return zssr_runner(args, config, init, degradation), check, [("ZSSR", "zssr", demo)]
+        return zssr_runner(args, config, init), check, [("ZSSR", "zssr", demo)]
 
     from mzsr_tf.weights import default_weights
     from mzsr_tf.zero_shot import AdaptConfig, check_input, zero_shot_sr
 
-    weights = args.weights or default_weights(args.scale, degradation.subsample)
+    weights = args.weights or default_weights(args.scale, degradation.subsample if degradation else "direct")
     check_scale(weights, args.scale)
     params = load_params(weights)
     inner_lr = load_inner_lr(weights)
@@ -414,7 +458,8 @@ def _method_config(args, degradation):
     if optimizer == "learned":
         config = AdaptConfig.learned(inner_lr, **common)
     elif optimizer == "sgd":
-        config = AdaptConfig.official(args.scale, degradation.subsample, **common)  # the model's own rates
+        subsample = degradation.subsample if degradation else "direct"
+        config = AdaptConfig.official(args.scale, subsample, **common)  # the model's own rates
     else:
         config = AdaptConfig(**common)
     config = config.cropped(args.crop) if args.crop else config
@@ -428,10 +473,10 @@ def _method_config(args, degradation):
 
     rows = [("no adaptation", "noadapt", demo(0)), (f"MZSR({config.steps})", f"mzsr{config.steps}", demo(config.steps))]
 
-    def check(rgb, shape):
+    def check(rgb, shape, degradation):
         check_input(rgb, degradation, args.scale)
 
-    return mzsr_runner(args, config, params, degradation), check, rows
+    return mzsr_runner(args, config, params), check, rows
 
 
 def main(argv=None):
@@ -441,15 +486,22 @@ def main(argv=None):
 
     if not args.demo and not args.inputs:
         raise InputError("no input images (give files/folders, or --demo)")
-    if not args.demo and not args.kernel:
-        raise InputError("--kernel is required: a named kernel or the image's .mat/.npy kernel")
     if args.tile < 64:
         raise InputError(f"--tile must be at least 64, got {args.tile}")
-    degradation = resolve_degradation(args.kernel or DEMO_KERNEL, args.subsample)
+    blind = not args.demo and args.kernel in (None, "estimate")
+    if blind and args.subsample == "bicubic":
+        raise InputError("blind SR estimates kernels for direct subsampling; give --kernel with --subsample bicubic")
+    if blind and args.scale not in (2, 4):
+        raise InputError(f"blind SR estimates kernels at x2 and x4, not x{args.scale}; give --kernel")
+    if args.demo and args.kernel == "estimate":
+        raise InputError("--demo degrades with a known kernel; run blind SR on your own photos")
+    if args.kernel_estimator and not blind:
+        raise InputError("--kernel-estimator applies to blind SR (no --kernel, or --kernel estimate)")
+    degradation = None if blind else resolve_degradation(args.kernel or DEMO_KERNEL, args.subsample)
     run, check, demo_rows = _method_config(args, degradation)
     if args.demo:
         return run_demo(args, demo_rows)
-    run_images(args, run, check)
+    run_images(args, run, check, degradation)
     return 0
 
 

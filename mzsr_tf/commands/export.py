@@ -38,6 +38,12 @@ def build_parser():
         "--max-steps", type=cli.bounded_int(0), default=20, help="serving: most adaptation steps (default 20)"
     )
     p.add_argument(
+        "--kernel-estimator",
+        type=Path,
+        help="serving: estimator weights for the blind signature (default: the shipped ones at x2/x4; 'none': no "
+        "blind signature)",
+    )
+    p.add_argument(
         "--overwrite", action="store_true", help="replace earlier exported files in --out (nothing else there)"
     )
     return p
@@ -45,6 +51,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    from mzsr_tf.errors import InputError
     from mzsr_tf.export import ExportConfig, check_output_folder, export_all
     from mzsr_tf.model import check_scale, load_inner_lr, load_params
     from mzsr_tf.weights import default_weights
@@ -54,8 +61,15 @@ def main(argv=None):
     weights = args.weights or default_weights(args.scale, "direct")
     check_scale(weights, args.scale)
     params, inner_lr = load_params(weights), load_inner_lr(weights)
+    estimator = None
+    if args.kernel_estimator and str(args.kernel_estimator) != "none" and args.scale not in (2, 4):
+        raise InputError(f"--kernel-estimator: the estimator knows x2 and x4, not x{args.scale}")
+    if str(args.kernel_estimator) != "none" and (args.kernel_estimator or args.scale in (2, 4)):
+        from mzsr_tf.kernel_estimation import default_estimator, load_estimator
+
+        estimator = load_estimator(args.kernel_estimator or default_estimator())
     config = ExportConfig(args.scale, args.kernel_size, args.max_pixels, args.max_steps)
-    for kind, path in export_all(params, args.out, config, args.overwrite, inputs, inner_lr).items():
+    for kind, path in export_all(params, args.out, config, args.overwrite, inputs, inner_lr, estimator).items():
         print(f"{kind:<12} {path}")
     return 0
 

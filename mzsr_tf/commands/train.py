@@ -1,8 +1,9 @@
-"""Train θ_T (large-scale bicubic pretraining) and θ_M (meta-transfer learning), paper Algorithm 1.
+"""Train θ_T (pretraining), θ_M (meta-transfer learning, paper Algorithm 1) or the blind-SR kernel estimator.
 
   python train.py --stage pretrain --data ../shared/datasets/train --out runs/pretrain --steps 100000
   python train.py --stage meta --init runs/pretrain/final.weights.h5 --data ../shared/datasets/train \\
       --out runs/meta --steps 100000
+  python train.py --stage kernel --data ../shared/datasets/train --out runs/kernel --steps 20000
   (add --resume to continue a run up to --steps)
 """
 
@@ -32,7 +33,7 @@ def build_parser(only_given: bool = False):
         help="a run's config.json (or a JSON of the same shape): its settings, flags given override them; "
         "in a run folder it also sets --out",
     )
-    p.add_argument("--stage", choices=("pretrain", "meta"))
+    p.add_argument("--stage", choices=("pretrain", "meta", "kernel"))
     p.add_argument("--data", nargs="+", type=Path, help="folders of HR training images")
     p.add_argument("--out", type=Path, help="run folder (checkpoints, logs, final.weights.h5)")
     p.add_argument("--steps", type=int, help="total steps (with --resume: continue up to this)")
@@ -170,7 +171,7 @@ def main(argv=None):
     config = stage_config(
         args.stage,
         **from_config,  # settings without a flag
-        scale=args.scale,
+        scale=None if args.stage == "kernel" else args.scale,  # the estimator trains on x2 and x4 at once
         patch=args.patch,
         batch_size=args.batch_size,
         lr=args.lr,

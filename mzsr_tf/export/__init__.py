@@ -123,13 +123,21 @@ def check_output_folder(out, overwrite: bool = False, inputs=()) -> Path:
 
 
 def export_all(
-    params, out, config: ExportConfig = ExportConfig(), overwrite: bool = False, inputs=(), inner_lr=None
+    params,
+    out,
+    config: ExportConfig = ExportConfig(),
+    overwrite: bool = False,
+    inputs=(),
+    inner_lr=None,
+    estimator=None,
 ) -> dict[str, Path]:
     """Write every export of θ_M (``params``, 16 tensors) into folder ``out``; returns the paths by kind.
 
     ``overwrite`` replaces earlier exports in ``out`` (only the entries of ``FILES``); ``inputs`` (the
     weights read) must not lie inside ``out``. ``inner_lr``: θ_M's meta-learned rates (``model.load_inner_lr``),
     kept in the weights files and run by the SavedModel's adaptation (the LiteRT graph keeps its SGD schedule).
+    ``estimator``: kernel estimator weights for the SavedModel's ``blind`` and the LiteRT model's ``estimate_kernel``
+    signatures (``kernel_estimation``).
     """
     from mzsr_tf.export.savedmodel import save_serving
     from mzsr_tf.export.tflite import save_tflite
@@ -140,8 +148,10 @@ def export_all(
     try:
         save_params(params, staging / FILES["weights_h5"], inner_lr=inner_lr)
         save_params(params, staging / FILES["weights_npz"], inner_lr=inner_lr)
-        save_serving(params, staging / FILES["serving"], config.scale, config.max_pixels, config.max_steps, inner_lr)
-        save_tflite(params, staging / FILES["tflite"], config.scale, config.kernel_size)
+        save_serving(
+            params, staging / FILES["serving"], config.scale, config.max_pixels, config.max_steps, inner_lr, estimator
+        )
+        save_tflite(params, staging / FILES["tflite"], config.scale, config.kernel_size, estimator)
         _publish(staging, out, overwrite)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -6,6 +6,8 @@ made from the request image with the request kernel, ``steps`` updates from θ_M
 the image. It is :func:`mzsr_tf.zero_shot.adapt_graph`, so the fast weights are ``tf.while_loop``
 values: θ_M is read-only and concurrent requests share no state.
 ``super_resolve(image) -> sr`` is net(bicubic↑(image)) with θ_M, no adaptation.
+``blind(image, steps) -> sr, kernel`` (with a kernel estimator) is blind SR: the kernel is estimated from the
+image (:func:`mzsr_tf.kernel_estimation.estimate_graph`, as ``adapt.py`` without ``--kernel``), then MZSR(steps).
 
 Images are uint8 NHWC with a batch of one (``[1, H, W, 3]``; a larger batch is refused in the graph); ``sr`` is
 ``floor(255 · clip(x) + 0.5)`` like :func:`mzsr_tf.metrics.to_uint8`, so a response equals
@@ -26,6 +28,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from mzsr_tf.imresize import upscale
+from mzsr_tf.kernel_estimation import estimate_graph
 from mzsr_tf.metrics import to_uint8
 from mzsr_tf.model import PARAM_NAMES, forward
 from mzsr_tf.noise import son_noise_sigma_graph
@@ -96,9 +99,12 @@ class ServingModule(tf.Module):
       max_pixels: largest accepted LR image, H·W.
       max_steps: most adaptation steps per request.
       config: adaptation settings (optimizer, schedule, crops above ``config.max_pixels``, seed).
+      estimator: kernel estimator weights (``kernel_estimation``) for the ``blind`` signature, or None.
     """
 
-    def __init__(self, params, scale: int, max_pixels: int, max_steps: int, config: AdaptConfig = AdaptConfig()):
+    def __init__(
+        self, params, scale: int, max_pixels: int, max_steps: int, config: AdaptConfig = AdaptConfig(), estimator=None
+    ):
         super().__init__(name="mzsr")
         self.scale, self.max_pixels, self.max_steps = int(scale), int(max_pixels), int(max_steps)
         self._config = config
@@ -113,6 +119,10 @@ class ServingModule(tf.Module):
         steps = tf.TensorSpec([], tf.int32, name="steps")
         self.serving_default = tf.function(self._zero_shot_sr, input_signature=[image, kernel, steps])
         self.super_resolve = tf.function(self._super_resolve, input_signature=[image])
+        self.estimator = None
+        if estimator is not None:
+            self.estimator = [tf.Variable(p, trainable=False, name=f"estimator_{i}") for i, p in enumerate(estimator)]
+            self.blind = tf.function(self._blind, input_signature=[image, steps])
 
     def _sr_uint8(self, params, lr):
         """net(bicubic↑s(LR)) at (sH, sW), rounded to uint8 as ``metrics.to_uint8``."""
@@ -122,7 +132,15 @@ class ServingModule(tf.Module):
     def _zero_shot_sr(self, image, kernel, steps):
         """MZSR(steps) on one request: adapt θ_M to the image, then super-resolve it."""
         lr = _image_float(image, self.scale, self.max_pixels)
-        kernel = _normalised_kernel(kernel, image)
+        return {"sr": self._adapted_sr(lr, _normalised_kernel(kernel, image), steps)}
+
+    def _blind(self, image, steps):
+        """Blind MZSR(steps): estimate the image's kernel, adapt θ_M with it, super-resolve."""
+        lr = _image_float(image, self.scale, self.max_pixels)
+        kernel, _ = estimate_graph([v.read_value() for v in self.estimator], lr[0], self.scale)
+        return {"sr": self._adapted_sr(lr, kernel, steps), "kernel": kernel}
+
+    def _adapted_sr(self, lr, kernel, steps):
         schedule = self._config.layer_rates or self._config.schedule
         rates = schedule_rates(_checked_steps(steps, self.max_steps), schedule)
         fast, _ = adapt_graph(
@@ -139,7 +157,7 @@ class ServingModule(tf.Module):
             "float32" if self._config.precision == "auto" else self._config.precision,  # portable servable
             self._config.adam_epsilon,
         )
-        return {"sr": self._sr_uint8(fast, lr)}
+        return self._sr_uint8(fast, lr)
 
     def _super_resolve(self, image):
         """net(bicubic↑s(image)) with θ_M (MZSR's "no adaptation" row)."""
@@ -147,14 +165,17 @@ class ServingModule(tf.Module):
         return {"sr": self._sr_uint8([v.read_value() for v in self.theta], lr)}
 
 
-def save_serving(params, path, scale: int, max_pixels: int, max_steps: int, inner_lr=None) -> Path:
+def save_serving(params, path, scale: int, max_pixels: int, max_steps: int, inner_lr=None, estimator=None) -> Path:
     """Write the SavedModel to ``path`` (a TF Serving version folder, e.g. ``serving/1``); with meta-learned
-    ``inner_lr`` its adaptation is ``AdaptConfig.learned`` (as ``adapt.py`` for such weights)."""
+    ``inner_lr`` its adaptation is ``AdaptConfig.learned`` (as ``adapt.py`` for such weights); with ``estimator``
+    weights it also has the ``blind`` signature."""
     config = AdaptConfig() if inner_lr is None else AdaptConfig.learned(inner_lr)
-    module = ServingModule(params, scale, max_pixels, max_steps, config)
+    module = ServingModule(params, scale, max_pixels, max_steps, config, estimator)
     signatures = {
         "serving_default": module.serving_default.get_concrete_function(),
         "super_resolve": module.super_resolve.get_concrete_function(),
     }
+    if estimator is not None:
+        signatures["blind"] = module.blind.get_concrete_function()
     tf.saved_model.save(module, str(path), signatures=signatures)
     return Path(path)

@@ -11,6 +11,9 @@ meta-test loop (paper Algorithm 2) by calling the signatures:
 * ``super_resolve(image) -> sr``: clip(net(bicubic↑s(image))) at (sH, sW) with the current weights.
 * ``reset() -> ok``: back to θ_M (TFLite drops signatures without outputs, hence ``ok``).
 * ``get_weights() -> conv1_kernel, conv1_bias, ..., conv8_bias``: the current weights.
+* ``estimate_kernel(image) -> kernel, covariance`` (with a kernel estimator): blind SR on the device, the
+  image's kernel estimated as ``adapt.py`` does without ``--kernel`` (``kernel_estimation.estimate_graph``, in
+  float32), on the ``train_step`` kernel grid (a wider estimate is cut at its edge and renormalised).
 
 ``image`` is float32 [1, H, W, 3] in [0, 1], any H, W ≥ the kernel size; ``kernel`` is float32
 [k, k] with k fixed at export (``--kernel-size``; put smaller kernels in with :func:`embed_kernel`),
@@ -36,6 +39,7 @@ import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
+from mzsr_tf.kernel_estimation import estimate_graph
 from mzsr_tf.model import PARAM_NAMES, l1_loss_and_grads, super_resolve
 from mzsr_tf.zero_shot import training_pair
 
@@ -81,7 +85,7 @@ class AdaptationModule(tf.Module):
       kernel_size: side of ``train_step``'s kernel input.
     """
 
-    def __init__(self, params, scale: int, kernel_size: int):
+    def __init__(self, params, scale: int, kernel_size: int, estimator=None):
         super().__init__(name="mzsr_adapt")
         self.scale = int(scale)
         meta_initial = [np.asarray(p, np.float32) for p in params]
@@ -95,6 +99,12 @@ class AdaptationModule(tf.Module):
         self.super_resolve = tf.function(self._super_resolve, input_signature=[image])
         self.reset = tf.function(self._reset, input_signature=[])
         self.get_weights = tf.function(self._get_weights, input_signature=[])
+        self.kernel_size = int(kernel_size)
+        self.signatures = SIGNATURES
+        if estimator is not None:
+            self._estimator = [tf.constant(np.asarray(p, np.float32)) for p in estimator]
+            self.estimate_kernel = tf.function(self._estimate_kernel, input_signature=[image])
+            self.signatures = SIGNATURES + ("estimate_kernel",)
 
     def _values(self):
         return [w.read_value() for w in self.weights]
@@ -119,13 +129,17 @@ class AdaptationModule(tf.Module):
     def _get_weights(self):
         return dict(zip(WEIGHT_NAMES, self._values()))
 
+    def _estimate_kernel(self, image):
+        kernel, cov = estimate_graph(self._estimator, image[0], self.scale, self.kernel_size, tf.float32)
+        return {"kernel": kernel, "covariance": cov}
+
 
 def convert(module: AdaptationModule) -> bytes:
     """SavedModel → TFLite with resource variables and builtin ops only (no SELECT_TF_OPS: no Flex)."""
     with tempfile.TemporaryDirectory(prefix="mzsr_tflite_") as tmp:
-        signatures = {name: getattr(module, name).get_concrete_function() for name in SIGNATURES}
+        signatures = {name: getattr(module, name).get_concrete_function() for name in module.signatures}
         tf.saved_model.save(module, tmp, signatures=signatures)
-        converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=list(SIGNATURES))
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=list(module.signatures))
         converter.experimental_enable_resource_variables = True
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         return converter.convert()
@@ -147,23 +161,24 @@ def op_names(model: bytes) -> set[str]:
     return names
 
 
-def check_tflite(model: bytes) -> None:
-    """Raise unless the model has builtin ops only, all four signatures and fits in ``MAX_BYTES``."""
+def check_tflite(model: bytes, signatures=SIGNATURES) -> None:
+    """Raise unless the model has builtin ops only, exactly ``signatures`` and fits in ``MAX_BYTES``."""
     custom = sorted(n for n in op_names(model) if n.startswith("CUSTOM:"))
     if custom:
         raise RuntimeError(f"TFLite model needs non-builtin ops: {', '.join(custom)}")
     m = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
     keys = sorted(s.signatureKey.decode() for s in m.signatureDefs)
-    if keys != sorted(SIGNATURES):
-        raise RuntimeError(f"TFLite model has signatures {keys}, expected {sorted(SIGNATURES)}")
+    if keys != sorted(signatures):
+        raise RuntimeError(f"TFLite model has signatures {keys}, expected {sorted(signatures)}")
     if len(model) > MAX_BYTES:
         raise RuntimeError(f"TFLite model is {len(model):,} bytes, over the {MAX_BYTES:,} limit")
 
 
-def save_tflite(params, path, scale: int, kernel_size: int) -> Path:
-    """Build, convert, check and write ``mzsr_adapt.tflite``."""
-    model = convert(AdaptationModule(params, scale, kernel_size))
-    check_tflite(model)
+def save_tflite(params, path, scale: int, kernel_size: int, estimator=None) -> Path:
+    """Build, convert, check and write ``mzsr_adapt.tflite`` (with ``estimator``: its ``estimate_kernel`` too)."""
+    module = AdaptationModule(params, scale, kernel_size, estimator)
+    model = convert(module)
+    check_tflite(model, module.signatures)
     path = Path(path)
     path.write_bytes(model)
     return path

@@ -1,0 +1,162 @@
+"""Blind kernel estimation: DIV2KRK kernels, the ×4 composition, the estimator's properties and training."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mzsr_tf import kernel_estimation as ke
+from mzsr_tf.degradation import degrade
+from mzsr_tf.errors import InputError
+from mzsr_tf.kernels import (
+    blind_offset,
+    compose_x4,
+    gaussian_from_covariance,
+    gaussian_kernel,
+    kernel_moments,
+    load_kernel,
+    sample_blind_kernel,
+)
+
+
+def test_blind_kernels_are_seeded_normalised_and_block_centred():
+    a = sample_blind_kernel(tf.constant([3, 4]), 11).numpy()
+    b = sample_blind_kernel(tf.constant([3, 4]), 11).numpy()
+    c = sample_blind_kernel(tf.constant([3, 5]), 11).numpy()
+    assert np.array_equal(a, b) and not np.allclose(a, c)
+    assert a.shape == (11, 11) and a.min() >= 0 and abs(a.sum() - 1) < 1e-6
+    means = [kernel_moments(sample_blind_kernel(tf.constant([0, n]), 11, (0.6, 1.0), 0.0))[0].numpy() for n in range(5)]
+    np.testing.assert_allclose(means, 0.5, atol=0.02)  # narrow kernels: the mean is the offset
+
+
+def test_x4_kernel_is_two_x2_steps_with_5x_covariance_and_3x_offset():
+    k = sample_blind_kernel(tf.constant([1, 2]), 11)
+    k4 = compose_x4(k)
+    assert k4.shape == (31, 31)
+    hr = tf.random.stateless_uniform([1, 96, 96, 3], [0, 1])
+    twice, once = degrade(degrade(hr, k, 2), k, 2), degrade(hr, k4, 4)
+    np.testing.assert_allclose(twice[:, 6:-6, 6:-6], once[:, 6:-6, 6:-6], atol=1e-5)
+    (m2, c2), (m4, c4) = kernel_moments(k), kernel_moments(k4)
+    np.testing.assert_allclose(m4, 3 * m2, atol=1e-6)
+    np.testing.assert_allclose(c4, 5 * c2, atol=1e-6)
+
+
+def test_gaussian_from_covariance_has_that_covariance_and_offset():
+    cov = np.array([[2.0, 0.7], [0.7, 1.2]])
+    k = gaussian_from_covariance(cov, 31, offset=0.5)
+    mean, got = kernel_moments(k)
+    np.testing.assert_allclose(mean, [0.5, 0.5], atol=1e-6)
+    np.testing.assert_allclose(got, cov, atol=1e-4)
+    np.testing.assert_allclose(gaussian_kernel(2.0, 2.0, 0.0, 21), gaussian_from_covariance(2 * np.eye(2), 21))
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_estimated_kernels_hold_their_gaussian_and_sit_at_the_block_centre(scale):
+    cov = np.array([[5.0, -1.0], [-1.0, 3.0]]) * (5 if scale == 4 else 1)
+    k = ke.kernel_from_covariance(cov, scale).numpy()
+    mean, got = kernel_moments(k)
+    np.testing.assert_allclose(mean, blind_offset(scale), atol=0.05)
+    np.testing.assert_allclose(got, cov, rtol=0.08, atol=0.05)
+    assert k.shape == (ke.blind_kernel_size(scale),) * 2 and k.shape[0] % 2 == 1
+
+
+def test_estimate_eigen_decomposition_gives_the_paper_parameters():
+    cov = gaussian_kernel(4.0, 1.0, -0.5, 41)
+    _, c = kernel_moments(cov)
+    est = ke.KernelEstimate(cov.numpy(), c.numpy(), 2)
+    l1, l2, theta = est.eigen()
+    assert l1 == pytest.approx(4.0, rel=1e-3) and l2 == pytest.approx(1.0, rel=1e-3)
+    assert theta == pytest.approx(math.pi - 0.5, abs=1e-3)  # θ = -0.5 modulo π
+
+
+def test_covariance_is_positive_definite_and_pooling_ignores_tile_order():
+    params = ke.init_estimator(8, seed=1)
+    tiles = tf.random.stateless_uniform([6, 24, 24, 1], [2, 3])
+    cov = ke.estimate_covariance(params, tiles, groups=6)
+    assert cov.shape == (1, 2, 2)
+    assert np.all(np.linalg.eigvalsh(cov.numpy()) > 0)
+    shuffled = ke.estimate_covariance(params, tf.gather(tiles, [5, 3, 1, 0, 2, 4]), groups=6)
+    np.testing.assert_allclose(cov, shuffled, rtol=1e-5)
+    per_tile = ke.estimate_covariance(params, tiles)
+    assert per_tile.shape == (6, 2, 2)
+
+
+def test_a_few_adam_steps_fit_one_batch():
+    """The loss reaches the weights: fitting a fixed batch lowers it."""
+    params = [tf.Variable(p) for p in ke.init_estimator(8, seed=0)]
+    x = tf.random.stateless_uniform([4, 24, 24, 1], [0, 0])
+    x = tf.nn.avg_pool2d(x, [1, 2, 2, 1], 1, "SAME") * tf.constant([1.0, 1.0, 0.5, 0.5])[:, None, None, None]
+    true = tf.constant([[[0.5, 0.1], [0.1, 0.3]], [[1.0, 0.0], [0.0, 1.0]], [[0.2, 0.0], [0.0, 0.6]],
+                        [[0.8, -0.2], [-0.2, 0.4]]])  # fmt: skip
+    opt = tf.keras.optimizers.Adam(3e-3)
+    losses = []
+    for _ in range(60):
+        with tf.GradientTape() as tape:
+            loss = ke.covariance_loss(ke.estimate_covariance(params, x), true)
+        opt.apply_gradients(zip(tape.gradient(loss, params), params))
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_kernel_psnr_aligns_grid_centres():
+    k = gaussian_kernel(2.0, 2.0, 0.0, 11).numpy()
+    assert ke.kernel_psnr(k, k) == float("inf")
+    padded = np.pad(k, 5)  # the same kernel on a larger grid
+    assert ke.kernel_psnr(padded, k) == float("inf")
+    assert ke.kernel_psnr(gaussian_kernel(1.0, 1.0, 0.0, 11).numpy(), k) < 60
+
+
+def test_kernel_files_round_trip_and_never_overwrite(tmp_path):
+    k = gaussian_kernel(3.0, 1.0, 0.3, 15).numpy()
+    npy, png = ke.save_kernel_files(k, tmp_path / "k.npy", tmp_path / "k.png")
+    np.testing.assert_allclose(load_kernel(npy), k / k.sum())
+    assert png.stat().st_size > 0
+    with pytest.raises(InputError, match="exists"):
+        ke.save_kernel_files(k, tmp_path / "k.npy", tmp_path / "k2.png")
+
+
+def test_estimator_weights_round_trip_and_refuse_other_files(tmp_path):
+    params = ke.init_estimator(8, seed=2)
+    path = ke.save_estimator(params, tmp_path / "e.npz")
+    for a, b in zip(ke.load_estimator(path), params):
+        np.testing.assert_array_equal(a, b)
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(InputError, match="not kernel estimator weights"):
+        ke.load_estimator(tmp_path / "other.npz")
+    with pytest.raises(InputError, match="cannot read"):
+        ke.load_estimator(tmp_path / "missing.npz")
+
+
+def test_photo_tiles_cover_the_photo_in_order_and_cap_their_number():
+    y = tf.reshape(tf.range(96 * 144, dtype=tf.float32), [96, 144, 1])
+    tiles = ke.photo_tiles(y, 48)
+    assert tiles.shape == (6, 48, 48, 1)
+    np.testing.assert_array_equal(tiles[4], y[48:96, 48:96])
+    assert ke.photo_tiles(y, 48, max_tiles=2).shape[0] == 2
+    assert ke.photo_tiles(y[:20, :30], 48).shape == (1, 20, 20, 1)  # smaller than a tile: one smaller tile
+
+
+def test_estimate_kernel_runs_on_any_photo_size(astronaut64):
+    params = ke.init_estimator(8, seed=3)
+    for shape in [(20, 30), (64, 128)]:
+        est = ke.estimate_kernel(astronaut64[: shape[0], : shape[1]].astype(np.float32), 2, params)
+        assert est.kernel.ndim == 2 and abs(est.kernel.sum() - 1) < 1e-9
+        assert np.all(np.linalg.eigvalsh(est.covariance) > 0)
+    with pytest.raises(InputError, match="H x W x 3"):
+        ke.estimate_kernel(np.zeros((8, 8)), 2, params)
+
+
+def test_shipped_estimator_tells_sharp_from_blurred(astronaut_uint8):
+    """The shipped weights order blurs and land near the true covariance (photo from scikit-image, not training)."""
+    import skimage.data
+
+    hr = skimage.data.astronaut().astype(np.float32) / 255.0
+    params = ke.load_estimator(ke.default_estimator())
+    found = {}
+    for lam in (0.5, 2.0, 4.5):
+        k = gaussian_kernel(lam, lam, 0.0, 21, offset=0.5)
+        lr = np.round(degrade(hr, k, 2).numpy() * 255) / 255
+        found[lam] = np.trace(ke.estimate_kernel(lr, 2, params).covariance) / 2
+    assert found[0.5] < found[2.0] < found[4.5]
+    assert found[2.0] == pytest.approx(2.0, rel=0.35) and found[4.5] == pytest.approx(4.5, rel=0.35)
