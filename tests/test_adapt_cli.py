@@ -332,7 +332,18 @@ def test_weights_with_learned_rates_adapt_with_them_by_default(workspace, tmp_pa
     assert code == 2 and "needs weights with learned rates" in err
 
 
-def test_ctrl_c_stops_a_long_adaptation_within_a_second(workspace, tmp_path, capsys):
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler for the test: a runner started in the background (nohup, ``&``) inherits SIGINT
+    ignored, and ``_thread.interrupt_main`` then does nothing."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_stops_a_long_adaptation_within_a_second(workspace, tmp_path, capsys, python_sigint):
     """The updates run in short graph calls, so an interrupt is seen between them (not after all 10,000)."""
     import _thread
     import threading
