@@ -365,6 +365,8 @@ TABLE_METHODS = {
     "blind_mzsr1": "blind MZSR(1)",
     "blind_mzsr10": "blind MZSR(10)",
     "blind_zssr": "blind ZSSR",
+    "zssr_fast": "ZSSR (300 it.)",
+    "blind_zssr_fast": "blind ZSSR (300 it.)",
 }
 PAPER_LABELS = {"blind_zssr": "KernelGAN + ZSSR, DIV2KRK (published)"}
 
