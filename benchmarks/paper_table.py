@@ -181,44 +181,42 @@ def make_zssr(args: argparse.Namespace, fast: str | None = None) -> Method:
     return zssr
 
 
-def make_blind(args: argparse.Namespace, inner: str) -> Method:
-    """``blind_<method>``: the kernel estimated from the LR photo (``kernel_estimation``), then ``<method>`` with it.
-
-    Each image's kernel PSNR against the true kernel (FKP's kernel error) is kept in ``method.kernel_psnrs``.
-    """
-    from mzsr_tf.kernel_estimation import default_estimator, estimate_kernel, kernel_psnr, load_estimator
+def _with_kernel(args: argparse.Namespace, inner: str, kernel_for, name: str, settings: dict) -> Method:
+    """``<inner>`` run with ``kernel_for(lr, scale)`` in place of the true kernel (direct subsampling); each image's
+    kernel PSNR against the true one (FKP's kernel error) is kept in ``method.kernel_psnrs``."""
+    from mzsr_tf.kernel_estimation import kernel_psnr
 
     run = make_method(inner, args)
+
+    def method(lr, degradation, scale, *, output_shape):
+        kernel = kernel_for(lr, scale)
+        method.kernel_psnrs.append(kernel_psnr(kernel, degradation.kernel))
+        return run(lr, Degradation(kernel, "direct", name), scale, output_shape=output_shape)
+
+    method.kernel_psnrs = []
+    method.settings = {**getattr(run, "settings", {}), **settings}
+    return method
+
+
+def make_blind(args: argparse.Namespace, inner: str) -> Method:
+    """``blind_<method>``: the kernel estimated from the LR photo (``kernel_estimation``), then ``<method>`` with it."""
+    from mzsr_tf.kernel_estimation import default_estimator, estimate_kernel, load_estimator
+
     params = load_estimator(args.kernel_estimator or default_estimator())
-
-    def blind(lr, degradation, scale, *, output_shape):
-        estimate = estimate_kernel(lr, scale, params)
-        blind.kernel_psnrs.append(kernel_psnr(estimate.kernel, degradation.kernel))
-        return run(lr, Degradation(estimate.kernel, "direct", "estimated"), scale, output_shape=output_shape)
-
-    blind.kernel_psnrs = []
-    blind.settings = {**getattr(run, "settings", {}), "estimator": str(args.kernel_estimator or "shipped")}
-    return blind
+    settings = {"estimator": str(args.kernel_estimator or "shipped")}
+    return _with_kernel(args, inner, lambda lr, scale: estimate_kernel(lr, scale, params).kernel, "estimated", settings)
 
 
 def make_fixed(args: argparse.Namespace, variance: str, inner: str) -> Method:
     """``fixed<λ>_<method>``: one isotropic kernel for every photo (Σ = λ·I at ×2, block-centred; at ×4 two ×2
     steps of it), the blind baseline of guessing."""
-    from mzsr_tf.kernel_estimation import kernel_psnr
     from mzsr_tf.kernels import blind_offset, compose_x4, gaussian_kernel
 
-    run = make_method(inner, args)
     lam = float(variance)
-
-    def fixed(lr, degradation, scale, *, output_shape):
-        k = gaussian_kernel(lam, lam, 0.0, 11, offset=blind_offset(2))
-        k = (compose_x4(k) if scale == 4 else k).numpy()
-        fixed.kernel_psnrs.append(kernel_psnr(k, degradation.kernel))
-        return run(lr, Degradation(k, "direct", f"fixed{lam:g}"), scale, output_shape=output_shape)
-
-    fixed.kernel_psnrs = []
-    fixed.settings = {**getattr(run, "settings", {}), "fixed_variance": lam}
-    return fixed
+    k2 = gaussian_kernel(lam, lam, 0.0, 11, offset=blind_offset(2))
+    x2, x4 = k2.numpy(), compose_x4(k2).numpy()
+    settings = {"fixed_variance": lam}
+    return _with_kernel(args, inner, lambda lr, scale: x4 if scale == 4 else x2, f"fixed{lam:g}", settings)
 
 
 METHODS: dict[str, Callable[..., Method]] = {

@@ -34,7 +34,6 @@ __all__ = [
     "covariance_loss",
     "kernel_from_covariance",
     "luminance",
-    "sample_tiles",
     "estimate_kernel",
     "estimate_graph",
     "photo_tiles",
@@ -53,9 +52,8 @@ class EstimatorConfig:
     """Estimator training settings (``train.py --stage kernel``)."""
 
     scales: tuple[int, ...] = (2, 4)  # each batch holds an equal share of every scale
-    batch_size: int = 32  # LR samples per step, each one kernel
-    patch: int = 48  # LR tile size (the estimator also reads photos in tiles of this size)
-    grid: int = 1  # each sample is grid × grid tiles of one image under one kernel, pooled together as in a photo
+    batch_size: int = 32  # LR patches per step, each under its own kernel
+    patch: int = 48  # LR patch size (the estimator also reads photos in tiles of this size)
     lr: float = 1e-3  # Adam
     lr_decay_steps: int = 4000  # halve every this many steps ...
     lr_floor: float = 1e-4  # ... down to this
@@ -166,15 +164,6 @@ class KernelEstimator(tf.Module):
             var.assign(value)
 
 
-def sample_tiles(lr, patch: int):
-    """Split LR samples [N, g·p, g·p, 3] into luminance tiles [N·g², p, p, 1], each sample's tiles consecutive
-    (``estimate_covariance(..., groups=g²)`` pools them as it pools a photo's)."""
-    y = luminance(lr)
-    n, g = tf.shape(y)[0], y.shape[1] // patch
-    tiles = tf.reshape(y, [n, g, patch, g, patch])
-    return tf.reshape(tf.transpose(tiles, [0, 1, 3, 2, 4]), [n * g * g, patch, patch, 1]), g * g
-
-
 def luminance(rgb):
     """The metric's luma (MATLAB ``rgb2ycbcr``, uint8 levels) as float32 [..., 1] in [0, 1]: the estimator's input
     (computed in float32, so LiteRT runs it with builtin ops)."""
@@ -219,7 +208,7 @@ class KernelEstimate:
 def blind_kernel_size(scale: int) -> int:
     """The estimate's odd grid size: ±3σ of the widest kernel the estimator was trained on, around the offset mean
     (λ_max at ×2, 5·λ_max at ×4: two ×2 steps)."""
-    widest = EstimatorConfig().lambda_max * (5 if int(scale) == 4 else int(scale) ** 2 / 4)
+    widest = EstimatorConfig().lambda_max * (5 if int(scale) == 4 else 1)
     return 2 * int(math.ceil(3.0 * math.sqrt(widest) + blind_offset(scale))) + 1
 
 

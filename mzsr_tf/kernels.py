@@ -116,13 +116,9 @@ def compose_x4(kernel):
     """
     k = tf.cast(kernel, tf.float64)
     n = int(k.shape[0])
-    dilated = tf.scatter_nd(
-        tf.reshape(tf.stack(tf.meshgrid(tf.range(n) * 2, tf.range(n) * 2, indexing="ij"), -1), [-1, 2]),
-        tf.reshape(k, [-1]), [2 * n - 1, 2 * n - 1],
-    )  # fmt: skip
-    # k4[m] = Σ_{2b+a=m} k[a] k[b]: correlate the zero-padded dilated kernel with the flipped k.
-    padded = tf.pad(dilated, [[n - 1, n - 1], [n - 1, n - 1]])
-    out = tf.nn.conv2d(padded[None, :, :, None], tf.reverse(k, [0, 1])[:, :, None, None], 1, "VALID")
+    # k4[m] = Σ_b k[b] k[m - 2b]: the zero-padded k correlated with the flipped k dilated by 2.
+    padded = tf.pad(k, [[2 * (n - 1)] * 2, [2 * (n - 1)] * 2])[None, :, :, None]
+    out = tf.nn.conv2d(padded, tf.reverse(k, [0, 1])[:, :, None, None], 1, "VALID", dilations=2)
     return out[0, :, :, 0]
 
 

@@ -31,7 +31,7 @@ from mzsr_tf.kernel_estimation import (
     covariance_loss,
     estimate_covariance,
     load_estimator,
-    sample_tiles,
+    luminance,
     save_estimator,
 )
 from mzsr_tf.meta import MetaConfig, fast_adapt, meta_objective
@@ -205,25 +205,19 @@ class _Stage:
 class _KernelStage:
     """The kernel estimator: relative L1 on the covariance of each patch's kernel (``kernel_estimation``)."""
 
-    native_backprop = True
-
     def __init__(self, run: RunConfig, config: EstimatorConfig, images):
         self.run, self.config, self.images = run, config, images
 
     @property
     def min_image_size(self) -> int:
-        return self.config.patch * self.config.grid * max(self.config.scales)
+        return self.config.patch * max(self.config.scales)
 
     def dataset(self, start_step):
         c = self.config
         return data_lib.blind_pairs(
-            self.images, c.batch_size, c.patch * c.grid, c.scales, self.run.seed, start_step, c.kernel_size,
+            self.images, c.batch_size, c.patch, c.scales, self.run.seed, start_step, c.kernel_size,
             (c.lambda_min, c.lambda_max), c.kernel_noise, c.image_noise,
         )  # fmt: skip
-
-    def _estimate(self, variables, lr):
-        tiles, groups = sample_tiles(lr, self.config.patch)
-        return estimate_covariance(variables, tiles, groups)
 
     def global_size(self):
         return self.config.batch_size
@@ -231,12 +225,12 @@ class _KernelStage:
     def loss_and_grads(self, variables, batch, step, first_order, global_size):
         lr, cov = batch
         with tf.GradientTape() as tape:
-            loss = covariance_loss(self._estimate(variables, lr), cov) * (lr.shape[0] / global_size)
+            loss = covariance_loss(estimate_covariance(variables, luminance(lr)), cov) * (lr.shape[0] / global_size)
         return loss, tape.gradient(loss, variables), tf.zeros([0])
 
     def validate(self, variables, batch):
         lr, cov = batch
-        return {"val/covariance_error": covariance_loss(self._estimate(variables, lr), cov)}
+        return {"val/covariance_error": covariance_loss(estimate_covariance(variables, luminance(lr)), cov)}
 
     def learning_rate(self):
         c = self.config

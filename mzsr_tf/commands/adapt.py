@@ -438,7 +438,8 @@ def _method_config(args, degradation):
     from mzsr_tf.weights import default_weights
     from mzsr_tf.zero_shot import AdaptConfig, check_input, zero_shot_sr
 
-    weights = args.weights or default_weights(args.scale, degradation.subsample if degradation else "direct")
+    subsample = degradation.subsample if degradation else "direct"  # blind: direct
+    weights = args.weights or default_weights(args.scale, subsample)
     check_scale(weights, args.scale)
     params = load_params(weights)
     inner_lr = load_inner_lr(weights)
@@ -458,7 +459,6 @@ def _method_config(args, degradation):
     if optimizer == "learned":
         config = AdaptConfig.learned(inner_lr, **common)
     elif optimizer == "sgd":
-        subsample = degradation.subsample if degradation else "direct"
         config = AdaptConfig.official(args.scale, subsample, **common)  # the model's own rates
     else:
         config = AdaptConfig(**common)

@@ -62,9 +62,9 @@ def main(argv=None):
     check_scale(weights, args.scale)
     params, inner_lr = load_params(weights), load_inner_lr(weights)
     estimator = None
-    if args.kernel_estimator and str(args.kernel_estimator) != "none" and args.scale not in (2, 4):
-        raise InputError(f"--kernel-estimator: the estimator knows x2 and x4, not x{args.scale}")
     if str(args.kernel_estimator) != "none" and (args.kernel_estimator or args.scale in (2, 4)):
+        if args.scale not in (2, 4):
+            raise InputError(f"--kernel-estimator: the estimator knows x2 and x4, not x{args.scale}")
         from mzsr_tf.kernel_estimation import default_estimator, load_estimator
 
         estimator = load_estimator(args.kernel_estimator or default_estimator())
