@@ -1,18 +1,8 @@
 """Helpers shared by the benchmark scripts."""
 
 import json
-import time
 
-
-def best_of(fn, repeats: int) -> float:
-    """Fastest of ``repeats`` timed calls of ``fn`` after one warm-up call (tracing, allocation)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+from mzsr_tf.export.profile import best_of  # noqa: F401  (the benchmarks time with it)
 
 
 def save_json(path, obj, overwrite: bool = True) -> None:

@@ -30,7 +30,7 @@ import tensorflow as tf  # noqa: E402
 
 from benchmarks.common import best_of, save_json  # noqa: E402
 from mzsr_tf.kernels import Degradation, load_kernel, resolve_degradation  # noqa: E402
-from mzsr_tf.model import forward, init_params, l1_loss_and_grads, param_shapes  # noqa: E402
+from mzsr_tf.model import NATIVE, forward, init_params, l1_loss_and_grads, param_shapes  # noqa: E402
 from mzsr_tf.zero_shot import TRACES, AdaptConfig, _forward_graph, adapt, native_bfloat16  # noqa: E402
 
 SET5_LR = ROOT.parent / "shared" / "anchors" / "mzsr_testsets" / "Input" / "g20"
@@ -73,7 +73,7 @@ def gradient_seconds(params, size, repeats):
 
     x, y = (tf.random.uniform([1, size, size, 3], seed=s) for s in (2, 3))
     times = {}
-    native = functools.partial(l1_loss_and_grads, native_backprop=True)
+    native = functools.partial(l1_loss_and_grads, ops=NATIVE)
     for name, fn in (("handwritten", l1_loss_and_grads), ("native", native), ("tape", tape_grads)):
         graph = tf.function(fn)
         times[name] = best_of(lambda graph=graph: graph(params, x, y)[1][0].numpy(), repeats)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from mzsr_tf.model import forward, l1_loss_and_grads
+from mzsr_tf.model import BUILTIN, ConvOps, forward, l1_loss_and_grads
 
 __all__ = ["MetaConfig", "loss_weights", "step_rates", "fast_adapt", "meta_objective", "l1"]
 
@@ -85,7 +85,7 @@ def fast_adapt(
     inner_lr: float,
     first_order: bool = False,
     compute_dtype=None,
-    native_backprop: bool = False,
+    ops: ConvOps = BUILTIN,
 ):
     """One task's inner loop; returns the fast weights and the query loss after each step.
 
@@ -95,11 +95,11 @@ def fast_adapt(
       x_te, y_te: query pairs.
       inner_lr: α, a number or a learned [steps, 16] array (:func:`step_rates`).
       compute_dtype: e.g. ``tf.bfloat16`` for mixed-precision convolutions (``model.l1_loss_and_grads``).
-      native_backprop: inner gradients from TF's conv-backprop kernels (``model.l1_loss_and_grads``).
+      ops: how the inner gradients' convolutions are computed (``model.l1_loss_and_grads``).
     """
     fast, query_losses = list(params), []
     for j in range(steps):
-        _, grads = l1_loss_and_grads(fast, x_tr, y_tr, compute_dtype, native_backprop)
+        _, grads = l1_loss_and_grads(fast, x_tr, y_tr, compute_dtype, ops)
         if first_order:
             grads = [tf.stop_gradient(g) for g in grads]
         fast = [w - a * g for w, g, a in zip(fast, grads, step_rates(inner_lr, j, len(fast)))]
@@ -114,7 +114,7 @@ def meta_objective(
     config: MetaConfig,
     first_order: bool,
     global_tasks: int | None = None,
-    native_backprop: bool = False,
+    ops: ConvOps = BUILTIN,
     inner_lr=None,
 ):
     """Σ_j w_j · mean_tasks L_te(θ'_j) for a meta-batch ``tasks = (x_tr, y_tr, x_te, y_te)``.
@@ -131,7 +131,7 @@ def meta_objective(
         _, losses = fast_adapt(
             params, x_tr[t], y_tr[t], x_te[t], y_te[t], config.inner_steps,
             config.inner_lr if inner_lr is None else inner_lr, first_order,
-            config.precision, native_backprop,
+            config.precision, ops,
         )  # fmt: skip
         per_step.append(losses)
     per_step = tf.reduce_mean(tf.stack(per_step), axis=0)

@@ -9,12 +9,14 @@ The backward pass is also written out (``l1_loss_and_grads``): conv input gradie
 forward conv with the flipped kernel, filter gradients as 9 matrix products over copy-free
 flat shifts (im2col for the thin first and last layers). It uses only TFLite builtin ops and is
 itself differentiable, so MAML's second-order meta-gradient flows through it; the meta-test takes
-the conv gradients from TF's own backprop kernels instead (``native_backprop``: 1.2x faster on an
-idle CPU at 256², ``benchmarks/speed.py``).
+the conv gradients from TF's own backprop kernels instead (``NATIVE``, ``benchmarks/speed.py``), and the
+LiteRT export computes every convolution as batch matmuls (``TAPS``), which XNNPACK runs with changing weights.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -37,6 +39,10 @@ __all__ = [
     "forward",
     "super_resolve",
     "l1_loss_and_grads",
+    "ConvOps",
+    "BUILTIN",
+    "NATIVE",
+    "TAPS",
     "MZSRNet",
     "load_params",
     "save_params",
@@ -111,40 +117,46 @@ def _filter_grad_im2col(x, dy, cin, cout):
     return tf.transpose(tf.reshape(g, [cin, 3, 3, cout]), [1, 2, 0, 3])
 
 
-def _residual_with_activations(params, x):
-    """Returns the residual f(x; θ) and the input of every conv layer (for the hand-written backward)."""
-    acts, h = [], x
-    for layer in range(DEPTH):
-        acts.append(h)
-        h = _conv(h, params[2 * layer]) + params[2 * layer + 1]
-        if layer < DEPTH - 1:
-            h = tf.nn.relu(h)
-    return h, acts
+def _rows(t, i: int):
+    """Rows i..i+H of a 1-padded NHWC tensor. Slices here have constant begins and ends (ends counted from the
+    size), so LiteRT's XNNPACK delegate takes them at any image size."""
+    return t[:, i : (i - 2) or None]
 
 
-def _residual(params, x, compute_dtype=None):
-    """f(x; θ) computed in ``compute_dtype`` and returned in x's type, with the compute-type params and activations.
-
-    Mixed precision (Micikevicius et al. 2018): only the convolutions run in ``compute_dtype``; with
-    None (or x's own type) nothing is cast.
-    """
-    compute_dtype = tf.as_dtype(compute_dtype or x.dtype)
-    cparams = [tf.cast(w, compute_dtype) for w in params] if compute_dtype != x.dtype else list(params)
-    h, acts = _residual_with_activations(cparams, tf.cast(x, compute_dtype))
-    return tf.cast(h, x.dtype), acts, cparams
+def _columns(x):
+    """[N, H+2, W, 3C]: the three column taps of the 1-padded x side by side (tap-major), an im2col along W."""
+    xp = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    return tf.concat([xp[:, :, j : (j - 2) or None] for j in range(3)], -1)
 
 
-def forward(params, x, compute_dtype=None):
-    """net(x) = x + f(x; θ) on a bicubic-upsampled image x, NHWC in [0, 1] (MZSR ``MODEL.forward``).
+def _taps_conv(x, kernel):
+    """Stride-1 SAME 3x3 conv as 9 batch matmuls over shifted views: XNNPACK runs BATCH_MATMUL with weights that
+    change between calls, CONV_2D only with constant filters."""
+    xp = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    taps, y = tf.unstack(tf.reshape(kernel, [9, 1, 1, kernel.shape[2], kernel.shape[3]])), None
+    for i in range(3):
+        for j in range(3):
+            t = tf.matmul(xp[:, i : (i - 2) or None, j : (j - 2) or None], taps[3 * i + j])
+            y = t if y is None else y + t
+    return y
 
-    ``compute_dtype`` as in :func:`l1_loss_and_grads` (f in that type, the residual sum in x's).
-    """
-    return x + _residual(params, x, compute_dtype)[0]
+
+def _taps_input_grad(dy, kernel):
+    """:func:`_conv_input_grad` through :func:`_taps_conv`."""
+    return _taps_conv(dy, tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2]))
 
 
-def super_resolve(params, lr, scale, output_shape=None):
-    """SR = net(bicubic↑s(LR)); ``output_shape`` defaults to ``ceil(s · LR size)``."""
-    return forward(params, upscale(lr, scale, output_shape))
+def _taps_filter_grad(x, dy):
+    """:func:`_conv_filter_grad` as 3 batch matmuls ``xᵀ · rows(columns(dy))``: tap (i, j) pairs x[q] with
+    dy[q - (i-1, j-1)], i.e. row 2-i and column 2-j of the 1-padded dy. Shifting dy rather than x keeps the
+    copies out of the forward pass (LiteRT runs ops in graph order: copies of x would live until the backward)."""
+    cin, cout = x.shape[-1], dy.shape[-1]
+    cols, xf = _columns(dy), tf.reshape(x, [1, -1, cin])
+    rows = []
+    for i in range(3):
+        m = tf.matmul(xf, tf.reshape(_rows(cols, 2 - i), [1, -1, 3 * cout]), transpose_a=True)  # [1, cin, (j', o)]
+        rows.append(tf.transpose(tf.reverse(tf.reshape(m, [cin, 3, cout]), [1]), [1, 0, 2]))  # j' = 2 - j
+    return tf.stack(rows)
 
 
 def _native_filter_grad(x, dy):
@@ -163,7 +175,57 @@ def _native_input_grad(dy, kernel):
     )
 
 
-def l1_loss_and_grads(params, x, y, compute_dtype=None, native_backprop: bool = False):
+@dataclass(frozen=True)
+class ConvOps:
+    """How the 3x3 convolutions and their two gradients are computed; every choice gives the same values."""
+
+    conv: Callable
+    input_grad: Callable
+    filter_grad: Callable
+
+
+BUILTIN = ConvOps(_conv, _conv_input_grad, _conv_filter_grad)  # TFLite builtins, differentiable again (MAML)
+NATIVE = ConvOps(_conv, _native_input_grad, _native_filter_grad)  # TF's backprop kernels: the meta-test's choice
+TAPS = ConvOps(_taps_conv, _taps_input_grad, _taps_filter_grad)  # batch matmuls: all taken by LiteRT's XNNPACK
+
+
+def _residual_with_activations(params, x, ops: ConvOps = BUILTIN):
+    """Returns the residual f(x; θ) and the input of every conv layer (for the hand-written backward)."""
+    acts, h = [], x
+    for layer in range(DEPTH):
+        acts.append(h)
+        h = ops.conv(h, params[2 * layer]) + params[2 * layer + 1]
+        if layer < DEPTH - 1:
+            h = tf.nn.relu(h)
+    return h, acts
+
+
+def _residual(params, x, compute_dtype=None, ops: ConvOps = BUILTIN):
+    """f(x; θ) computed in ``compute_dtype`` and returned in x's type, with the compute-type params and activations.
+
+    Mixed precision (Micikevicius et al. 2018): only the convolutions run in ``compute_dtype``; with
+    None (or x's own type) nothing is cast.
+    """
+    compute_dtype = tf.as_dtype(compute_dtype or x.dtype)
+    cparams = [tf.cast(w, compute_dtype) for w in params] if compute_dtype != x.dtype else list(params)
+    h, acts = _residual_with_activations(cparams, tf.cast(x, compute_dtype), ops)
+    return tf.cast(h, x.dtype), acts, cparams
+
+
+def forward(params, x, compute_dtype=None, ops: ConvOps = BUILTIN):
+    """net(x) = x + f(x; θ) on a bicubic-upsampled image x, NHWC in [0, 1] (MZSR ``MODEL.forward``).
+
+    ``compute_dtype`` and ``ops`` as in :func:`l1_loss_and_grads` (f in that type, the residual sum in x's).
+    """
+    return x + _residual(params, x, compute_dtype, ops)[0]
+
+
+def super_resolve(params, lr, scale, output_shape=None, ops: ConvOps = BUILTIN):
+    """SR = net(bicubic↑s(LR)); ``output_shape`` defaults to ``ceil(s · LR size)``."""
+    return forward(params, upscale(lr, scale, output_shape), ops=ops)
+
+
+def l1_loss_and_grads(params, x, y, compute_dtype=None, ops: ConvOps = BUILTIN):
     """Mean-L1 loss of ``forward(params, x)`` against ``y`` and its gradient for each parameter.
 
     Equal to ``GradientTape`` gradients of ``reduce_mean(|forward(params, x) - y|)`` (tested),
@@ -173,26 +235,24 @@ def l1_loss_and_grads(params, x, y, compute_dtype=None, native_backprop: bool = 
     (mixed precision, Micikevicius et al. 2018: weights, the residual sum, the loss and the returned
     gradients stay in the type of ``x``); bfloat16 is 1.3-1.9x faster on CPUs with AVX512-BF16.
 
-    ``native_backprop`` takes the conv gradients from TF's ``Conv2DBackpropFilter/Input`` kernels
-    instead (same values; faster on CPU with oneDNN, but not TFLite builtins, and XLA on CPU lowers
-    them slowly): the meta-test's choice.
+    ``ops`` picks how the convolutions and their gradients are computed (same values): ``BUILTIN`` (TFLite
+    builtins, differentiable again), ``NATIVE`` (TF's ``Conv2DBackpropFilter/Input`` kernels: faster on CPU
+    with oneDNN, not TFLite builtins, lowered slowly by XLA on CPU; the meta-test's choice) or ``TAPS`` (batch
+    matmuls over shifted views: what LiteRT's XNNPACK delegate runs when the weights are variables).
     """
-    filter_grad, input_grad = (
-        (_native_filter_grad, _native_input_grad) if native_backprop else (_conv_filter_grad, _conv_input_grad)
-    )
     dtype = x.dtype
-    h, acts, cparams = _residual(params, x, compute_dtype)
+    h, acts, cparams = _residual(params, x, compute_dtype, ops)
     diff = x + h - y
     loss = tf.reduce_mean(tf.abs(diff))
     d = tf.cast(tf.sign(diff) / tf.cast(tf.size(diff), dtype), cparams[0].dtype)
     grads = [None] * len(params)
     for layer in reversed(range(DEPTH)):
         if layer < DEPTH - 1:
-            d = d * tf.cast(acts[layer + 1] > 0, d.dtype)  # ReLU'(pre) = [post > 0]
-        grads[2 * layer] = filter_grad(acts[layer], d)
+            d = tf.where(acts[layer + 1] > 0, d, tf.zeros_like(d))  # ReLU'(pre) = [post > 0]; no float mask
+        grads[2 * layer] = ops.filter_grad(acts[layer], d)
         grads[2 * layer + 1] = tf.reduce_sum(tf.cast(d, dtype), axis=[0, 1, 2])
         if layer > 0:
-            d = input_grad(d, cparams[2 * layer])
+            d = ops.input_grad(d, cparams[2 * layer])
     return loss, [tf.cast(g, dtype) for g in grads]
 
 

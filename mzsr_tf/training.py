@@ -35,7 +35,17 @@ from mzsr_tf.kernel_estimation import (
     save_estimator,
 )
 from mzsr_tf.meta import MetaConfig, fast_adapt, meta_objective
-from mzsr_tf.model import MZSRNet, forward, l1_loss_and_grads, load_inner_lr, load_params, save_params
+from mzsr_tf.model import (
+    BUILTIN,
+    NATIVE,
+    ConvOps,
+    MZSRNet,
+    forward,
+    l1_loss_and_grads,
+    load_inner_lr,
+    load_params,
+    save_params,
+)
 
 __all__ = ["PretrainConfig", "RunConfig", "StepDecay", "make_strategy", "train"]
 
@@ -160,21 +170,21 @@ class _Stage:
         return self.config.batch_size if self.run.stage == "pretrain" else self.config.meta_batch
 
     @property
-    def native_backprop(self) -> bool:
-        """TF's conv-backprop kernels (oneDNN/cuDNN; bfloat16 second-order meta-steps ~1.7x faster here) unless XLA,
-        which lowers them slowly on CPU; the hand-written matmul backward then."""
-        return not self.run.jit
+    def conv_ops(self) -> ConvOps:
+        """TF's conv-backprop kernels (oneDNN/cuDNN: faster second-order meta-steps) unless XLA, which lowers them
+        slowly on CPU; the hand-written matmul backward then."""
+        return BUILTIN if self.run.jit else NATIVE
 
     def loss_and_grads(self, variables, batch, step, first_order, global_size):
         if self.run.stage == "pretrain":
             x, y = batch
-            loss, grads = l1_loss_and_grads(list(variables), x, y, self.config.precision, self.native_backprop)
+            loss, grads = l1_loss_and_grads(list(variables), x, y, self.config.precision, self.conv_ops)
             share = x.shape[0] / global_size
             return loss * share, [g * share for g in grads], tf.zeros([0])
         params, inner_lr = _split_rates(variables, self.config)
         with tf.GradientTape() as tape:
             objective, per_step = meta_objective(
-                params, batch, step, self.config, first_order, global_size, self.native_backprop, inner_lr
+                params, batch, step, self.config, first_order, global_size, self.conv_ops, inner_lr
             )
         return objective, tape.gradient(objective, variables), per_step
 
@@ -189,7 +199,7 @@ class _Stage:
         for t in range(x_tr.shape[0]):
             fast, _ = fast_adapt(
                 params, x_tr[t], y_tr[t], x_te[t], y_te[t], self.config.inner_steps,
-                self.config.inner_lr if inner_lr is None else inner_lr, True, native_backprop=self.native_backprop,
+                self.config.inner_lr if inner_lr is None else inner_lr, True, ops=self.conv_ops,
             )  # fmt: skip
             before.append(_psnr(forward(params, x_te[t]), y_te[t]))
             after.append(_psnr(forward(fast, x_te[t]), y_te[t]))

@@ -35,7 +35,7 @@ from mzsr_tf.ensemble import back_projection, geometric_self_ensemble
 from mzsr_tf.errors import InputError
 from mzsr_tf.imresize import output_length, upscale
 from mzsr_tf.kernels import Degradation
-from mzsr_tf.model import forward, l1_loss_and_grads, param_shapes
+from mzsr_tf.model import NATIVE, forward, l1_loss_and_grads, param_shapes
 from mzsr_tf.noise import son_noise_sigma
 
 __all__ = [
@@ -233,7 +233,7 @@ def adapt_steps(
     def step(i, fast, moments, losses):
         k = start + i
         window = training_window(pair, crop_limits, seed, k)
-        loss, grads = l1_loss_and_grads(fast, window[..., :3], window[..., 3:], precision, native_backprop=True)
+        loss, grads = l1_loss_and_grads(fast, window[..., :3], window[..., 3:], precision, NATIVE)
         if optimizer == "adam":
             m, v = moments[:n], moments[n:]
             t = tf.cast(k + 1, tf.float32)

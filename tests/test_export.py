@@ -17,7 +17,16 @@ from mzsr_tf import cli
 from mzsr_tf.commands import export as export_cli
 from mzsr_tf.errors import InputError
 from mzsr_tf.export import FILES, ExportConfig
-from mzsr_tf.export.tflite import MAX_BYTES, WEIGHT_NAMES, embed_kernel, op_names
+from mzsr_tf.export.tflite import (
+    MAX_BYTES,
+    SR_SIGNATURES,
+    WEIGHT_NAMES,
+    bake_weights,
+    check_tflite,
+    embed_kernel,
+    op_names,
+    weight_slots,
+)
 from mzsr_tf.kernel_estimation import estimate_kernel, init_estimator, load_estimator, save_estimator
 from mzsr_tf.kernels import Degradation, gaussian_kernel, validate_kernel
 from mzsr_tf.metrics import to_uint8
@@ -190,9 +199,13 @@ def test_tflite_estimates_the_kernel_like_tf(tflite_path, exported, image):
     from mzsr_tf.kernel_estimation import kernel_from_covariance
 
     lr = image.astype(np.float32) / 255.0
-    estimate = estimate_kernel(lr, 2, load_estimator(exported[0].parent / "estimator.npz"))
+    weights = load_estimator(exported[0].parent / "estimator.npz")
+    stored = [np.asarray(w, np.float16).astype(np.float32) if np.size(w) >= 1024 else w for w in weights]
+    estimate = estimate_kernel(lr, 2, stored)  # the device holds the estimator's larger tensors in float16
     got = runner(Interpreter(model_path=str(tflite_path)), "estimate_kernel")(image=lr[None])
     np.testing.assert_allclose(got["covariance"], estimate.covariance, rtol=1e-5)
+    full = estimate_kernel(lr, 2, weights).covariance
+    np.testing.assert_allclose(got["covariance"], full, rtol=2e-3)
     np.testing.assert_allclose(got["kernel"], kernel_from_covariance(estimate.covariance, 2, KERNEL_SIZE), atol=1e-6)
     assert got["kernel"].shape == (KERNEL_SIZE, KERNEL_SIZE)
 
@@ -216,6 +229,33 @@ def test_tflite_adaptation_matches_tf(tflite_path, exported, image):
     weights = runner(interpreter, "get_weights")()
     for name, w in zip(WEIGHT_NAMES, fast):
         np.testing.assert_allclose(weights[name], w, atol=1e-5)
+
+
+def test_baked_sr_model_runs_the_adapted_weights_with_constant_filters(tflite_path, exported, image):
+    """After adapting on the device, the adapted weights baked into mzsr_sr.tflite give the adaptation model's SR."""
+    model = (exported[0] / FILES["tflite_sr"]).read_bytes()
+    check_tflite(model, SR_SIGNATURES)
+    assert "BATCH_MATMUL" not in op_names(model)  # convolutions as CONV_2D with constant filters: XNNPACK's
+    lr = image.astype(np.float32)[None] / 255.0
+    theta_sr = runner(Interpreter(model_content=model), "super_resolve")(image=lr)["sr"]
+    np.testing.assert_allclose(theta_sr, tf.clip_by_value(super_resolve(exported[1], lr, 2), 0, 1), atol=1e-5)
+
+    interpreter = Interpreter(model_path=str(tflite_path))
+    for rate in (0.02, 0.01):
+        runner(interpreter, "train_step")(
+            image=lr, kernel=embed_kernel(KERNEL, KERNEL_SIZE), learning_rate=np.float32(rate)
+        )
+    adapted = runner(interpreter, "get_weights")()
+    baked = bake_weights(model, [adapted[name] for name in WEIGHT_NAMES])
+    assert len(baked) == len(model) and baked != model
+    got = runner(Interpreter(model_content=baked), "super_resolve")(image=lr)["sr"]
+    np.testing.assert_allclose(got, runner(interpreter, "super_resolve")(image=lr)["sr"], atol=1e-5)
+    assert np.abs(got - theta_sr).max() > 1e-3  # the adaptation shows
+    assert [s["name"] for s in weight_slots(baked)] == WEIGHT_NAMES
+    with pytest.raises(ValueError, match="conv1_kernel: shape"):
+        bake_weights(model, [np.zeros((3, 3, 3, 8))] + list(exported[1][1:]))
+    with pytest.raises(ValueError, match="no weight slots"):
+        weight_slots(tflite_path.read_bytes())
 
 
 def test_tflite_reset_restores_the_meta_weights_exactly(tflite_path, exported, image):

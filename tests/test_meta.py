@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from mzsr_tf.meta import MetaConfig, fast_adapt, l1, loss_weights, meta_objective
-from mzsr_tf.model import forward
+from mzsr_tf.model import BUILTIN, NATIVE, forward
 
 
 def tiny_params(seed, width=3):
@@ -25,7 +25,8 @@ def task():
 
 
 def query_loss(params, task, first_order, native=False):
-    _, losses = fast_adapt(params, *task, steps=2, inner_lr=0.5, first_order=first_order, native_backprop=native)
+    ops = NATIVE if native else BUILTIN
+    _, losses = fast_adapt(params, *task, steps=2, inner_lr=0.5, first_order=first_order, ops=ops)
     return losses[-1]
 
 

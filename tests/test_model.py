@@ -8,7 +8,10 @@ import tensorflow as tf
 
 from mzsr_tf.errors import InputError
 from mzsr_tf.model import (
+    BUILTIN,
+    NATIVE,
     PARAM_NAMES,
+    TAPS,
     MZSRNet,
     forward,
     init_params,
@@ -39,13 +42,14 @@ def test_super_resolve_upsamples_then_refines():
     out = super_resolve(params, lr, 2)
     assert out.shape == (1, 16, 12, 3)
     assert super_resolve(params, lr, 2, (15, 11)).shape == (1, 15, 11, 3)
+    np.testing.assert_allclose(super_resolve(params, lr, 2, ops=TAPS), out, atol=1e-5)  # the LiteRT formulation
 
 
-@pytest.mark.parametrize("native", [False, True], ids=["builtin", "native"])
+@pytest.mark.parametrize("ops", [BUILTIN, NATIVE, TAPS], ids=["builtin", "native", "taps"])
 @pytest.mark.parametrize(
     "batch,height,width,dynamic", [(1, 12, 10, False), (2, 7, 9, False), (3, 1, 2, False), (2, 5, 3, True)]
 )
-def test_hand_written_backward_matches_gradient_tape(batch, height, width, dynamic, native):
+def test_hand_written_backward_matches_gradient_tape(batch, height, width, dynamic, ops):
     params = [p + 0.01 * tf.random.normal(p.shape, seed=i) for i, p in enumerate(init_params(3))]
     x = tf.random.uniform([batch, height, width, 3], seed=4)
     y = tf.random.uniform([batch, height, width, 3], seed=5)
@@ -53,12 +57,12 @@ def test_hand_written_backward_matches_gradient_tape(batch, height, width, dynam
         tape.watch(params)
         loss = tf.reduce_mean(tf.abs(forward(params, x) - y))
     expected = tape.gradient(loss, params)
-    grads_fn = functools.partial(l1_loss_and_grads, native_backprop=native)
+    grads_fn = functools.partial(l1_loss_and_grads, ops=ops)
     if dynamic:  # unknown batch and spatial sizes at trace time, as in the serving and TFLite graphs
         spec = tf.TensorSpec([None, None, None, 3])
-        grads_fn = tf.function(
-            lambda p, a, b: l1_loss_and_grads(p, a, b, native_backprop=native)
-        ).get_concrete_function([tf.TensorSpec(p.shape) for p in params], spec, spec)
+        grads_fn = tf.function(lambda p, a, b: l1_loss_and_grads(p, a, b, ops=ops)).get_concrete_function(
+            [tf.TensorSpec(p.shape) for p in params], spec, spec
+        )
     got_loss, got = grads_fn(params, x, y)
     np.testing.assert_allclose(got_loss, loss, rtol=1e-6)
     for name, g, e in zip(PARAM_NAMES, got, expected):
@@ -81,7 +85,7 @@ def test_bfloat16_backward_is_mixed_precision_and_close_to_float32():
         a, b = a.numpy().ravel(), b.numpy().ravel()
         assert a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.99, name  # same direction
         assert not np.array_equal(a, b), name  # really computed in bfloat16
-    _, native16 = l1_loss_and_grads(params, x, y, tf.bfloat16, native_backprop=True)  # the meta-test's route
+    _, native16 = l1_loss_and_grads(params, x, y, tf.bfloat16, NATIVE)  # the meta-test's route
     for name, a, b in zip(PARAM_NAMES, g16, native16):
         a, b = a.numpy().ravel(), b.numpy().ravel()
         assert a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.99, name

@@ -7,6 +7,7 @@ renamed into place at the end)::
     out/mzsr_weights.npz       θ_M as plain arrays ``convN/kernel``, ``convN/bias``
     out/serving/1/             TF Serving SavedModel: zero-shot SR per request (``mzsr_tf.export.savedmodel``)
     out/mzsr_adapt.tflite      LiteRT on-device adaptation graph, builtin ops only (``mzsr_tf.export.tflite``)
+    out/mzsr_sr.tflite         LiteRT SR with baked weights, for after the adaptation (``tflite.bake_weights``)
 
 Example:
   >>> from mzsr_tf.model import load_params
@@ -31,6 +32,7 @@ FILES = {
     "weights_npz": "mzsr_weights.npz",
     "serving": "serving/1",
     "tflite": "mzsr_adapt.tflite",
+    "tflite_sr": "mzsr_sr.tflite",
 }
 
 
@@ -140,7 +142,7 @@ def export_all(
     signatures (``kernel_estimation``).
     """
     from mzsr_tf.export.savedmodel import save_serving
-    from mzsr_tf.export.tflite import save_tflite
+    from mzsr_tf.export.tflite import save_inference_model, save_tflite
     from mzsr_tf.model import save_params
 
     out = check_output_folder(out, overwrite, inputs)
@@ -152,6 +154,7 @@ def export_all(
             params, staging / FILES["serving"], config.scale, config.max_pixels, config.max_steps, inner_lr, estimator
         )
         save_tflite(params, staging / FILES["tflite"], config.scale, config.kernel_size, estimator)
+        save_inference_model(params, staging / FILES["tflite_sr"], config.scale)
         _publish(staging, out, overwrite)
     finally:
         with contextlib.suppress(FileNotFoundError):

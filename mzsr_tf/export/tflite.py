@@ -12,8 +12,9 @@ meta-test loop (paper Algorithm 2) by calling the signatures:
 * ``reset() -> ok``: back to θ_M (TFLite drops signatures without outputs, hence ``ok``).
 * ``get_weights() -> conv1_kernel, conv1_bias, ..., conv8_bias``: the current weights.
 * ``estimate_kernel(image) -> kernel, covariance`` (with a kernel estimator): blind SR on the device, the
-  image's kernel estimated as ``adapt.py`` does without ``--kernel`` (``kernel_estimation.estimate_graph``, in
-  float32), on the ``train_step`` kernel grid (a wider estimate is cut at its edge and renormalised).
+  image's kernel estimated as ``adapt.py`` does without ``--kernel`` (``kernel_estimation.estimate_graph``,
+  float32 arithmetic, the larger weights stored in float16), on the ``train_step`` kernel grid (a wider
+  estimate is cut at its edge and renormalised).
 
 ``image`` is float32 [1, H, W, 3] in [0, 1], any H, W ≥ the kernel size; ``kernel`` is float32
 [k, k] with k fixed at export (``--kernel-size``; put smaller kernels in with :func:`embed_kernel`),
@@ -21,16 +22,22 @@ normalised to sum 1 in the graph. The graph has no asserts (they are not builtin
 Use the official schedule for ``learning_rate``: ×2, 2e-2, then 1e-2 for steps 2-4, then 5e-3;
 ×4, 1e-2, then 5e-3 for steps 2-5, then 1e-3 (``AdaptConfig.official(scale)``). ``adapt.py`` and the
 SavedModel take Adam steps by default; Adam's two moment buffers would add two float32 copies of θ
-to the file, past ``MAX_BYTES``, so the device graph keeps SGD (on Set5 ×2 ten official SGD steps
-give 0.06 dB more to 0.84 dB less than ten default Adam steps under the four paper kernels, README).
+to the file, past ``MAX_BYTES``, so the device graph keeps SGD (the README compares the two).
+
+Speed: XNNPACK, LiteRT's CPU delegate, takes CONV_2D only with constant filters, and here the filters are
+variables; the graph therefore computes every convolution and its gradients as batch matmuls over shifted
+views (``model.TAPS``), which XNNPACK runs with changing weights, with slice bounds that are constants so
+that it takes them at any image size (``mzsr_tf.export.profile`` shows which op runs where).
 
 Size: θ_M is needed twice — as the variables' initial values and as ``reset``'s source — but both
 are built from the same float32 arrays and the converter stores identical constant data once, so
-the file holds one copy (~0.9 MB of weights + ~0.1 MB of graph). :func:`check_tflite` enforces it.
+the file holds one copy; the kernel estimator's weights are stored in float16 (:func:`compact`).
+:func:`check_tflite` enforces ``MAX_BYTES``.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -40,10 +47,18 @@ from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
 from mzsr_tf.kernel_estimation import estimate_graph
-from mzsr_tf.model import PARAM_NAMES, l1_loss_and_grads, super_resolve
+from mzsr_tf.model import PARAM_NAMES, TAPS, l1_loss_and_grads, super_resolve
 from mzsr_tf.zero_shot import training_pair
 
 __all__ = [
+    "SR_SIGNATURES",
+    "SLOTS",
+    "InferenceModule",
+    "inference_model",
+    "weight_slots",
+    "bake_weights",
+    "save_inference_model",
+    "compact",
     "SIGNATURES",
     "MAX_BYTES",
     "WEIGHT_NAMES",
@@ -112,13 +127,13 @@ class AdaptationModule(tf.Module):
     def _train_step(self, image, kernel, learning_rate):
         """One meta-test update on (son → image), plain SGD like the official ``test.py``."""
         son_up, father = training_pair(image, kernel / tf.reduce_sum(kernel), self.scale, SUBSAMPLE)
-        loss, grads = l1_loss_and_grads(self._values(), son_up, father)
+        loss, grads = l1_loss_and_grads(self._values(), son_up, father, ops=TAPS)
         for w, g in zip(self.weights, grads):
             w.assign_sub(learning_rate * g)
         return {"loss": loss}
 
     def _super_resolve(self, image):
-        sr = super_resolve(self._values(), image, self.scale, tf.shape(image)[1:3] * self.scale)
+        sr = super_resolve(self._values(), image, self.scale, tf.shape(image)[1:3] * self.scale, TAPS)
         return {"sr": tf.clip_by_value(sr, 0.0, 1.0)}
 
     def _reset(self):
@@ -135,14 +150,63 @@ class AdaptationModule(tf.Module):
 
 
 def convert(module: AdaptationModule) -> bytes:
-    """SavedModel → TFLite with resource variables and builtin ops only (no SELECT_TF_OPS: no Flex)."""
+    """SavedModel → TFLite with resource variables and builtin ops only (no SELECT_TF_OPS: no Flex), compacted."""
     with tempfile.TemporaryDirectory(prefix="mzsr_tflite_") as tmp:
         signatures = {name: getattr(module, name).get_concrete_function() for name in module.signatures}
         tf.saved_model.save(module, tmp, signatures=signatures)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=list(module.signatures))
         converter.experimental_enable_resource_variables = True
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        return converter.convert()
+        model = converter.convert()
+    return compact(model, "estimate_kernel" if "estimate_kernel" in module.signatures else None)
+
+
+def _half_constants(m, index: int) -> None:
+    """Store subgraph ``index``'s float32 weights (≥ 1024 values, used by no other subgraph) as float16 behind
+    DEQUANTIZE ops: the form of the converter's float16 quantization, which XNNPACK runs as constant weights."""
+    g = m.subgraphs[index]
+    elsewhere = {t.buffer for i, sub in enumerate(m.subgraphs) if i != index for t in sub.tensors}
+    produced = {o for op in g.operators for o in op.outputs}
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in m.operatorCodes]
+    if schema.BuiltinOperator.DEQUANTIZE not in codes:
+        code = schema.OperatorCodeT()
+        code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.DEQUANTIZE
+        code.version = 3  # float16 input
+        m.operatorCodes.append(code)
+        codes.append(schema.BuiltinOperator.DEQUANTIZE)
+    dequantize = codes.index(schema.BuiltinOperator.DEQUANTIZE)
+    ops = []
+    for t, tensor in enumerate(list(g.tensors)):
+        data = m.buffers[tensor.buffer].data if tensor.buffer else None
+        if tensor.type != schema.TensorType.FLOAT32 or data is None or len(data) < 4096 or t in produced:
+            continue
+        if tensor.buffer in elsewhere:
+            continue
+        half = schema.BufferT()
+        half.data = np.frombuffer(bytes(bytearray(data)), np.float32).astype(np.float16).view(np.uint8)
+        m.buffers.append(half)
+        stored = schema.TensorT()
+        stored.shape, stored.type, stored.buffer = tensor.shape, schema.TensorType.FLOAT16, len(m.buffers) - 1
+        g.tensors.append(stored)
+        m.buffers[tensor.buffer].data = None
+        tensor.buffer = 0
+        op = schema.OperatorT()
+        op.opcodeIndex, op.inputs, op.outputs = dequantize, [len(g.tensors) - 1], [t]
+        ops.append(op)
+    g.operators = ops + list(g.operators)
+
+
+def compact(model: bytes, half_signature: str | None = None) -> bytes:
+    """Drop tensor names (signature inputs and outputs keep theirs) and, for ``half_signature``, store its own
+    weights in float16 (the kernel estimator: half its bytes; θ stays float32 for exact adaptation)."""
+    m = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
+    for sub in m.subgraphs:
+        for tensor in sub.tensors:
+            tensor.name = None
+    if half_signature is not None:
+        keys = {s.signatureKey.decode(): s.subgraphIndex for s in m.signatureDefs}
+        _half_constants(m, keys[half_signature])
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(m))
 
 
 _OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
@@ -174,11 +238,118 @@ def check_tflite(model: bytes, signatures=SIGNATURES) -> None:
         raise RuntimeError(f"TFLite model is {len(model):,} bytes, over the {MAX_BYTES:,} limit")
 
 
+class InferenceModule(tf.Module):
+    """``super_resolve(image) -> sr`` with θ as constants: CONV_2D with constant filters, XNNPACK's own kernels.
+
+    The device's fast path after adaptation: :func:`bake_weights` writes the adapted weights into the file's
+    constant data (a copy of the bytes), then a new interpreter runs it.
+    """
+
+    def __init__(self, params, scale: int):
+        super().__init__(name="mzsr_sr")
+        self.scale = int(scale)
+        self._params = [tf.constant(np.asarray(p, np.float32)) for p in params]
+        image = tf.TensorSpec([1, None, None, 3], tf.float32, name="image")
+        self.super_resolve = tf.function(self._super_resolve, input_signature=[image])
+        self.signatures = SR_SIGNATURES
+
+    def _super_resolve(self, image):
+        sr = super_resolve(self._params, image, self.scale, tf.shape(image)[1:3] * self.scale)
+        return {"sr": tf.clip_by_value(sr, 0.0, 1.0)}
+
+
+SR_SIGNATURES = ("super_resolve",)
+SLOTS = "mzsr_weight_slots"  # metadata: where each weight's float32 data sits in the file, and in which layout
+_SLOTS_BYTES = 2048  # reserved, space-padded JSON
+
+
+def _stored(value, kernel: bool) -> np.ndarray:
+    """A weight as the converter stores it: CONV_2D filters OHWI (ours are HWIO), biases as they are."""
+    a = np.asarray(value, np.float32)
+    return np.ascontiguousarray(a.transpose(3, 0, 1, 2) if kernel else a)
+
+
+def _buffer_spans(model: bytes) -> list[tuple[int, int]]:
+    """(start, length) in the file of every buffer's data."""
+    m = schema.Model.GetRootAs(model, 0)
+    spans = []
+    for i in range(m.BuffersLength()):
+        b = m.Buffers(i)
+        n = b.DataLength()
+        spans.append((b._tab.Vector(b._tab.Offset(4)) if n else 0, n))
+    return spans
+
+
+def inference_model(params, scale: int) -> bytes:
+    """The baked-weights SR model for ``params``, carrying its weight slots (metadata ``SLOTS``).
+
+    It is converted once with distinct placeholder weights, so that each weight's constant data can be
+    found in the file, then ``params`` are baked in.
+    """
+    rng = np.random.default_rng(0)
+    marks = [rng.standard_normal(np.shape(p)).astype(np.float32) for p in params]
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(convert(InferenceModule(marks, scale))))
+    meta_buffer = schema.BufferT()
+    meta_buffer.data = np.frombuffer(b" " * _SLOTS_BYTES, np.uint8)
+    model.buffers.append(meta_buffer)
+    meta = schema.MetadataT()
+    meta.name, meta.buffer = SLOTS, len(model.buffers) - 1
+    model.metadata = [*(model.metadata or []), meta]
+    model = bytearray(flatbuffer_utils.convert_object_to_bytearray(model))
+    spans = _buffer_spans(bytes(model))
+    found = {bytes(model[a : a + n]): a for a, n in spans if n}
+    slots = []
+    for name, mark in zip(WEIGHT_NAMES, marks):
+        layout = "OHWI" if mark.ndim == 4 else "O"
+        start = found.get(_stored(mark, mark.ndim == 4).tobytes())
+        if start is None:
+            raise RuntimeError(f"the converted SR model does not hold {name} as one constant")
+        slots.append({"name": name, "offset": start, "layout": layout, "shape": list(np.shape(mark))})
+    text = json.dumps(slots, separators=(",", ":")).encode()
+    if len(text) > _SLOTS_BYTES:
+        raise RuntimeError("weight slots do not fit their metadata buffer")
+    start, _ = spans[-1]
+    model[start : start + len(text)] = text
+    return bake_weights(bytes(model), params)
+
+
+def weight_slots(model: bytes) -> list[dict]:
+    """The ``SLOTS`` table of an :func:`inference_model`: name, byte offset, stored layout, HWIO shape."""
+    m = schema.Model.GetRootAs(model, 0)
+    for i in range(m.MetadataLength()):
+        if m.Metadata(i).Name().decode() == SLOTS:
+            start, n = _buffer_spans(model)[m.Metadata(i).Buffer()]
+            return json.loads(model[start : start + n].decode())
+    raise ValueError("not an MZSR SR model: no weight slots")
+
+
+def bake_weights(model: bytes, params) -> bytes:
+    """A copy of an :func:`inference_model` holding ``params`` (16 arrays, HWIO kernels; e.g. the adapted
+    weights from the adaptation model's ``get_weights``). Apps do the same: write each weight, in its
+    slot's layout, at its offset."""
+    out = bytearray(model)
+    for slot, value in zip(weight_slots(model), params, strict=True):
+        if list(np.shape(value)) != slot["shape"]:
+            raise ValueError(f"{slot['name']}: shape {np.shape(value)}, expected {slot['shape']}")
+        data = _stored(value, slot["layout"] == "OHWI").tobytes()
+        out[slot["offset"] : slot["offset"] + len(data)] = data
+    return bytes(out)
+
+
 def save_tflite(params, path, scale: int, kernel_size: int, estimator=None) -> Path:
     """Build, convert, check and write ``mzsr_adapt.tflite`` (with ``estimator``: its ``estimate_kernel`` too)."""
     module = AdaptationModule(params, scale, kernel_size, estimator)
     model = convert(module)
     check_tflite(model, module.signatures)
+    path = Path(path)
+    path.write_bytes(model)
+    return path
+
+
+def save_inference_model(params, path, scale: int) -> Path:
+    """Build, check and write the baked-weights SR model ``mzsr_sr.tflite`` (:func:`inference_model`)."""
+    model = inference_model(params, scale)
+    check_tflite(model, SR_SIGNATURES)
     path = Path(path)
     path.write_bytes(model)
     return path
