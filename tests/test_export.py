@@ -105,6 +105,56 @@ def test_serving_equals_the_library_path(served, image, exported):
     assert plain.shape == (1, 48, 52, 3) and plain.dtype == np.uint8
 
 
+def test_png_signature_takes_encoded_images_and_returns_the_same_sr_as_png(served, image):
+    """Encoded bytes in (PNG, or JPEG decoded as TF decodes it), PNG bytes out: the pixels of serving_default."""
+    png = served.signatures["png"]
+    for encoded, pixels in (
+        (tf.io.encode_png(image), image),
+        (tf.io.encode_jpeg(image, quality=90), tf.io.decode_jpeg(tf.io.encode_jpeg(image, quality=90)).numpy()),
+    ):
+        out = png(image_bytes=encoded, kernel=tf.constant(KERNEL), steps=tf.constant(2))["sr_bytes"]
+        assert out.dtype == tf.string and out.numpy().startswith(b"\x89PNG")
+        np.testing.assert_array_equal(tf.io.decode_png(out).numpy(), serve(served, pixels, steps=2)[0])
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        png(image_bytes=tf.constant(b"not an image"), kernel=tf.constant(KERNEL), steps=tf.constant(1))
+
+
+def rest_predict(served, body: dict) -> dict:
+    """TF Serving's REST ``:predict`` (columnar ``inputs``) in-process: JSON values become tensors of the
+    signature's types, ``{"b64": ...}`` becomes bytes, outputs named ``*_bytes`` go back as base64."""
+    import base64
+
+    fn = served.signatures[body.get("signature_name", "serving_default")]
+    specs = fn.structured_input_signature[1]
+    inputs = {}
+    for name, value in body["inputs"].items():
+        if isinstance(value, dict):
+            value = base64.b64decode(value["b64"])
+        inputs[name] = tf.constant(value, dtype=specs[name].dtype)
+    outputs = fn(**inputs)
+    return {
+        k: {"b64": base64.b64encode(v.numpy()).decode()} if k.endswith("_bytes") else v.numpy().tolist()
+        for k, v in outputs.items()
+    }
+
+
+def test_the_readmes_rest_bodies_run(served, image):
+    """The README's curl body, as written, through serving_default; its PNG body through png."""
+    import base64
+    import json
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    body = json.loads(re.search(r"curl -d '(\{.*?\})' \\", readme, re.S).group(1))
+    sr = np.array(rest_predict(served, body)["sr"])
+    assert sr.shape == (1, 6, 6, 3) and sr.min() >= 0 and sr.max() <= 255
+    assert 'image_bytes\\": {\\"b64\\"' in readme  # the README's png body: the same shape as below
+    encoded = base64.b64encode(tf.io.encode_png(image).numpy()).decode()
+    png = {"signature_name": "png", "inputs": {"image_bytes": {"b64": encoded}, "kernel": [[1.0]], "steps": 2}}
+    got = tf.io.decode_png(base64.b64decode(rest_predict(served, png)["sr_bytes"]["b64"])).numpy()
+    np.testing.assert_array_equal(got, serve(served, image, np.ones((1, 1), np.float32), steps=2)[0])
+
+
 def test_blind_signature_estimates_like_the_library_then_adapts_with_that_kernel(served, image, exported):
     estimator = load_estimator(exported[0].parent / "estimator.npz")
     expected = estimate_kernel(image.astype(np.float32) / 255.0, 2, estimator).kernel

@@ -6,6 +6,8 @@ made from the request image with the request kernel, ``steps`` updates from θ_M
 the image. It is :func:`mzsr_tf.zero_shot.adapt_graph`, so the fast weights are ``tf.while_loop``
 values: θ_M is read-only and concurrent requests share no state.
 ``super_resolve(image) -> sr`` is net(bicubic↑(image)) with θ_M, no adaptation.
+``png(image_bytes, kernel, steps) -> sr_bytes`` is ``serving_default`` on an encoded image (PNG, JPEG, BMP or GIF,
+a string scalar; ``{"b64": ...}`` in a REST body) with a PNG back: a fraction of the size of JSON numbers.
 ``blind(image, steps) -> sr, kernel`` (with a kernel estimator) is blind SR: the kernel is estimated from the
 image (:func:`mzsr_tf.kernel_estimation.estimate_graph`, as ``adapt.py`` without ``--kernel``), then MZSR(steps).
 
@@ -119,6 +121,8 @@ class ServingModule(tf.Module):
         steps = tf.TensorSpec([], tf.int32, name="steps")
         self.serving_default = tf.function(self._zero_shot_sr, input_signature=[image, kernel, steps])
         self.super_resolve = tf.function(self._super_resolve, input_signature=[image])
+        encoded = tf.TensorSpec([], tf.string, name="image_bytes")  # TF Serving's REST: *_bytes travel as base64
+        self.png = tf.function(self._png, input_signature=[encoded, kernel, steps])
         self.estimator = None
         if estimator is not None:
             self.estimator = [tf.Variable(p, trainable=False, name=f"estimator_{i}") for i, p in enumerate(estimator)]
@@ -133,6 +137,11 @@ class ServingModule(tf.Module):
         """MZSR(steps) on one request: adapt θ_M to the image, then super-resolve it."""
         lr = _image_float(image, self.scale, self.max_pixels)
         return {"sr": self._adapted_sr(lr, _normalised_kernel(kernel, image), steps)}
+
+    def _png(self, image_bytes, kernel, steps):
+        """``serving_default`` from and to encoded images (any ``tf.io.decode_image`` format in, PNG out)."""
+        pixels = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8, expand_animations=False)[None]
+        return {"sr_bytes": tf.io.encode_png(self._zero_shot_sr(pixels, kernel, steps)["sr"][0])}
 
     def _blind(self, image, steps):
         """Blind MZSR(steps): estimate the image's kernel, adapt θ_M with it, super-resolve."""
@@ -174,6 +183,7 @@ def save_serving(params, path, scale: int, max_pixels: int, max_steps: int, inne
     signatures = {
         "serving_default": module.serving_default.get_concrete_function(),
         "super_resolve": module.super_resolve.get_concrete_function(),
+        "png": module.png.get_concrete_function(),
     }
     if estimator is not None:
         signatures["blind"] = module.blind.get_concrete_function()
