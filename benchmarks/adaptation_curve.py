@@ -6,7 +6,7 @@ optimizer and rates (``--optimizer sgd``: the official schedule, float32), and s
 (PSNR-Y vs steps per weights file; PSNR-Y vs cumulative adaptation seconds, plus ZSSR's curve when
 ``--zssr`` is given).
 
-  python benchmarks/adaptation_curve.py --hr ../shared/datasets/test/Set5/HR \\
+  python -m benchmarks.adaptation_curve --hr ../shared/datasets/test/Set5/HR \\
       --weights mzsr_tf/weights/mzsr_x2_direct.weights.h5 --weights runs/pretrain/final.weights.h5 \\
       --labels "meta θ_M,pretrained θ_T" --png curve.png --json curve.json
 """
@@ -16,12 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 

@@ -12,9 +12,9 @@ by ``/precision=bfloat16``, ``/crop=N`` (each update on one random N² window of
 ``/eps=E`` (Adam's ε) and ``/son=auto`` or ``/son=σ`` (Gaussian noise on the LR son, 0–255 units; ``auto``:
 the image's own, ``mzsr_tf.noise``)::
 
-    python benchmarks/adaptation_sweep.py --settings "sgd:default;adam:1e-4;adam:1.5e-4;adam:2e-4" \\
+    python -m benchmarks.adaptation_sweep --settings "sgd:default;adam:1e-4;adam:1.5e-4;adam:2e-4" \\
         --json benchmarks/results/adaptation_sweep.json
-    python benchmarks/adaptation_sweep.py --settings "adam:default;adam:default/precision=bfloat16/crop=128"
+    python -m benchmarks.adaptation_sweep --settings "adam:default;adam:default/precision=bfloat16/crop=128"
 
 ``--steps 1,3,10`` runs every setting at each step count (a fresh adaptation each), ``--noise`` adds
 Gaussian noise (σ in 0–255 units) to the LR as ``paper_table --noise``. Rows also hold the median
@@ -28,8 +28,6 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 

@@ -7,7 +7,7 @@ KernelGAN's ``kernel_shift``), seeded by (``--seed``, the image's name); LR = (H
 ``paper_table.py --kernels div2krk`` evaluates on these on the fly; this script also writes them out
 (LR PNG, kernel .npy and .mat, HR) for tools that read files, such as KernelGAN.
 
-    python benchmarks/blind_set.py --hr ../shared/datasets/test/BSD100/HR --scale 2 --out blind_x2
+    python -m benchmarks.blind_set --hr ../shared/datasets/test/BSD100/HR --scale 2 --out blind_x2
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ import zlib
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import tensorflow as tf

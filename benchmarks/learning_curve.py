@@ -1,6 +1,6 @@
 """Validation PSNR against training steps, read from ``train.py`` run folders (TensorBoard logs).
 
-  python benchmarks/learning_curve.py runs/pretrain_x2 runs/meta_x2 --png curve.png --json curve.json
+  python -m benchmarks.learning_curve runs/pretrain_x2 runs/meta_x2 --png curve.png --json curve.json
 
 A run started with ``--init`` from another run's final weights continues it: join them with ``+``
 (``runs/pretrain_a+runs/pretrain_b``) to draw one curve, the later run's steps counted on from the
@@ -15,10 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import save_json  # noqa: E402
 

@@ -4,20 +4,18 @@ Times the exact step function ``train.py`` runs (``training.make_step_fn``) on r
 the configured shapes, so data loading is excluded. Paper settings by default (5 tasks x 4 patches
 of 64², 5 inner steps).
 
-  python benchmarks/meta_speed.py --json meta_speed.json
-  python benchmarks/meta_speed.py --no-jit --precision float32,bfloat16   # mixed precision vs float32
+  python -m benchmarks.meta_speed --json meta_speed.json
+  python -m benchmarks.meta_speed --no-jit --precision float32,bfloat16   # mixed precision vs float32
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402

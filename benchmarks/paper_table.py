@@ -7,7 +7,7 @@ or its parent's when the folder is called ``HR`` (``Set5/HR`` -> ``Set5``).
 
 Example::
 
-    python benchmarks/paper_table.py --hr ../shared/datasets/test/Set5/HR --methods bicubic --json out.json
+    python -m benchmarks.paper_table --hr ../shared/datasets/test/Set5/HR --methods bicubic --json out.json
 
 Adding a method: write a factory ``def make_x(args, **groups) -> Method`` and add it to ``METHODS``. Each
 key is a regular expression matched against the whole ``--methods`` entry; its named groups are passed to
@@ -39,8 +39,6 @@ from pathlib import Path
 from typing import Protocol
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-if str(Path(__file__).resolve().parents[1]) not in sys.path:  # ``python benchmarks/paper_table.py``
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 

@@ -10,7 +10,7 @@ inputs, the figure the official TF1 meta-test loop is compared on (9.1-9.8 s on 
 official port (SGD, float32), the default (Adam, precision 'auto') in float32 and bfloat16, and
 the default with 128² crops.
 
-  python benchmarks/speed.py --json speed.json
+  python -m benchmarks.speed --json speed.json
 """
 
 from __future__ import annotations
@@ -18,12 +18,10 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -31,7 +29,7 @@ import tensorflow as tf  # noqa: E402
 from benchmarks.common import best_of, save_json  # noqa: E402
 from mzsr_tf.kernels import Degradation, load_kernel, resolve_degradation  # noqa: E402
 from mzsr_tf.model import NATIVE, forward, init_params, l1_loss_and_grads, param_shapes  # noqa: E402
-from mzsr_tf.zero_shot import TRACES, AdaptConfig, _forward_graph, adapt, native_bfloat16  # noqa: E402
+from mzsr_tf.zero_shot import TRACES, AdaptConfig, adapt, native_bfloat16  # noqa: E402
 
 SET5_LR = ROOT.parent / "shared" / "anchors" / "mzsr_testsets" / "Input" / "g20"
 FORWARD_FLOP_PER_PIXEL = sum(2 * np.prod(s) for s in param_shapes() if len(s) == 4)  # 449,280
@@ -89,12 +87,12 @@ def main(argv=None):
     args = p.parse_args(argv)
     params = init_params(0)
     deg = resolve_degradation("g_d_2.0")
-    rows = []
+    rows, forward_graph = [], tf.function(forward)
     for size in (int(s) for s in args.sizes.split(",")):
         lr = np.random.default_rng(0).random((size, size, 3), dtype=np.float32)
         reference = bare_forward_gflops(params, size, args.repeats)
         x_hr = tf.random.uniform([1, 2 * size, 2 * size, 3], seed=1)
-        sr_seconds = best_of(lambda x_hr=x_hr: _forward_graph(params, x_hr).numpy(), args.repeats)
+        sr_seconds = best_of(lambda x_hr=x_hr: forward_graph(params, x_hr).numpy(), args.repeats)
         grads = gradient_seconds(params, size, args.repeats)
         print(
             f"LR {size:4d}²  one gradient: hand-written backward {grads['handwritten']:.3f} s, "
