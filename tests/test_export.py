@@ -117,6 +117,10 @@ def test_png_signature_takes_encoded_images_and_returns_the_same_sr_as_png(serve
         np.testing.assert_array_equal(tf.io.decode_png(out).numpy(), serve(served, pixels, steps=2)[0])
     with pytest.raises(tf.errors.InvalidArgumentError):
         png(image_bytes=tf.constant(b"not an image"), kernel=tf.constant(KERNEL), steps=tf.constant(1))
+    blind = served.signatures["blind_png"](image_bytes=tf.io.encode_png(image), steps=tf.constant(2))
+    expected = served.signatures["blind"](image=tf.constant(image[None]), steps=tf.constant(2))
+    np.testing.assert_array_equal(tf.io.decode_png(blind["sr_bytes"]).numpy(), expected["sr"].numpy()[0])
+    np.testing.assert_array_equal(blind["kernel"], expected["kernel"])
 
 
 def rest_predict(served, body: dict) -> dict:

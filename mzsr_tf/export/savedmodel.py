@@ -7,7 +7,8 @@ the image. It is :func:`mzsr_tf.zero_shot.adapt_graph`, so the fast weights are 
 values: θ_M is read-only and concurrent requests share no state.
 ``super_resolve(image) -> sr`` is net(bicubic↑(image)) with θ_M, no adaptation.
 ``png(image_bytes, kernel, steps) -> sr_bytes`` is ``serving_default`` on an encoded image (PNG, JPEG, BMP or GIF,
-a string scalar; ``{"b64": ...}`` in a REST body) with a PNG back: a fraction of the size of JSON numbers.
+a string scalar; ``{"b64": ...}`` in a REST body) with a PNG back: a fraction of the size of JSON numbers;
+``blind_png(image_bytes, steps) -> sr_bytes, kernel`` likewise for ``blind``.
 ``blind(image, steps) -> sr, kernel`` (with a kernel estimator) is blind SR: the kernel is estimated from the
 image (:func:`mzsr_tf.kernel_estimation.estimate_graph`, as ``adapt.py`` without ``--kernel``), then MZSR(steps).
 
@@ -64,6 +65,11 @@ def _image_float(image, scale: int, max_pixels: int):
     ]
     with tf.control_dependencies(checks):
         return tf.cast(image, tf.float32) / 255.0
+
+
+def _decoded(image_bytes):
+    """PNG, JPEG, BMP or GIF bytes → uint8 [1, H, W, 3]."""
+    return tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8, expand_animations=False)[None]
 
 
 def _normalised_kernel(kernel, image):
@@ -127,6 +133,7 @@ class ServingModule(tf.Module):
         if estimator is not None:
             self.estimator = [tf.Variable(p, trainable=False, name=f"estimator_{i}") for i, p in enumerate(estimator)]
             self.blind = tf.function(self._blind, input_signature=[image, steps])
+            self.blind_png = tf.function(self._blind_png, input_signature=[encoded, steps])
 
     def _sr_uint8(self, params, lr):
         """net(bicubic↑s(LR)) at (sH, sW), rounded to uint8 as ``metrics.to_uint8``."""
@@ -140,8 +147,12 @@ class ServingModule(tf.Module):
 
     def _png(self, image_bytes, kernel, steps):
         """``serving_default`` from and to encoded images (any ``tf.io.decode_image`` format in, PNG out)."""
-        pixels = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8, expand_animations=False)[None]
-        return {"sr_bytes": tf.io.encode_png(self._zero_shot_sr(pixels, kernel, steps)["sr"][0])}
+        return {"sr_bytes": tf.io.encode_png(self._zero_shot_sr(_decoded(image_bytes), kernel, steps)["sr"][0])}
+
+    def _blind_png(self, image_bytes, steps):
+        """``blind`` from and to encoded images."""
+        out = self._blind(_decoded(image_bytes), steps)
+        return {"sr_bytes": tf.io.encode_png(out["sr"][0]), "kernel": out["kernel"]}
 
     def _blind(self, image, steps):
         """Blind MZSR(steps): estimate the image's kernel, adapt θ_M with it, super-resolve."""
@@ -187,5 +198,6 @@ def save_serving(params, path, scale: int, max_pixels: int, max_steps: int, inne
     }
     if estimator is not None:
         signatures["blind"] = module.blind.get_concrete_function()
+        signatures["blind_png"] = module.blind_png.get_concrete_function()
     tf.saved_model.save(module, str(path), signatures=signatures)
     return Path(path)
