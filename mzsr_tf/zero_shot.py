@@ -253,36 +253,27 @@ def adapt_steps(
     return fast, moments, losses.stack()
 
 
-def adapt_graph(
-    params,
-    lr_image,
-    kernel,
-    rates,
-    crop_limits,
-    seed,
-    scale: int,
-    subsample: str = "direct",
-    optimizer: str = "sgd",
-    noise_sigma: float = 0.0,
-    precision: str = "float32",
-    adam_epsilon: float = 1e-8,
-):
+def adapt_graph(params, lr_image, kernel, rates, scale: int, config: AdaptConfig, subsample="direct", noise_sigma=0.0):
     """The whole meta-test loop as one piece of graph code (the exporters' in-graph adaptation).
 
     Args:
       params: θ, list of 16 tensors.
       lr_image: float32 [H, W, 3], the test image (the HR father).
       kernel: float32 [k, k], its blur kernel (``[[1.]]`` for plain bicubic subsampling).
-      rates, crop_limits, seed, optimizer, precision, adam_epsilon: as :func:`adapt_steps`
-        (``seed`` also draws the son's noise).
+      rates: [steps] or [steps, 16] learning rates (a tensor: the step count may be a request's).
+      config: the optimizer, crops, seed (it also draws the son's noise) and precision ('auto' is float32
+        here: a graph may run on other hardware); its ``steps``, schedule and ``noise_sigma`` are not read.
+      noise_sigma: std of the son's noise, a number or a scalar tensor (e.g. ``noise.son_noise_sigma_graph``).
     Returns:
       (fast weights, L1 loss before each update [steps]).
     """
+    seed = tf.constant([config.seed, 0], tf.int32)
     son_up, father = training_pair(lr_image[None], kernel, scale, subsample, noise_sigma, seed)
     moments = [tf.zeros_like(p) for p in params] * 2
     fast, _, losses = adapt_steps(
-        params, moments, tf.concat([son_up, father], -1), rates, crop_limits, seed, 0, optimizer, precision,
-        adam_epsilon,
+        params, moments, tf.concat([son_up, father], -1), rates,
+        tf.constant([config.max_pixels, config.crop_size], tf.int32), seed, 0, config.optimizer,
+        "float32" if config.precision == "auto" else config.precision, config.adam_epsilon,
     )  # fmt: skip
     return fast, losses
 

@@ -219,8 +219,7 @@ def test_adaptation_split_into_calls_equals_one_graph_loop(lr_image, monkeypatch
     params = init_params(5)
     config = AdaptConfig(steps=7, precision="float32", max_pixels=100, crop_size=16, noise_sigma=0.0)
     rates = tf.constant(learning_rates(config))
-    limits, seed = tf.constant([100, 16], tf.int32), tf.constant([0, 0], tf.int32)
-    whole, whole_losses = adapt_graph(params, lr_image, KERNEL.kernel, rates, limits, seed, 2, "direct", "adam")
+    whole, whole_losses = adapt_graph(params, lr_image, KERNEL.kernel, rates, 2, config)
     monkeypatch.setattr(zero_shot, "CHUNK_SECONDS", chunk_seconds)
     fast, losses = adapt(params, lr_image, KERNEL, 2, config)
     np.testing.assert_allclose(losses, whole_losses, rtol=1e-5)
@@ -269,8 +268,8 @@ def test_learned_rates_run_sgd_per_tensor_and_step(lr_image):
 def test_a_noisy_son_equals_the_one_graph_loop_and_auto_estimates_the_images_noise(lr_image, monkeypatch):
     """noise_sigma on the son as ``degrade(..., noise_sigma, seed)``; 'auto' takes ``son_noise_sigma(image)``."""
     params, config = init_params(8), AdaptConfig(steps=2, precision="float32", noise_sigma=0.02)
-    rates, limits, seed = tf.constant(learning_rates(config)), tf.constant([10**6, 384]), tf.constant([0, 0])
-    whole, _ = adapt_graph(params, lr_image, KERNEL.kernel, rates, limits, seed, 2, "direct", "adam", 0.02)
+    rates = tf.constant(learning_rates(config))
+    whole, _ = adapt_graph(params, lr_image, KERNEL.kernel, rates, 2, config, "direct", 0.02)
     fast, _ = adapt(params, lr_image, KERNEL, 2, config)
     for a, b in zip(fast, whole):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

@@ -163,20 +163,9 @@ class ServingModule(tf.Module):
     def _adapted_sr(self, lr, kernel, steps):
         schedule = self._config.layer_rates or self._config.schedule
         rates = schedule_rates(_checked_steps(steps, self.max_steps), schedule)
-        fast, _ = adapt_graph(
-            [v.read_value() for v in self.theta],
-            lr[0],
-            kernel,
-            rates,
-            tf.constant([self._config.max_pixels, self._config.crop_size], tf.int32),
-            tf.constant([self._config.seed, 0], tf.int32),
-            self.scale,
-            SUBSAMPLE,
-            self._config.optimizer,
-            son_noise_sigma_graph(lr[0]) if self._config.noise_sigma == "auto" else self._config.noise_sigma,
-            "float32" if self._config.precision == "auto" else self._config.precision,  # portable servable
-            self._config.adam_epsilon,
-        )
+        sigma = son_noise_sigma_graph(lr[0]) if self._config.noise_sigma == "auto" else self._config.noise_sigma
+        theta = [v.read_value() for v in self.theta]
+        fast, _ = adapt_graph(theta, lr[0], kernel, rates, self.scale, self._config, SUBSAMPLE, sigma)
         return self._sr_uint8(fast, lr)
 
     def _super_resolve(self, image):
