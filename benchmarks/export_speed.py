@@ -252,7 +252,8 @@ def render(speed: dict, phone: dict | None = None) -> str:
         )
         lines += [
             "",
-            f"MZSR({phone['steps']}) + SR of a {phone['lr_size']}² photo through the LiteRT model: {runs}; "
+            f"MZSR({phone['steps']}) + SR of a {phone['lr_size']}² photo through the LiteRT model on this "
+            f"{speed['cpu_count']}-core CPU: {runs}; "
             f"the TF library path ({phone.get('tf_threads', 1)} thread): {phone['tf_seconds']:.1f} s.",
         ]
     return "\n".join(lines)
