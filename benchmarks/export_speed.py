@@ -47,11 +47,11 @@ def high_water():  # this process's peak resident MB (VmHWM: reset at exec, unli
             return int(line.split()[1]) / 1024
 
 
-path, size, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+path, size, threads, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 it = Interpreter(model_path=path, num_threads=threads)
 train, sr = it.get_signature_runner("train_step"), it.get_signature_runner("super_resolve")
 image = np.random.default_rng(0).random((1, size, size, 3), dtype=np.float32)
-kernel = np.full((21, 21), 1 / 441, np.float32)
+kernel = np.full((k, k), 1 / k**2, np.float32)
 report = {"loaded_mb": high_water()}
 train(image=image, kernel=kernel, learning_rate=np.float32(0.0))
 report["train_step_mb"] = high_water()
@@ -153,7 +153,7 @@ def peak_memory(model: bytes, size: int, threads: int) -> dict:
         path = Path(tmp) / "m.tflite"
         path.write_bytes(model)
         run = subprocess.run(
-            [sys.executable, "-c", _MEMORY_PROBE, str(path), str(size), str(threads)],
+            [sys.executable, "-c", _MEMORY_PROBE, str(path), str(size), str(threads), str(KERNEL_SIZE)],
             capture_output=True, text=True, check=True,
         )  # fmt: skip
     report = json.loads(run.stdout.strip().splitlines()[-1])

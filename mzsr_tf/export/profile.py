@@ -23,7 +23,7 @@ from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 from ai_edge_litert.tools import flatbuffer_utils
 
-__all__ = ["OpTiming", "best_of", "profile_signature", "summarise"]
+__all__ = ["OpTiming", "best_of", "op_name", "profile_signature", "summarise"]
 
 _OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 _NOT_REPLAYED = {"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "CALL_ONCE"}
@@ -40,9 +40,13 @@ class OpTiming:
     output_shape: tuple[int, ...]
 
 
-def _op_name(model, op) -> str:
+def op_name(model, op) -> str:
+    """The operator's builtin name (``CONV_2D``), or ``CUSTOM:<name>`` for custom ops (Flex included)."""
     code = model.operatorCodes[op.opcodeIndex]
-    return _OP_NAMES[max(code.builtinCode, code.deprecatedBuiltinCode)]
+    builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+    if builtin == schema.BuiltinOperator.CUSTOM:
+        return f"CUSTOM:{code.customCode.decode() if code.customCode else ''}"
+    return _OP_NAMES[builtin]
 
 
 def _one_op_model(model, sub, op, shapes) -> tuple[bytes, list[int]]:
@@ -101,8 +105,8 @@ def profile_signature(model: bytes, signature: str, inputs: dict, threads: int =
 
     Returns ``(timings, total_seconds)``; ``timings`` lists the replayed ops in execution order.
     """
-    full = Interpreter(model_content=model, num_threads=threads)
-    total = best_of(lambda: full.get_signature_runner(signature)(**inputs), repeats)
+    call = Interpreter(model_content=model, num_threads=threads).get_signature_runner(signature)
+    total = best_of(lambda: call(**inputs), repeats)
     with warnings.catch_warnings():  # "for debugging purposes only": it is what a replay needs
         warnings.simplefilter("ignore", UserWarning)
         keep = Interpreter(model_content=model, num_threads=threads, experimental_preserve_all_tensors=True)
@@ -111,7 +115,7 @@ def profile_signature(model: bytes, signature: str, inputs: dict, threads: int =
     index = runner._subgraph_index
     m = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
     sub = m.subgraphs[index]
-    ops = [(i, op, _op_name(m, op)) for i, op in enumerate(sub.operators)]
+    ops = [(i, op, op_name(m, op)) for i, op in enumerate(sub.operators)]
     ops = [(i, op, name) for i, op, name in ops if name not in _NOT_REPLAYED]
     wanted = {t for _, op, _ in ops for t in list(op.inputs) + list(op.outputs) if t >= 0}
     skip = (schema.TensorType.RESOURCE, schema.TensorType.VARIANT)

@@ -46,6 +46,7 @@ import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
+from mzsr_tf.export.profile import op_name
 from mzsr_tf.kernel_estimation import estimate_graph
 from mzsr_tf.model import PARAM_NAMES, TAPS, l1_loss_and_grads, super_resolve
 from mzsr_tf.zero_shot import training_pair
@@ -209,20 +210,10 @@ def compact(model: bytes, half_signature: str | None = None) -> bytes:
     return bytes(flatbuffer_utils.convert_object_to_bytearray(m))
 
 
-_OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-
-
 def op_names(model: bytes) -> set[str]:
-    """Every operator used by any subgraph; custom ops (Flex included) as ``CUSTOM:<name>``."""
+    """Every operator used by any subgraph; custom ops (Flex included) as ``CUSTOM:<name>`` (``profile.op_name``)."""
     m = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
-    names = set()
-    for sub in m.subgraphs:
-        for op in sub.operators:
-            code = m.operatorCodes[op.opcodeIndex]
-            builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-            custom = code.customCode.decode() if code.customCode else ""
-            names.add(f"CUSTOM:{custom}" if builtin == schema.BuiltinOperator.CUSTOM else _OP_NAMES[builtin])
-    return names
+    return {op_name(m, op) for sub in m.subgraphs for op in sub.operators}
 
 
 def check_tflite(model: bytes, signatures=SIGNATURES) -> None:
