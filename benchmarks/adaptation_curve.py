@@ -15,21 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from benchmarks.common import save_json  # noqa: E402
-from benchmarks.paper_table import load_hr, make_lr, set_name  # noqa: E402
-from mzsr_tf.io import list_images  # noqa: E402
-from mzsr_tf.kernels import resolve_degradation  # noqa: E402
-from mzsr_tf.metrics import psnr_y  # noqa: E402
-from mzsr_tf.model import load_params  # noqa: E402
-from mzsr_tf.zero_shot import AdaptConfig, adapt, zero_shot_sr  # noqa: E402
+from benchmarks.common import save_json
+from benchmarks.paper_table import load_hr, make_lr, set_name
+from mzsr_tf.io import list_images
+from mzsr_tf.kernels import resolve_degradation
+from mzsr_tf.metrics import psnr_y
+from mzsr_tf.weights import load_params
+from mzsr_tf.zero_shot import AdaptConfig, adapt, zero_shot_sr
 
 
 def curve(params, images, degradation, scale, at, config: AdaptConfig):
@@ -70,6 +67,18 @@ def plot(results, args, png: Path) -> None:
     fig.savefig(png, dpi=120)
 
 
+def markdown(results: dict) -> str:
+    """A ``--json`` report as Markdown: mean PSNR-Y (and adaptation seconds per image) per step count and weights."""
+    curves = results["curves"]
+    head = ["updates"] + [f"{label}: PSNR-Y, s/image" for label in curves]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    at = {label: {r["steps"]: r for r in rows} for label, rows in curves.items()}
+    for n in sorted({r["steps"] for rows in curves.values() for r in rows}):
+        cells = [f"{r['psnr_y']:.2f} dB, {r['seconds']:.2f} s" if (r := at[label].get(n)) else "" for label in curves]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--replot", type=Path, help="draw --png from this script's earlier --json, computing nothing")
@@ -84,7 +93,12 @@ def main(argv=None):
     p.add_argument("--zssr", type=Path, action="append", help="paper_table JSON with zssr rows (points)")
     p.add_argument("--png", type=Path)
     p.add_argument("--json", type=Path)
+    p.add_argument("--table", type=Path, metavar="JSON", help="print the Markdown table of an earlier --json")
     args = p.parse_args(argv)
+    if args.table:
+        results = json.loads(args.table.read_text())
+        print(markdown(results))
+        return results
     if args.replot:
         if not args.png:
             p.error("--replot needs --png")

@@ -23,11 +23,9 @@ adaptation seconds per image (the first call of a setting traces its graph).
 
 from __future__ import annotations
 
-import os
+import json
 import sys
 from pathlib import Path
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
@@ -107,22 +105,42 @@ def sweep(params, images, kernels, settings, scale: int, noise: float = 0.0):
 
 
 def table(rows) -> str:
-    """Markdown: one row per setting (and step count), one column per kernel, plus the mean over kernels."""
+    """Markdown: one row per setting (and step count, and LR noise), one column per kernel, plus the mean over
+    kernels (blank where a setting lacks a kernel)."""
     kernels = list(dict.fromkeys(r["kernel"] for r in rows))
     several = len({r["steps"] for r in rows}) > 1
-    label = {id(r): f"{r['setting']} ({r['steps']})" if several else r["setting"] for r in rows}
-    settings = list(dict.fromkeys(label[id(r)] for r in rows))
-    cell = {(r["kernel"], label[id(r)]): r["psnr_y"] for r in rows}
+    noisy = len({r.get("noise", 0.0) for r in rows}) > 1
+
+    def label(r):
+        text = f"{r['setting']} ({r['steps']})" if several else r["setting"]
+        return f"σ={r.get('noise', 0.0):g}: {text}" if noisy else text
+
+    settings = list(dict.fromkeys(label(r) for r in rows))
+    cell = {(r["kernel"], label(r)): r["psnr_y"] for r in rows}
     lines = ["| setting | " + " | ".join(kernels) + " | mean |", "|---" * (len(kernels) + 2) + "|"]
     for s in settings:
-        values = [cell[(k, s)] for k in kernels]
-        lines.append(f"| {s} | " + " | ".join(f"{v:.2f}" for v in values) + f" | {np.mean(values):.2f} |")
+        values = [cell.get((k, s)) for k in kernels]
+        mean = f"{np.mean(values):.2f}" if None not in values else ""
+        lines.append(f"| {s} | " + " | ".join("" if v is None else f"{v:.2f}" for v in values) + f" | {mean} |")
     return "\n".join(lines)
 
 
+def saved_rows(paths) -> list[dict]:
+    """The rows of ``--json`` files. A file of several runs (``{"runs": {name: run}}``) and several files of
+    different weights label each row with its run (the checkpoint's or the file's name)."""
+    runs = []
+    for path in paths:
+        saved = json.loads(Path(path).read_text())
+        if "runs" in saved:
+            runs += [(Path(run["weights"]).name, run) for run in saved["runs"].values()]
+        else:
+            runs.append((Path(path).stem.removeprefix("adaptation_sweep_"), saved))
+    several = len({str(run.get("weights")) for _, run in runs}) > 1
+    return [{**r, "setting": f"{name}: {r['setting']}"} if several else r for name, run in runs for r in run["rows"]]
+
+
 def main(argv=None):
-    from mzsr_tf.model import load_inner_lr, load_params
-    from mzsr_tf.weights import default_weights
+    from mzsr_tf.weights import default_weights, load_inner_lr, load_params
 
     p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--settings", default="sgd:default;adam:default", help="';'-separated optimizer:rates")
@@ -134,7 +152,11 @@ def main(argv=None):
     p.add_argument("--limit", type=int, help="only the first N photos")
     p.add_argument("--json", type=Path)
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--table", nargs="+", type=Path, metavar="JSON", help="print the Markdown of saved --json runs")
     args = p.parse_args(argv)
+    if args.table:
+        print(table(saved_rows(args.table)))
+        return 0
     if args.json is not None:
         check_destination(args.json, args.overwrite)  # before the slow part
     try:

@@ -13,12 +13,9 @@ KernelGAN's ``kernel_shift``), seeded by (``--seed``, the image's name); LR = (H
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import zlib
 from pathlib import Path
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import tensorflow as tf

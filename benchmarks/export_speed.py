@@ -4,7 +4,7 @@ Three parts, each its own JSON:
 
 * ``--json``: per LR size, one ``train_step`` (son making + one SGD update) and one ``super_resolve``
   (bicubic↑ + the net at 2x) in the LiteRT interpreter (``ai-edge-litert``, default XNNPACK delegate) and in
-  TensorFlow (the same ops: ``zero_shot.training_pair`` + ``model.l1_loss_and_grads`` with TF's conv kernels,
+  TensorFlow (the same ops: ``zero_shot.training_pair`` + ``backward.l1_loss_and_grads`` with TF's conv kernels,
   and ``zero_shot.super_resolve_tiled``), both on ``--threads`` threads, best of ``--repeats``; the ratios;
   the model's size; where LiteRT spends the time, per op type, and which ops XNNPACK takes
   (``mzsr_tf.export.profile``); the peak memory of a 512² adaptation in a process of its own.
@@ -27,11 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from benchmarks.common import best_of, save_json  # noqa: E402
+from benchmarks.common import best_of, save_json
 
 SCALE, KERNEL_SIZE, PHONE_SIZE, PHONE_STEPS = 2, 21, 512, 10
 
@@ -72,7 +70,8 @@ def _tf_setup(threads: int):
 
 def tf_train_step(tf):
     """The TF path's update as one graph: son, bicubic↑, L1 gradient with TF's conv kernels, SGD."""
-    from mzsr_tf.model import NATIVE, l1_loss_and_grads
+    from mzsr_tf.backward import l1_loss_and_grads
+    from mzsr_tf.conv_ops import NATIVE
     from mzsr_tf.zero_shot import training_pair
 
     @tf.function(reduce_retracing=True)
@@ -281,8 +280,7 @@ def main(argv=None):
     from mzsr_tf.export.tflite import AdaptationModule, convert, inference_model
     from mzsr_tf.kernel_estimation import load_estimator
     from mzsr_tf.kernels import resolve_degradation
-    from mzsr_tf.model import load_params
-    from mzsr_tf.weights import WEIGHTS_DIR
+    from mzsr_tf.weights import WEIGHTS_DIR, load_params
 
     params = [t.numpy() for t in load_params(WEIGHTS_DIR / "mzsr_x2_direct.weights.h5")]  # the exported model
     estimator = load_estimator(WEIGHTS_DIR / "kernel_estimator.npz")

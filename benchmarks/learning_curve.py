@@ -17,7 +17,7 @@ import json
 import math
 from pathlib import Path
 
-from benchmarks.common import save_json  # noqa: E402
+from benchmarks.common import save_json
 
 TAGS = ("val/psnr", "val/psnr_bicubic", "val/psnr_before", "val/psnr_after")
 
@@ -54,6 +54,19 @@ def read_chain(chain: str) -> dict[str, list[tuple[int, float]]]:
     return series
 
 
+def markdown(curves: dict) -> str:
+    """Curves as Markdown: per run and tag, the number of validation points, the first, the best and the last."""
+    lines = ["| run | tag | points | first | best | last |", "|---|---|---|---|---|---|"]
+    for run, series in curves.items():
+        name = " → ".join(Path(r).name for r in run.split("+"))
+        for tag, points in series.items():
+            best = max(points, key=lambda p: p[1])
+            first, last = points[0], points[-1]
+            cells = [f"step {s}: {v:.3f} dB" for s, v in (first, best, last)]
+            lines.append(f"| {name} | `{tag}` | {len(points)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="*", help="run folders; A+B for a run initialised from A's final weights")
@@ -68,6 +81,7 @@ def main(argv=None):
     p.add_argument("--only", nargs="+", help="with --include: keep only these of its curves")
     p.add_argument("--png", type=Path)
     p.add_argument("--json", type=Path)
+    p.add_argument("--table", action="store_true", help="print a Markdown summary of the curves instead of text")
     args = p.parse_args(argv)
     if not args.runs and not args.include:
         p.error("give run folders and/or --include JSON files")
@@ -80,7 +94,9 @@ def main(argv=None):
     curves.update({run: read_chain(run) for run in args.runs})
     if not curves:
         p.error("no curves to plot (--only matched none)")
-    for run, series in curves.items():
+    if args.table:
+        print(markdown(curves))
+    for run, series in curves.items() if not args.table else ():
         for tag, points in series.items():
             last = points[-1]
             print(f"{run:<40} {tag:<18} {len(points):4d} points, last: step {last[0]} = {last[1]:.3f} dB")

@@ -11,19 +11,17 @@ of 64², 5 inner steps).
 from __future__ import annotations
 
 import argparse
-import os
+import json
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import keras
+import tensorflow as tf
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from benchmarks.common import save_json  # noqa: E402
-from mzsr_tf.meta import MetaConfig  # noqa: E402
-from mzsr_tf.model import MZSRNet  # noqa: E402
-from mzsr_tf.training import PretrainConfig, RunConfig, _Stage, make_step_fn  # noqa: E402
+from benchmarks.common import save_json
+from mzsr_tf.meta import MetaConfig
+from mzsr_tf.model import MZSRNet
+from mzsr_tf.training import PretrainConfig, RunConfig, make_stage, make_step_fn
 
 
 def random_batch(stage: str, config):
@@ -36,7 +34,7 @@ def random_batch(stage: str, config):
 
 def time_step(stage_name, config, first_order, jit, repeats):
     run = RunConfig(stage=stage_name, data=(), out="", steps=1, jit=jit)
-    stage = _Stage(run, config, images=None)
+    stage = make_stage(run, config)
     net = MZSRNet(scale=config.scale)
     optimizer = keras.optimizers.Adam(1e-4)
     optimizer.build(net.params)
@@ -53,6 +51,20 @@ def time_step(stage_name, config, first_order, jit, repeats):
     return min(times), trace
 
 
+def markdown(result: dict) -> str:
+    """A ``--json`` report as Markdown: seconds per step, one row per step kind and precision, XLA off / on."""
+    names = {"second": "meta, second order", "first": "meta, first order", "-": "pretraining"}
+    cells = {(r["stage"], r["order"], r.get("precision", "float32"), r["jit"]): r["seconds_per_step"]
+             for r in result["rows"]}  # fmt: skip
+    jits = [j for j in (False, True) if any(c[3] == j for c in cells)]
+    head = ["step", "precision"] + ["XLA on (`--jit`)" if j else "XLA off" for j in jits]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for stage, order, precision in dict.fromkeys(c[:3] for c in cells):
+        values = [f"{v:.1f} s" if (v := cells.get((stage, order, precision, j))) is not None else "" for j in jits]
+        lines.append(f"| {names[order]} | {precision} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--meta-batch", type=int, default=5)
@@ -63,7 +75,11 @@ def main(argv=None):
     p.add_argument("--no-jit", action="store_true", help="skip the XLA rows")
     p.add_argument("--precision", default="float32", help="comma list of compute types (float32, bfloat16)")
     p.add_argument("--json", type=Path)
+    p.add_argument("--table", type=Path, metavar="JSON", help="print the Markdown table of a saved --json report")
     args = p.parse_args(argv)
+    if args.table:
+        print(markdown(json.loads(args.table.read_text())))
+        return None
     precisions = [x.strip() for x in args.precision.split(",") if x.strip()]
     if not precisions or set(precisions) - {"float32", "bfloat16"}:
         p.error(f"--precision takes float32 and/or bfloat16, got {args.precision!r}")

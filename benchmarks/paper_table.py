@@ -28,7 +28,6 @@ import argparse
 import functools
 import json
 import math
-import os
 import re
 import sys
 import time
@@ -37,8 +36,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
@@ -103,8 +100,7 @@ def make_bicubic(args: argparse.Namespace) -> Method:
 
 def _weights(args: argparse.Namespace):
     """subsample → θ: ``--weights`` for every kernel, else the shipped weights for that subsampling (as adapt.py)."""
-    from mzsr_tf.model import load_params
-    from mzsr_tf.weights import default_weights
+    from mzsr_tf.weights import default_weights, load_params
 
     @functools.cache
     def params_for(subsample: str):

@@ -17,20 +17,21 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np
+import tensorflow as tf
+
+from benchmarks.common import best_of, save_json
+from mzsr_tf.backward import l1_loss_and_grads
+from mzsr_tf.conv_ops import NATIVE
+from mzsr_tf.kernels import Degradation, load_kernel, resolve_degradation
+from mzsr_tf.model import forward, init_params, param_shapes
+from mzsr_tf.zero_shot import TRACES, AdaptConfig, adapt, native_bfloat16
+
 ROOT = Path(__file__).resolve().parents[1]
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from benchmarks.common import best_of, save_json  # noqa: E402
-from mzsr_tf.kernels import Degradation, load_kernel, resolve_degradation  # noqa: E402
-from mzsr_tf.model import NATIVE, forward, init_params, l1_loss_and_grads, param_shapes  # noqa: E402
-from mzsr_tf.zero_shot import TRACES, AdaptConfig, adapt, native_bfloat16  # noqa: E402
-
 SET5_LR = ROOT.parent / "shared" / "anchors" / "mzsr_testsets" / "Input" / "g20"
 FORWARD_FLOP_PER_PIXEL = sum(2 * np.prod(s) for s in param_shapes() if len(s) == 4)  # 449,280
 STEP_FLOP_PER_PIXEL = 3 * FORWARD_FLOP_PER_PIXEL  # forward + input grads + filter grads
@@ -78,13 +79,46 @@ def gradient_seconds(params, size, repeats):
     return times
 
 
+def markdown(result: dict) -> str:
+    """The Markdown tables of a ``--json`` report: Set5's 10-update loop, then seconds per LR size."""
+    lines = []
+    if result.get("set5_g20_10_updates"):
+        lines += ["| meta-test setting | Set5, 10 updates | vs official TF1 loop |", "|---|---|---|"]
+        for r in result["set5_g20_10_updates"]:
+            lo, hi = r["speedup_vs_official"]
+            lines.append(f"| {r['setting']} | {r['seconds']:.1f} s | {lo:.2f}–{hi:.2f}× |")
+        lines.append("")
+    precisions = list(dict.fromkeys(r["precision"] for r in result["rows"]))
+    steps = list(dict.fromkeys(r["steps"] for r in result["rows"]))
+    short = {"float32": "f32", "bfloat16": "bf16"}
+    names = " / ".join(short.get(p, p) for p in precisions)
+    head = [f"MZSR({n}) adapt {names}" for n in steps] + ["SR (f32)", "one gradient: hand-written / TF / tape"]
+    head += [f"MZSR({steps[-1]}) f32: share of bare forward GFLOP/s"]
+    lines += ["| LR size | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    for size in dict.fromkeys(r["lr_size"] for r in result["rows"]):
+        rows = {(r["steps"], r["precision"]): r for r in result["rows"] if r["lr_size"] == size}
+        cells = [" / ".join(f"{rows[(n, p)]['adapt_seconds']:.2f}" for p in precisions if (n, p) in rows) + " s"
+                 for n in steps]  # fmt: skip
+        any_row = next(iter(rows.values()))
+        cells.append(f"{any_row['sr_seconds']:.2f} s")
+        cells.append(" / ".join(f"{v:.2f}" for v in any_row["gradient_seconds"].values()) + " s")
+        last = rows.get((steps[-1], "float32"))
+        cells.append(f"{last['ratio_to_bare']:.0%} of {last['bare_forward_gflops']:.0f}" if last else "")
+        lines.append(f"| {size}² | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="128,256,512")
     p.add_argument("--steps", default="1,10")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", type=Path)
+    p.add_argument("--table", type=Path, metavar="JSON", help="print the Markdown tables of a saved --json report")
     args = p.parse_args(argv)
+    if args.table:
+        print(markdown(json.loads(args.table.read_text())))
+        return None
     params = init_params(0)
     deg = resolve_degradation("g_d_2.0")
     rows, forward_graph = [], tf.function(forward)

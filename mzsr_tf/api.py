@@ -66,10 +66,10 @@ class ZeroShotSR:
     """Meta-weights θ_M with the adaptation they were trained for; ``super_resolve`` adapts and super-resolves.
 
     Args:
-      params: θ_M, 16 tensors (``model.load_params``).
+      params: θ_M, 16 tensors (``weights.load_params``).
       scale: the SR factor θ_M was meta-trained for.
       subsample: its kernels' subsampling, 'direct' or 'bicubic'.
-      inner_lr: meta-learned per-tensor rates (``model.load_inner_lr``); None: the default Adam steps.
+      inner_lr: meta-learned per-tensor rates (``weights.load_inner_lr``); None: the default Adam steps.
     """
 
     params: tuple
@@ -87,7 +87,7 @@ class ZeroShotSR:
     @classmethod
     def from_weights(cls, path, scale: int = 2, subsample: str = "direct") -> ZeroShotSR:
         """Weights trained by ``train.py`` (``.weights.h5``, ``.npz``, a run's checkpoint or the official TF1 one)."""
-        from mzsr_tf.model import load_inner_lr, load_params
+        from mzsr_tf.weights import load_inner_lr, load_params
 
         return cls(tuple(load_params(path)), int(scale), subsample, load_inner_lr(path))
 

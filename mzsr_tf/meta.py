@@ -7,7 +7,9 @@ default (the inner gradients stay on the outer tape) or first-order (they are st
 
 The step weights w_j are MAML++'s multi-step loss weights (Antoniou et al. 2019), annealed
 towards the last step over ``anneal_steps`` meta-iterations. The official MZSR code has the same
-formula but its step counter never advanced, so it trained with uniform weights; here they anneal.
+formula but its step counter never advanced, so it trained with uniform weights; here they anneal,
+or stay at given ``step_weights`` w_0..w_N, where w_0 weighs the query loss of θ itself (no update): weight
+on θ keeps the un-adapted net a good one, weight on step 1 serves MZSR(1), the paper's headline.
 
 With ``learn_inner_lr`` the inner learning rate is learned per tensor and per inner step (MAML++'s
 LSLR, after Meta-SGD, Li et al. 2017): α becomes a [inner_steps, 16] array, trained by the outer loop
@@ -20,7 +22,11 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from mzsr_tf.model import BUILTIN, ConvOps, forward, l1_loss_and_grads
+from mzsr_tf.backward import l1_loss_and_grads
+from mzsr_tf.conv_ops import BUILTIN, ConvOps
+from mzsr_tf.errors import InputError
+from mzsr_tf.model import forward
+from mzsr_tf.optim import sgd
 
 __all__ = ["MetaConfig", "loss_weights", "step_rates", "fast_adapt", "meta_objective", "l1"]
 
@@ -45,7 +51,15 @@ class MetaConfig:
     first_order: bool = False  # FOMAML throughout
     first_order_steps: int = 0  # first-order warm-up for this many meta-iterations
     anneal_steps: int = 3333  # MAML++ annealing length: (1/N)/d with the official d = 6e-5
+    step_weights: tuple[float, ...] | None = None  # fixed loss weights of steps 0..N (0: θ itself); None: annealed
     precision: str = "float32"  # or 'bfloat16': mixed-precision convolutions in the inner and outer loops
+
+    def __post_init__(self):
+        if self.step_weights is not None:
+            w = tuple(float(x) for x in self.step_weights)
+            if len(w) != self.inner_steps + 1 or min(w) < 0 or not sum(w) > 0:
+                raise InputError(f"step_weights must be {self.inner_steps + 1} weights >= 0 (steps 0..N), got {w}")
+            object.__setattr__(self, "step_weights", w)
 
 
 def l1(a, b):
@@ -94,15 +108,15 @@ def fast_adapt(
       x_tr, y_tr: support pairs (network input, target), NHWC.
       x_te, y_te: query pairs.
       inner_lr: α, a number or a learned [steps, 16] array (:func:`step_rates`).
-      compute_dtype: e.g. ``tf.bfloat16`` for mixed-precision convolutions (``model.l1_loss_and_grads``).
-      ops: how the inner gradients' convolutions are computed (``model.l1_loss_and_grads``).
+      compute_dtype: e.g. ``tf.bfloat16`` for mixed-precision convolutions (``backward.l1_loss_and_grads``).
+      ops: how the inner gradients' convolutions are computed (``backward.l1_loss_and_grads``).
     """
     fast, query_losses = list(params), []
     for j in range(steps):
         _, grads = l1_loss_and_grads(fast, x_tr, y_tr, compute_dtype, ops)
         if first_order:
             grads = [tf.stop_gradient(g) for g in grads]
-        fast = [w - a * g for w, g, a in zip(fast, grads, step_rates(inner_lr, j, len(fast)))]
+        fast = sgd(fast, grads, step_rates(inner_lr, j, len(fast)))
         query_losses.append(l1(forward(fast, x_te, compute_dtype), y_te))
     return fast, tf.stack(query_losses)
 
@@ -126,7 +140,7 @@ def meta_objective(
     """
     x_tr, y_tr, x_te, y_te = tasks
     local = x_tr.shape[0]
-    per_step = []
+    per_step, unadapted = [], []
     for t in range(local):
         _, losses = fast_adapt(
             params, x_tr[t], y_tr[t], x_te[t], y_te[t], config.inner_steps,
@@ -134,7 +148,16 @@ def meta_objective(
             config.precision, ops,
         )  # fmt: skip
         per_step.append(losses)
+        if config.step_weights and config.step_weights[0]:
+            unadapted.append(l1(forward(params, x_te[t], config.precision), y_te[t]))
     per_step = tf.reduce_mean(tf.stack(per_step), axis=0)
-    weights = tf.cast(loss_weights(step, config.inner_steps, config.anneal_steps), per_step.dtype)
-    objective = tf.reduce_sum(weights * per_step) * (local / float(global_tasks or local))
+    if config.step_weights is None:
+        weights = tf.cast(loss_weights(step, config.inner_steps, config.anneal_steps), per_step.dtype)
+        objective = tf.reduce_sum(weights * per_step)
+    else:
+        w = tf.constant(config.step_weights, per_step.dtype) / sum(config.step_weights)
+        objective = tf.reduce_sum(w[1:] * per_step)
+        if unadapted:
+            objective += w[0] * tf.reduce_mean(tf.stack(unadapted))
+    objective = objective * (local / float(global_tasks or local))
     return objective, per_step

@@ -24,6 +24,8 @@ import numpy as np
 import tensorflow as tf
 
 from mzsr_tf import data as data_lib
+from mzsr_tf.backward import l1_loss_and_grads
+from mzsr_tf.conv_ops import BUILTIN, NATIVE, ConvOps
 from mzsr_tf.errors import InputError, TrainingStopped
 from mzsr_tf.kernel_estimation import (
     EstimatorConfig,
@@ -35,17 +37,8 @@ from mzsr_tf.kernel_estimation import (
     save_estimator,
 )
 from mzsr_tf.meta import MetaConfig, fast_adapt, meta_objective
-from mzsr_tf.model import (
-    BUILTIN,
-    NATIVE,
-    ConvOps,
-    MZSRNet,
-    forward,
-    l1_loss_and_grads,
-    load_inner_lr,
-    load_params,
-    save_params,
-)
+from mzsr_tf.model import MZSRNet, forward
+from mzsr_tf.weights import load_inner_lr, load_params, save_params
 
 __all__ = ["PretrainConfig", "RunConfig", "StepDecay", "make_strategy", "train"]
 
@@ -66,7 +59,7 @@ class PretrainConfig:
     subsample: str = "direct"  # for 'kernels'
     kernel_size: int = 15  # for 'kernels'
     min_variance: float = 1.0  # for 'kernels': p(k) eigenvalues from this (paper 1; < 1 adds sharp kernels)
-    precision: str = "float32"  # or 'bfloat16': mixed-precision convolutions (model.l1_loss_and_grads)
+    precision: str = "float32"  # or 'bfloat16': mixed-precision convolutions (backward.l1_loss_and_grads)
 
 
 @dataclass(frozen=True)
@@ -132,42 +125,13 @@ def _split(batch, replica: int, replicas: int):
     return tf.nest.map_structure(take, batch)
 
 
-class _Stage:
-    """Stage-specific pieces: config, data, per-replica loss and gradient, validation."""
+class Stage:
+    """What a training stage defines: its data, per-replica loss and gradient, validation, net and result file."""
 
-    def __init__(self, run: RunConfig, config, images):
+    learns_rates = False  # the learned inner rates are trained with θ (MAML++ LSLR)
+
+    def __init__(self, run: RunConfig, config, images=None):
         self.run, self.config, self.images = run, config, images
-
-    @property
-    def min_image_size(self) -> int:
-        return self.config.patch
-
-    def dataset(self, start_step):
-        c = self.config
-        if self.run.stage == "pretrain" and c.degradation in ("kernels", "mixed"):
-            bicubic = c.batch_size // 2 if c.degradation == "mixed" else 0
-            return data_lib.kernel_pairs(
-                self.images, c.batch_size, c.patch, c.scale, c.subsample, c.kernel_size, 0.0, self.run.seed, start_step,
-                bicubic, c.min_variance,
-            )  # fmt: skip
-        if self.run.stage == "pretrain":
-            return data_lib.bicubic_pairs(self.images, c.batch_size, c.patch, c.scale, self.run.seed, start_step)
-        return data_lib.kernel_tasks(
-            self.images,
-            c.meta_batch,
-            c.task_batch,
-            c.patch,
-            c.scale,
-            c.subsample,
-            c.kernel_size,
-            c.noise,
-            self.run.seed,
-            start_step,
-            c.min_variance,
-        )
-
-    def global_size(self):
-        return self.config.batch_size if self.run.stage == "pretrain" else self.config.meta_batch
 
     @property
     def conv_ops(self) -> ConvOps:
@@ -175,12 +139,87 @@ class _Stage:
         slowly on CPU; the hand-written matmul backward then."""
         return BUILTIN if self.run.jit else NATIVE
 
+    def learning_rate(self):
+        c = self.config
+        return StepDecay(c.lr, c.lr_decay_steps, c.lr_floor)
+
+    def first_order(self, step: int) -> bool:
+        """Whether meta-iteration ``step`` stops the inner gradients (always, outside meta-training)."""
+        return True
+
+    def make_net(self):
+        return MZSRNet(scale=self.config.scale)
+
+    def load_init(self, path) -> list:
+        return load_params(path)
+
+    def sample_input(self, val_batch):
+        """The network input of the validation batch, for the TensorBoard samples (None: no images)."""
+        return None
+
+    def save(self, values, out: Path) -> Path:
+        final = out / "final.weights.h5"
+        params, inner_lr = (values[:-1], values[-1]) if self.learns_rates else (values, None)
+        return save_params(params, final, overwrite=True, inner_lr=inner_lr, scale=self.config.scale)
+
+
+class PretrainStage(Stage):
+    """Large-scale training θ_T: L1 on (bicubic or blurred-kernel) LR/HR patch pairs."""
+
+    @property
+    def min_image_size(self) -> int:
+        return self.config.patch
+
+    def dataset(self, start_step):
+        c = self.config
+        if c.degradation in ("kernels", "mixed"):
+            bicubic = c.batch_size // 2 if c.degradation == "mixed" else 0
+            return data_lib.kernel_pairs(
+                self.images, c.batch_size, c.patch, c.scale, c.subsample, c.kernel_size, 0.0, self.run.seed, start_step,
+                bicubic, c.min_variance,
+            )  # fmt: skip
+        return data_lib.bicubic_pairs(self.images, c.batch_size, c.patch, c.scale, self.run.seed, start_step)
+
+    def global_size(self):
+        return self.config.batch_size
+
     def loss_and_grads(self, variables, batch, step, first_order, global_size):
-        if self.run.stage == "pretrain":
-            x, y = batch
-            loss, grads = l1_loss_and_grads(list(variables), x, y, self.config.precision, self.conv_ops)
-            share = x.shape[0] / global_size
-            return loss * share, [g * share for g in grads], tf.zeros([0])
+        x, y = batch
+        loss, grads = l1_loss_and_grads(list(variables), x, y, self.config.precision, self.conv_ops)
+        share = x.shape[0] / global_size
+        return loss * share, [g * share for g in grads], tf.zeros([0])
+
+    def validate(self, variables, batch):
+        """PSNR (RGB, no shave) on a fixed batch, and the bicubic input's."""
+        x, y = batch
+        return {"val/psnr": _psnr(forward(variables, x), y), "val/psnr_bicubic": _psnr(x, y)}
+
+    def sample_input(self, val_batch):
+        return val_batch[0]
+
+
+class MetaStage(Stage):
+    """Meta-transfer learning θ_M (``meta``): second-order MAML over blur-kernel tasks."""
+
+    @property
+    def learns_rates(self) -> bool:
+        return self.config.learn_inner_lr
+
+    @property
+    def min_image_size(self) -> int:
+        return self.config.patch
+
+    def dataset(self, start_step):
+        c = self.config
+        return data_lib.kernel_tasks(
+            self.images, c.meta_batch, c.task_batch, c.patch, c.scale, c.subsample, c.kernel_size, c.noise,
+            self.run.seed, start_step, c.min_variance,
+        )  # fmt: skip
+
+    def global_size(self):
+        return self.config.meta_batch
+
+    def loss_and_grads(self, variables, batch, step, first_order, global_size):
         params, inner_lr = _split_rates(variables, self.config)
         with tf.GradientTape() as tape:
             objective, per_step = meta_objective(
@@ -189,10 +228,7 @@ class _Stage:
         return objective, tape.gradient(objective, variables), per_step
 
     def validate(self, variables, batch):
-        """PSNR (RGB, no shave) on a fixed batch: before and after the inner loop for meta."""
-        if self.run.stage == "pretrain":
-            x, y = batch
-            return {"val/psnr": _psnr(forward(variables, x), y), "val/psnr_bicubic": _psnr(x, y)}
+        """PSNR (RGB, no shave) of the query patches before and after the inner loop."""
         params, inner_lr = _split_rates(variables, self.config)
         x_tr, y_tr, x_te, y_te = batch
         before, after = [], []
@@ -206,17 +242,17 @@ class _Stage:
         return {"val/psnr_before": tf.reduce_mean(before), "val/psnr_after": tf.reduce_mean(after)}
 
     def learning_rate(self):
-        if self.run.stage == "pretrain":
-            c = self.config
-            return StepDecay(c.lr, c.lr_decay_steps, c.lr_floor)
         return self.config.meta_lr
 
+    def first_order(self, step: int) -> bool:
+        return self.config.first_order or step < self.config.first_order_steps
 
-class _KernelStage:
+    def sample_input(self, val_batch):
+        return val_batch[2][0]
+
+
+class KernelStage(Stage):
     """The kernel estimator: relative L1 on the covariance of each patch's kernel (``kernel_estimation``)."""
-
-    def __init__(self, run: RunConfig, config: EstimatorConfig, images):
-        self.run, self.config, self.images = run, config, images
 
     @property
     def min_image_size(self) -> int:
@@ -242,13 +278,24 @@ class _KernelStage:
         lr, cov = batch
         return {"val/covariance_error": covariance_loss(estimate_covariance(variables, luminance(lr)), cov)}
 
-    def learning_rate(self):
-        c = self.config
-        return StepDecay(c.lr, c.lr_decay_steps, c.lr_floor)
+    def make_net(self):
+        return KernelEstimator(self.config.width, self.run.seed)
+
+    def load_init(self, path) -> list:
+        return load_estimator(path)
+
+    def save(self, values, out: Path) -> Path:
+        return save_estimator(values, out / "final.npz", overwrite=True)
 
 
-def _make_stage(run: RunConfig, config, images=None):
-    return _KernelStage(run, config, images) if run.stage == "kernel" else _Stage(run, config, images)
+STAGES = {"pretrain": PretrainStage, "meta": MetaStage, "kernel": KernelStage}
+
+
+def make_stage(run: RunConfig, config, images=None) -> Stage:
+    """The :class:`Stage` of ``run.stage`` ('pretrain', 'meta' or 'kernel')."""
+    if run.stage not in STAGES:
+        raise InputError(f"unknown stage {run.stage!r} ({', '.join(STAGES)})")
+    return STAGES[run.stage](run, config, images)
 
 
 def _split_rates(variables, config):
@@ -259,7 +306,7 @@ def _split_rates(variables, config):
     return variables, None
 
 
-def make_step_fn(stage: _Stage, variables, optimizers, strategy, first_order: bool, jit: bool = False):
+def make_step_fn(stage: Stage, variables, optimizers, strategy, first_order: bool, jit: bool = False):
     """The training step as one tf.function: per-replica loss and gradients, all-reduce, guarded update.
 
     The host batch is split evenly over the replicas; the update is skipped when the loss or any
@@ -297,7 +344,8 @@ def make_step_fn(stage: _Stage, variables, optimizers, strategy, first_order: bo
     return step_fn
 
 
-LR_FIELDS = ("lr", "lr_decay_steps", "lr_floor", "meta_lr", "inner_lr_meta_lr")  # a resume may change these
+LR_FIELDS = ("lr", "lr_decay_steps", "lr_floor", "meta_lr", "inner_lr_meta_lr")
+RESUME_FIELDS = (*LR_FIELDS, "step_weights")  # a resume may change these (recorded in config.json's history)
 
 
 def _checkpoints(ckpt: Path) -> list[str]:
@@ -335,7 +383,7 @@ def _check_run_dir(run: RunConfig, config) -> tuple[dict, list[str]]:
         "stage_config": _as_json(dataclasses.asdict(config)),
         "data_fingerprint": data_fingerprint(run.data),
     }
-    changed_lr: list[str] = []
+    changed_recipe: list[str] = []
     if run.resume and saved.exists():
         try:
             previous = json.loads(saved.read_text())
@@ -352,16 +400,16 @@ def _check_run_dir(run: RunConfig, config) -> tuple[dict, list[str]]:
         changed = [  # settings added since the run started count with their defaults
             k for k, v in record["stage_config"].items() if previous["stage_config"].get(k, defaults[k]) != v
         ]
-        changed_lr = [k for k in changed if k in LR_FIELDS]
-        others = [k for k in changed if k not in LR_FIELDS]
+        changed_recipe = [k for k in changed if k in RESUME_FIELDS]
+        others = [k for k in changed if k not in RESUME_FIELDS]
         if others:
             raise InputError(f"--resume with different settings ({', '.join(others)}) than the run in {out}")
         record["history"] = previous.get("history", [])
-        if changed_lr:
+        if changed_recipe:
             record["history"].append(
-                {k: [previous["stage_config"].get(k), record["stage_config"][k]] for k in changed_lr}
+                {k: [previous["stage_config"].get(k), record["stage_config"][k]] for k in changed_recipe}
             )
-    return record, changed_lr
+    return record, changed_recipe
 
 
 def _as_json(value):
@@ -390,22 +438,20 @@ def _restore_newest(checkpoint, ckpt: Path, log) -> str:
 
 def train(run: RunConfig, config, log=print) -> Path:
     """Run (or resume) a training stage up to ``run.steps``; returns ``RUN_DIR/final.weights.h5``."""
-    if run.stage not in ("pretrain", "meta", "kernel"):
-        raise InputError(f"unknown stage {run.stage!r} (pretrain, meta, kernel)")
+    stage = make_stage(run, config)
     if run.steps < 1:
         raise InputError(f"--steps must be positive, got {run.steps}")
     strategy = make_strategy(run.strategy)
     replicas = strategy.num_replicas_in_sync
-    stage = _make_stage(run, config)
     if stage.global_size() % replicas:
         raise InputError(f"batch of {stage.global_size()} does not split over {replicas} replicas")
-    record, changed_lr = _check_run_dir(run, config)
+    record, changed_recipe = _check_run_dir(run, config)
     ckpt_dir = Path(run.out) / "ckpt"
     stage.images = data_lib.load_images(run.data, stage.min_image_size)
 
-    learn_rates = run.stage == "meta" and config.learn_inner_lr
+    learn_rates = stage.learns_rates
     with strategy.scope():
-        net = KernelEstimator(config.width, run.seed) if run.stage == "kernel" else MZSRNet(scale=config.scale)
+        net = stage.make_net()
         rates = []  # the learned inner rates, with learn_inner_lr
         if learn_rates:
             rates = [tf.Variable(tf.fill([config.inner_steps, len(net.params)], config.inner_lr), name="inner_lr")]
@@ -424,8 +470,8 @@ def train(run: RunConfig, config, log=print) -> Path:
     if run.resume and _checkpoints(ckpt_dir):
         restored = _restore_newest(checkpoint, ckpt_dir, log)
         log(f"resumed {restored} at step {int(step_var.numpy())}")
-        if changed_lr:  # on purpose: the restored optimizer holds the old rate
-            log("learning rate changed on resume: " + ", ".join(f"{k} -> {getattr(config, k)}" for k in changed_lr))
+        if changed_recipe:  # on purpose: the restored optimizer holds the old rate
+            log("changed on resume: " + ", ".join(f"{k} -> {getattr(config, k)}" for k in changed_recipe))
         if not isinstance(optimizer.learning_rate, keras.optimizers.schedules.LearningRateSchedule):
             optimizer.learning_rate = stage.learning_rate()
         if learn_rates:
@@ -434,26 +480,26 @@ def train(run: RunConfig, config, log=print) -> Path:
         if run.resume:
             log(f"no checkpoint in {ckpt_dir}: starting at step 0")
         if run.init:
-            net.set_params(load_estimator(run.init) if run.stage == "kernel" else load_params(run.init))
+            net.set_params(stage.load_init(run.init))
             init_rates = load_inner_lr(run.init) if learn_rates else None
             if init_rates is not None and init_rates.shape == tuple(rates[0].shape):
                 rates[0].assign(init_rates)
     manager = tf.train.CheckpointManager(checkpoint, str(ckpt_dir), max_to_keep=3)  # an unreadable state file: TF
     # logs it and starts a new one (the checkpoints themselves were found from their .index files above)
-    if changed_lr:
+    if changed_recipe:
         record["history"][-1]["step"] = int(step_var.numpy())
     _write_record(Path(run.out), record)  # the run has started: record its settings
     start = int(step_var.numpy())
     if start >= run.steps:
         log(f"already at step {start} >= {run.steps}")
-        return _finish(run, variables, learn_rates, config)
+        return stage.save([v.numpy() for v in variables], Path(run.out))
 
     first_order_step = make_step_fn(stage, variables, optimizers, strategy, True, run.jit)
-    second_order_step = first_order_step
-    if run.stage == "meta" and not config.first_order:
+    second_order_step = None
+    if not all(stage.first_order(step) for step in range(start, run.steps)):
         second_order_step = make_step_fn(stage, variables, optimizers, strategy, False, run.jit)
     # Fixed validation batches from their own seed, not batches of the training stream.
-    val_stage = _make_stage(dataclasses.replace(run, seed=run.seed + 10_007), config, stage.images)
+    val_stage = make_stage(dataclasses.replace(run, seed=run.seed + 10_007), config, stage.images)
     val_batches = list(val_stage.dataset(0).take(run.val_batches))
     val_batch = val_batches[0]
     validate = tf.function(stage.validate)
@@ -476,8 +522,7 @@ def train(run: RunConfig, config, log=print) -> Path:
     dataset = iter(stage.dataset(start))
     for step in range(start, run.steps):
         batch = next(dataset)
-        use_first = run.stage != "meta" or config.first_order or step < config.first_order_steps
-        loss, per_step, finite = (first_order_step if use_first else second_order_step)(
+        loss, per_step, finite = (first_order_step if stage.first_order(step) else second_order_step)(
             batch, tf.constant(step, tf.int64)
         )
         step_var.assign(step + 1)
@@ -506,8 +551,8 @@ def train(run: RunConfig, config, log=print) -> Path:
                 bar.set_postfix(loss=f"{float(loss):.4f}")
             if (step + 1) % run.val_every == 0 or step + 1 == run.steps:
                 run_validation(step + 1)
-            if (step + 1) % run.sample_every == 0 and run.stage != "kernel":
-                x = val_batch[0] if run.stage == "pretrain" else val_batch[2][0]
+            x = stage.sample_input(val_batch)
+            if (step + 1) % run.sample_every == 0 and x is not None:
                 tf.summary.image(
                     "samples/input_output",
                     tf.concat([x, tf.clip_by_value(forward(net.params, x), 0, 1)], 2),
@@ -517,17 +562,7 @@ def train(run: RunConfig, config, log=print) -> Path:
             manager.save(checkpoint_number=step + 1)
     bar.close()
     manager.save(checkpoint_number=run.steps)
-    return _finish(run, variables, learn_rates, config)
-
-
-def _finish(run: RunConfig, variables, learn_rates: bool, config) -> Path:
-    values = [v.numpy() for v in variables]
-    if run.stage == "kernel":
-        return save_estimator(values, Path(run.out) / "final.npz", overwrite=True)
-    final = Path(run.out) / "final.weights.h5"
-    params, inner_lr = (values[:-1], values[-1]) if learn_rates else (values, None)
-    save_params(params, final, overwrite=True, inner_lr=inner_lr, scale=config.scale)
-    return final
+    return stage.save([v.numpy() for v in variables], Path(run.out))
 
 
 def stage_config(stage: str, **overrides):

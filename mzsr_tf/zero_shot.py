@@ -30,13 +30,16 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from mzsr_tf.backward import l1_loss_and_grads
+from mzsr_tf.conv_ops import NATIVE
 from mzsr_tf.degradation import degrade
 from mzsr_tf.ensemble import back_projection, geometric_self_ensemble
 from mzsr_tf.errors import InputError
 from mzsr_tf.imresize import output_length, upscale
 from mzsr_tf.kernels import Degradation
-from mzsr_tf.model import NATIVE, forward, l1_loss_and_grads, param_shapes
+from mzsr_tf.model import forward, param_shapes
 from mzsr_tf.noise import son_noise_sigma
+from mzsr_tf.optim import Adam, adam, descend, sgd, zero_moments
 
 __all__ = [
     "ADAM_RATES",
@@ -121,7 +124,7 @@ class AdaptConfig:
 
     @classmethod
     def learned(cls, inner_lr, **overrides) -> AdaptConfig:
-        """SGD with the per-tensor, per-step rates learned by meta-training (MAML++ LSLR; ``model.load_inner_lr``):
+        """SGD with the per-tensor, per-step rates learned by meta-training (MAML++ LSLR; ``weights.load_inner_lr``):
         the update rule θ_M was meta-trained for. Steps past the learned ones reuse the last row."""
         rows = tuple(tuple(float(a) for a in row) for row in np.asarray(inner_lr))
         return cls(**{"optimizer": "sgd", "layer_rates": rows, **overrides})
@@ -221,36 +224,26 @@ def adapt_steps(
         on random crop_size² windows, smaller ones whole (official: whole image).
       seed: int32 [2], for the crops (window ``i`` from ``seed + i``).
       start: index of the first update (Adam's bias correction and the crop seeds count from 0).
-      precision: compute type of the updates' convolutions (``model.l1_loss_and_grads``).
+      precision: compute type of the updates' convolutions (``backward.l1_loss_and_grads``).
       adam_epsilon: Adam's ε (with ``optimizer='adam'``).
     Returns:
       (fast weights, moments, L1 loss before each update [n]).
     """
-    n = len(params)
     if rates.shape.rank == 1:
-        rates = tf.tile(rates[:, None], [1, n])
+        rates = tf.tile(rates[:, None], [1, len(params)])
+    rule = Adam(epsilon=adam_epsilon)
 
-    def step(i, fast, moments, losses):
+    def update(i, fast, moments):
         k = start + i
         window = training_window(pair, crop_limits, seed, k)
         loss, grads = l1_loss_and_grads(fast, window[..., :3], window[..., 3:], precision, NATIVE)
         if optimizer == "adam":
-            m, v = moments[:n], moments[n:]
-            t = tf.cast(k + 1, tf.float32)
-            m = [0.9 * a + 0.1 * g for a, g in zip(m, grads)]
-            v = [0.999 * a + 0.001 * g * g for a, g in zip(v, grads)]
-            grads = [(a / (1 - 0.9**t)) / (tf.sqrt(b / (1 - 0.999**t)) + adam_epsilon) for a, b in zip(m, v)]
-            moments = m + v
-        fast = [w - rates[i, j] * g for j, (w, g) in enumerate(zip(fast, grads))]
-        return i + 1, fast, moments, losses.write(i, loss)
+            fast, moments = adam(fast, grads, moments, k + 1, rates[i], rule)
+        else:
+            fast = sgd(fast, grads, rates[i])
+        return loss, fast, moments
 
-    steps = tf.shape(rates)[0]
-    _, fast, moments, losses = tf.while_loop(
-        lambda i, *_: i < steps,
-        step,
-        (0, list(params), list(moments), tf.TensorArray(tf.float32, size=steps)),
-    )
-    return fast, moments, losses.stack()
+    return descend(update, params, list(moments), tf.shape(rates)[0])
 
 
 def adapt_graph(params, lr_image, kernel, rates, scale: int, config: AdaptConfig, subsample="direct", noise_sigma=0.0):
@@ -269,9 +262,8 @@ def adapt_graph(params, lr_image, kernel, rates, scale: int, config: AdaptConfig
     """
     seed = tf.constant([config.seed, 0], tf.int32)
     son_up, father = training_pair(lr_image[None], kernel, scale, subsample, noise_sigma, seed)
-    moments = [tf.zeros_like(p) for p in params] * 2
     fast, _, losses = adapt_steps(
-        params, moments, tf.concat([son_up, father], -1), rates,
+        params, zero_moments(params), tf.concat([son_up, father], -1), rates,
         tf.constant([config.max_pixels, config.crop_size], tf.int32), seed, 0, config.optimizer,
         "float32" if config.precision == "auto" else config.precision, config.adam_epsilon,
     )  # fmt: skip
@@ -381,7 +373,7 @@ def adapt(params, lr_image, degradation: Degradation, scale, config: AdaptConfig
         return (done + n, fast2, moments2), losses.numpy(), bool(finite)
 
     theta = [tf.convert_to_tensor(p, tf.float32) for p in params]
-    state = (0, theta, [tf.zeros_like(p) for p in theta] * 2)
+    state = (0, theta, zero_moments(theta))
     starts = [state]  # the last two chunk starts, to go back to when a later loss shows a diverged update
     seen: list[float] = []  # seen[i]: the loss of the weights after i updates (finite, not exploded)
     chunk, bad = 1, None  # bad: the first number of updates whose weights diverged

@@ -34,3 +34,20 @@ def chelsea_uint8():
 def astronaut64(astronaut_uint8):
     """The astronaut crop as float64 HWC in [0, 1]."""
     return astronaut_uint8.astype(np.float64) / 255.0
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="also run the tests marked slow (CI runs them)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: minutes-long end-to-end runs; skipped unless --runslow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -10,7 +10,8 @@ from PIL import Image
 from mzsr_tf.commands import adapt
 from mzsr_tf.degradation import degrade
 from mzsr_tf.kernels import gaussian_kernel
-from mzsr_tf.model import init_params, save_params
+from mzsr_tf.model import init_params
+from mzsr_tf.weights import save_params
 
 KERNEL = gaussian_kernel(2.0, 2.0, 0.0, 9).numpy()
 KERNEL_NAME = "g_d_2.0"
@@ -126,8 +127,7 @@ def test_shipped_weights_follow_the_kernels_subsampling(workspace, tmp_path, cap
     from mzsr_tf.io import read_image
     from mzsr_tf.kernels import resolve_degradation
     from mzsr_tf.metrics import to_uint8
-    from mzsr_tf.model import load_params
-    from mzsr_tf.weights import default_weights
+    from mzsr_tf.weights import default_weights, load_params
     from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
 
     lr = read_image(workspace / "lr" / "face.png").rgb

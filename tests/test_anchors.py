@@ -50,7 +50,7 @@ def test_paper_bicubic_column_on_set5(kernel, psnr, ssim):
 
 def test_port_matches_the_official_meta_test_on_the_pretrained_checkpoint():
     """Official code, official checkpoint, Set5 g^d_2.0: 0 / 1 / 10 updates = 29.1360 / 29.1421 / 29.1625 dB."""
-    from mzsr_tf.model import load_params
+    from mzsr_tf.weights import load_params
     from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
 
     params = load_params(PRETRAINED)

@@ -6,7 +6,8 @@ import pytest
 import mzsr_tf
 from mzsr_tf.errors import InputError
 from mzsr_tf.kernels import resolve_degradation
-from mzsr_tf.model import init_params, save_params
+from mzsr_tf.model import init_params
+from mzsr_tf.weights import save_params
 from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
 
 

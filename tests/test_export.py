@@ -30,7 +30,8 @@ from mzsr_tf.export.tflite import (
 from mzsr_tf.kernel_estimation import estimate_kernel, init_estimator, load_estimator, save_estimator
 from mzsr_tf.kernels import Degradation, gaussian_kernel, validate_kernel
 from mzsr_tf.metrics import to_uint8
-from mzsr_tf.model import init_params, load_params, param_shapes, save_params, super_resolve
+from mzsr_tf.model import init_params, param_shapes, super_resolve
+from mzsr_tf.weights import load_params, save_params
 from mzsr_tf.zero_shot import AdaptConfig, adapt, learning_rates, zero_shot_sr
 
 KERNEL_SIZE = 21
@@ -431,6 +432,7 @@ def test_a_failed_move_puts_the_old_export_back(tmp_path, monkeypatch):
         assert (path / "saved_model.pb" if path.is_dir() else path).read_text() == "old", name
 
 
+@pytest.mark.slow
 def test_cli_overwrite_keeps_other_files_and_refuses_a_folder_holding_the_input(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
@@ -478,9 +480,10 @@ def test_sigterm_mid_export_leaves_no_staging_folder(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.weights.h5"]
 
 
+@pytest.mark.slow
 def test_learned_rates_travel_into_the_weights_files_and_the_servings_adaptation(tmp_path, image):
     """Weights with meta-learned rates: export keeps them, and the SavedModel adapts as adapt.py does for them."""
-    from mzsr_tf.model import load_inner_lr
+    from mzsr_tf.weights import load_inner_lr
 
     params = distinct_params(4)
     rates = np.random.default_rng(0).uniform(0.005, 0.02, (3, 16)).astype(np.float32)

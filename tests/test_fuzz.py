@@ -18,7 +18,8 @@ from mzsr_tf.commands import adapt
 from mzsr_tf.errors import InputError
 from mzsr_tf.io import read_image
 from mzsr_tf.kernels import load_kernel, validate_kernel
-from mzsr_tf.model import init_params, save_params
+from mzsr_tf.model import init_params
+from mzsr_tf.weights import save_params
 
 FIXTURES = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 HEADERS = [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"BM", b"II*\x00", b"MM\x00*", b"GIF89a", b"\x93NUMPY"]

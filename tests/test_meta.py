@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mzsr_tf.conv_ops import BUILTIN, NATIVE
+from mzsr_tf.errors import InputError
 from mzsr_tf.meta import MetaConfig, fast_adapt, l1, loss_weights, meta_objective
-from mzsr_tf.model import BUILTIN, NATIVE, forward
+from mzsr_tf.model import forward
 
 
 def tiny_params(seed, width=3):
@@ -68,6 +70,24 @@ def test_loss_weights_anneal_towards_the_last_step():
     np.testing.assert_allclose(end, [0.006] * 4 + [0.976], rtol=1e-5)
     for step in (0, 37, 50, 99, 100, 5000):
         assert loss_weights(step, 5, 100).numpy().sum() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_fixed_step_weights_replace_the_annealing_and_may_weigh_theta_itself(task):
+    tasks, params = [t[None] for t in task], tiny_params(0)
+    config = MetaConfig(inner_steps=2, inner_lr=0.5, step_weights=(0, 3, 1))
+    objective, per_step = meta_objective(params, tasks, 10**6, config, False)
+    assert float(objective) == pytest.approx(float(0.75 * per_step[0] + 0.25 * per_step[1]), rel=1e-12)
+    annealed, _ = meta_objective(params, tasks, 10**6, MetaConfig(inner_steps=2, inner_lr=0.5), False)
+    assert float(annealed) != pytest.approx(float(objective), rel=1e-6)
+    with_theta, _ = meta_objective(
+        params, tasks, 0, MetaConfig(inner_steps=2, inner_lr=0.5, step_weights=(2, 1, 1)), False
+    )
+    unadapted = float(l1(forward(params, task[2]), task[3]))
+    assert float(with_theta) == pytest.approx(0.5 * unadapted + 0.25 * float(per_step[0] + per_step[1]), rel=1e-6)
+    for bad in ((1.0, 1.0), (1.0, -1.0, 1.0), (0.0, 0.0, 0.0)):
+        with pytest.raises(InputError, match="step_weights"):
+            MetaConfig(inner_steps=2, step_weights=bad)
+    assert MetaConfig(inner_steps=2, step_weights=[0, 1, 2]).step_weights == (0.0, 1.0, 2.0)  # from JSON: a tuple
 
 
 def test_a_meta_step_lowers_the_query_loss():

@@ -6,21 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mzsr_tf.backward import l1_loss_and_grads
+from mzsr_tf.conv_ops import BUILTIN, NATIVE, TAPS
 from mzsr_tf.errors import InputError
-from mzsr_tf.model import (
-    BUILTIN,
-    NATIVE,
-    PARAM_NAMES,
-    TAPS,
-    MZSRNet,
-    forward,
-    init_params,
-    l1_loss_and_grads,
-    load_params,
-    param_shapes,
-    save_params,
-    super_resolve,
-)
+from mzsr_tf.model import PARAM_NAMES, MZSRNet, forward, init_params, param_shapes, super_resolve
+from mzsr_tf.weights import load_params, save_params
 
 
 def test_parameter_count_matches_paper():
@@ -112,7 +102,7 @@ def test_weights_round_trip(tmp_path, suffix):
 
 @pytest.mark.parametrize("suffix", [".weights.h5", ".npz"])
 def test_learned_inner_rates_travel_with_the_weights(tmp_path, suffix):
-    from mzsr_tf.model import load_inner_lr
+    from mzsr_tf.weights import load_inner_lr
 
     params = init_params(1)
     rates = np.random.default_rng(0).uniform(0.001, 0.02, (5, len(params))).astype(np.float32)
@@ -131,7 +121,7 @@ def test_learned_inner_rates_travel_with_the_weights(tmp_path, suffix):
 
 @pytest.mark.parametrize("suffix", [".weights.h5", ".npz"])
 def test_weights_record_their_scale(tmp_path, suffix):
-    from mzsr_tf.model import check_scale, load_scale
+    from mzsr_tf.weights import check_scale, load_scale
 
     save_params(init_params(1), tmp_path / f"x4{suffix}", scale=4)
     save_params(init_params(1), tmp_path / f"plain{suffix}")

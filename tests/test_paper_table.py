@@ -168,7 +168,8 @@ def test_infinite_psnr_is_written_as_null(tmp_path):
 
 def test_adaptation_curve_writes_json_and_png_and_replots(tmp_path, astronaut_uint8):
     from benchmarks import adaptation_curve
-    from mzsr_tf.model import init_params, save_params
+    from mzsr_tf.model import init_params
+    from mzsr_tf.weights import save_params
 
     hr_folder = tmp_path / "HR"
     hr_folder.mkdir()
@@ -270,7 +271,8 @@ def test_adaptation_sweep_compares_settings_on_held_out_photos(tmp_path, capsys)
 
 def test_adaptation_sweep_takes_learned_rates_step_lists_and_noise(tmp_path, capsys):
     from benchmarks import adaptation_sweep
-    from mzsr_tf.model import init_params, save_params
+    from mzsr_tf.model import init_params
+    from mzsr_tf.weights import save_params
 
     weights = save_params(init_params(0), tmp_path / "w.weights.h5", inner_lr=np.full([5, 16], 1e-2, np.float32))
     out = tmp_path / "sweep.json"
@@ -303,8 +305,8 @@ def test_mzsr_takes_the_shipped_weights_of_each_kernels_subsampling(tmp_path):
     """Without --weights, g^b kernels run the bicubic-subsampling θ_M and g^d kernels the direct one."""
     import argparse
 
-    from mzsr_tf.model import init_params, load_params, save_params
-    from mzsr_tf.weights import default_weights
+    from mzsr_tf.model import init_params
+    from mzsr_tf.weights import default_weights, load_params, save_params
 
     params_for = paper_table._weights(argparse.Namespace(weights=None, scale=2))
     for subsample in ("direct", "bicubic"):
@@ -348,8 +350,7 @@ def test_precision_flag_reaches_mzsr_but_not_the_official_schedule(hr_folder, tm
 def test_official_methods_take_the_rates_of_the_kernels_model(hr_folder, tmp_path, capsys, astronaut_uint8):
     """mzsrN_official under a g^b kernel: the Bicubic×2 model with its own official rates, as adapt.py."""
     from mzsr_tf.kernels import resolve_degradation
-    from mzsr_tf.model import load_params
-    from mzsr_tf.weights import default_weights
+    from mzsr_tf.weights import default_weights, load_params
     from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
 
     out = tmp_path / "official.json"
@@ -373,7 +374,8 @@ def test_official_methods_take_the_rates_of_the_kernels_model(hr_folder, tmp_pat
 def test_blind_rows_draw_a_kernel_per_image_and_score_the_estimates(hr_folder, tmp_path, capsys):
     from benchmarks.blind_set import blind_degradation
     from mzsr_tf.kernel_estimation import init_estimator, save_estimator
-    from mzsr_tf.model import init_params, save_params
+    from mzsr_tf.model import init_params
+    from mzsr_tf.weights import save_params
 
     a, b = blind_degradation("astronaut.png", 2), blind_degradation("chelsea.png", 2)
     assert a.kernel.shape == (11, 11) and not np.allclose(a.kernel, b.kernel)

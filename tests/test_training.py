@@ -12,7 +12,7 @@ import tensorflow as tf
 from PIL import Image
 
 from mzsr_tf.commands import train
-from mzsr_tf.model import load_params
+from mzsr_tf.weights import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,7 @@ SCRIPT = textwrap.dedent(
     tf.config.experimental.enable_op_determinism()
     sys.path.insert(0, sys.argv[1])
     from mzsr_tf.commands import train
-    from mzsr_tf.model import load_params
+    from mzsr_tf.weights import load_params
     data, out = sys.argv[2], sys.argv[3]
     tiny = ["--stage", "meta", "--patch", "16", "--meta-batch", "2", "--task-batch", "1", "--inner-steps", "2",
             "--first-order", "--data", data, "--no-progress", "--val-every", "100"]
@@ -62,6 +62,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_resume_is_exact_and_mirrored_equals_one_device(data_dir, tmp_path):
     """k steps + stop + resume k steps == 2k steps; 2 logical CPUs (MirroredStrategy) == 1 device."""
     proc = subprocess.run(
@@ -100,7 +101,7 @@ def test_pretrain_writes_checkpoints_logs_and_final_weights(data_dir, tmp_path, 
     )
     assert code == 0, err
     assert (out / "final.weights.h5").is_file() and len(load_params(out / "final.weights.h5")) == 16
-    from mzsr_tf.model import load_scale
+    from mzsr_tf.weights import load_scale
 
     assert load_scale(out / "final.weights.h5") == 2  # the file says what scale it was trained for
     assert (out / "ckpt" / "checkpoint").is_file()
@@ -143,7 +144,7 @@ def test_non_finite_losses_stop_the_run_and_a_resume_may_lower_the_rate(data_dir
         np.testing.assert_array_equal(a, b)
     code, err = run(base + ["--steps", "4", "--lr", "1e-4", "--resume"], capsys)
     assert code == 0, err
-    assert "learning rate changed on resume: lr -> 0.0001" in err
+    assert "changed on resume: lr -> 0.0001" in err
     record = json.loads((out / "config.json").read_text())
     assert record["stage_config"]["lr"] == 1e-4 and record["history"] == [
         {"step": 2, "lr": [4e-4, 1e30]},
@@ -226,7 +227,8 @@ def test_missing_data_folder(tmp_path, capsys):
 
 
 def test_init_from_weights(data_dir, tmp_path, capsys):
-    from mzsr_tf.model import init_params, save_params
+    from mzsr_tf.model import init_params
+    from mzsr_tf.weights import save_params
 
     init = save_params(init_params(9), tmp_path / "init.weights.h5")
     out = tmp_path / "meta"
@@ -236,8 +238,9 @@ def test_init_from_weights(data_dir, tmp_path, capsys):
     assert 0 < max(moved) < 1e-2  # one Adam step of 1e-4 from the given start
 
 
+@pytest.mark.slow
 def test_learned_inner_rates_train_resume_and_ship_with_the_weights(data_dir, tmp_path, capsys):
-    from mzsr_tf.model import load_inner_lr
+    from mzsr_tf.weights import load_inner_lr
 
     out = tmp_path / "lslr"
     argv = TINY_META + ["--data", data_dir, "--out", out, "--learn-inner-lr", "--meta-lr", "1e-3"]
@@ -257,6 +260,7 @@ def test_learned_inner_rates_train_resume_and_ship_with_the_weights(data_dir, tm
     )
 
 
+@pytest.mark.slow
 def test_a_runs_config_json_is_a_recipe_and_resumes_its_run(data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     argv = TINY_META + ["--data", data_dir, "--out", out, "--steps", "2", "--meta-lr", "3e-4", "--val-every", "100"]
@@ -275,6 +279,13 @@ def test_a_runs_config_json_is_a_recipe_and_resumes_its_run(data_dir, tmp_path, 
     assert code == 0 and "resumed" in err and "at step 2" in err, err
     code, err = run(["--config", out / "config.json", "--steps", "4", "--resume", "--inner-steps", "3"], capsys)
     assert code == 2 and "inner_steps" in err
+    # a recipe change a resume may make: fixed multi-step loss weights, recorded in the run's history
+    changed = {**record, "stage_config": {**record["stage_config"], "step_weights": [1, 2, 1]}}
+    (tmp_path / "weights.json").write_text(json.dumps(changed))
+    code, err = run(["--config", tmp_path / "weights.json", "--out", out, "--steps", "4", "--resume"], capsys)
+    assert code == 0 and "changed on resume: step_weights -> (1.0, 2.0, 1.0)" in err, err
+    history = json.loads((out / "config.json").read_text())["history"]
+    assert history == [{"step": 3, "step_weights": [None, [1.0, 2.0, 1.0]]}]
     (tmp_path / "bad.json").write_text("{not json")
     assert run(["--config", tmp_path / "bad.json"], capsys)[0] == 2
     code, err = run(["--stage", "meta", "--steps", "1"], capsys)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from mzsr_tf.errors import InputError
-from mzsr_tf.model import init_params, load_params
-from mzsr_tf.weights import WEIGHTS_DIR, default_weights
+from mzsr_tf.model import init_params
+from mzsr_tf.weights import WEIGHTS_DIR, default_weights, load_params
 
 
 @pytest.mark.parametrize("scale,subsample", [(2, "direct"), (2, "bicubic"), (4, "direct")])

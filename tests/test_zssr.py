@@ -11,7 +11,6 @@ import tensorflow as tf
 from PIL import Image
 
 from benchmarks import paper_table
-from mzsr_tf import zssr
 from mzsr_tf.commands import adapt
 from mzsr_tf.degradation import degrade
 from mzsr_tf.errors import InputError
@@ -28,11 +27,14 @@ from mzsr_tf.zssr import (
     augmentation_matrix,
     back_projection,
     final_test,
+    graphs,
     init_zssr_params,
     lr_should_drop,
     random_augmentation,
     select_father,
+    sons,
     train_zssr,
+    training,
     warp_cubic,
 )
 
@@ -96,8 +98,8 @@ def test_policy_timing_and_stop_at_official_numbers(image, monkeypatch):
         slopes.append(list(steps))
         return True
 
-    monkeypatch.setattr(zssr, "_graph", fake_graph)
-    monkeypatch.setattr(zssr, "lr_should_drop", always)
+    monkeypatch.setattr(training, "graph", fake_graph)
+    monkeypatch.setattr(training, "lr_should_drop", always)
     log = train_zssr(image, KERNEL, 2, dataclasses.replace(ZSSRConfig(), output_flip=False)).log[0]
     assert log.learning_rate_drops == [299, 599, 899] and log.iterations == 900
     assert log.final_learning_rate == pytest.approx(1e-6)
@@ -110,7 +112,7 @@ def test_policy_timing_and_stop_at_official_numbers(image, monkeypatch):
 
 
 def test_policy_in_a_real_run(image, monkeypatch):
-    monkeypatch.setattr(zssr, "lr_should_drop", lambda steps, errors, ratio: True)
+    monkeypatch.setattr(training, "lr_should_drop", lambda steps, errors, ratio: True)
     log = train_zssr(image, KERNEL, 2, dataclasses.replace(TINY, max_iters=100)).log[0]
     assert log.learning_rate_drops == [9, 19, 29] and log.iterations == 30 and len(log.losses) == 30
 
@@ -212,6 +214,7 @@ def test_reconstruction_error_falls(image):
     assert result.sr.shape == (48, 48, 3) and result.iterations == log.iterations == 12
 
 
+@pytest.mark.slow
 def test_from_scratch_on_a_bicubic_image_the_net_learns():
     """The bicubic case, where the residual to learn is small: the net beats bicubic reconstruction.
 
@@ -233,17 +236,17 @@ def test_from_scratch_on_a_bicubic_image_the_net_learns():
 
 def test_one_iteration_is_an_adam_step_on_father_and_son(image):
     """The traced loop equals: augment → son → L1(net(bicubic↑son), father) → Keras Adam (eps 1e-8) step."""
-    key = zssr._graph_key((2.0, 2.0), "direct", KERNEL.kernel, TINY)
+    key = graphs.graph_key((2.0, 2.0), "direct", KERNEL.kernel, TINY)
     params = init_zssr_params(1)
-    sources, sizes = zssr._pad_sources([image])
+    sources, sizes = training.pad_sources([image])
     bases, kernel, seed = tf.constant([1.0]), tf.constant(KERNEL.kernel, tf.float32), tf.constant([4, 0])
     moments = [tf.zeros_like(p) for p in params] * 2
     args = (sources, sizes, bases, kernel, tf.constant(1e-3), seed, tf.constant(7), tf.constant(1))
-    new, _, t, losses = zssr._graph("train", key)(params, moments, tf.constant(0.0), *args)
+    new, _, t, losses = graphs.graph("train", key)(params, moments, tf.constant(0.0), *args)
     seeds = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(seed, 7), 2)
     aug = random_augmentation(seeds[0], bases, 1.0, TINY)
     father = warp_cubic(sources[0], sizes[0], augmentation_matrix(aug, sizes[0], 1.0, 16), 16)[None]
-    son_up = imresize(zssr.father_to_son(father, kernel, 2, "direct", 0.0, seeds[1]), 2, (16, 16))
+    son_up = imresize(sons.father_to_son(father, kernel, 2, "direct", 0.0, seeds[1]), 2, (16, 16))
     variables = [tf.Variable(p) for p in params]
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(tf.abs(forward(variables, son_up) - father))
@@ -266,8 +269,8 @@ def test_training_traces_once_across_image_sizes(astronaut_uint8):
 
 def test_gradual_stages_feed_their_outputs_as_fathers(image, monkeypatch):
     sources = []
-    pad = zssr._pad_sources
-    monkeypatch.setattr(zssr, "_pad_sources", lambda s: sources.append(list(s)) or pad(s))
+    pad = training.pad_sources
+    monkeypatch.setattr(training, "pad_sources", lambda s: sources.append(list(s)) or pad(s))
     config = dataclasses.replace(
         TINY, max_iters=2, scale_factors=((1.0, 1.5), (2.0, 2.0)), back_projection_iters=(1, 2)
     )

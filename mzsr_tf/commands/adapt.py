@@ -10,7 +10,6 @@ python adapt.py --demo
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -99,277 +98,6 @@ def build_parser():
     return p
 
 
-def _expand(inputs):
-    from mzsr_tf.errors import InputError
-    from mzsr_tf.io import list_images
-
-    files = []
-    for path in inputs:
-        if path.is_dir():
-            found = list_images(path)
-            if not found:
-                raise InputError(f"{path}: no images (.png/.jpg/.jpeg/.bmp/.tif/.tiff) in folder")
-            files += found
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise InputError(f"{path}: no such file or folder")
-    return files
-
-
-def _pair_gt(files, gt):
-    """GT for each input: the file itself, or in a folder the one named ``stem``, ``stem_GT`` or ``stem_HR``."""
-    from mzsr_tf.errors import InputError
-    from mzsr_tf.io import list_images
-
-    if gt is None:
-        return [None] * len(files)
-    if gt.is_file():
-        if len(files) != 1:
-            raise InputError(f"--gt {gt} is one file but there are {len(files)} inputs; give a folder")
-        return [gt]
-    if not gt.is_dir():
-        raise InputError(f"{gt}: no such GT file or folder")
-    by_stem = {p.stem: p for p in list_images(gt)}
-    pairs = []
-    for f in files:
-        match = next((by_stem[s] for s in (f.stem, f"{f.stem}_GT", f"{f.stem}_HR") if s in by_stem), None)
-        if match is None:
-            raise InputError(f"{f}: no GT named {f.stem}, {f.stem}_GT or {f.stem}_HR in {gt}")
-        pairs.append(match)
-    return pairs
-
-
-def _outputs(files, out, scale):
-    from mzsr_tf.errors import InputError
-    from mzsr_tf.io import IMAGE_SUFFIXES
-
-    out = out or Path("results")
-    if out.suffix.lower() in IMAGE_SUFFIXES and not out.is_dir():
-        if len(files) != 1:
-            raise InputError(f"--out {out} is a file but there are {len(files)} inputs; give a folder")
-        return [out]
-    names = [f"{f.stem}_x{scale}.png" for f in files]
-    if len(set(names)) != len(names):
-        raise InputError("two inputs share a name; process them separately")
-    return [out / n for n in names]
-
-
-def _load_gt(gt_path, scale, max_pixels):
-    from mzsr_tf.io import read_image
-    from mzsr_tf.metrics import modcrop
-
-    return modcrop(read_image(gt_path, max_pixels).rgb, scale)
-
-
-def _score(entry, baseline: str, before, after, hr, gt_path, scale):
-    """Fill ``psnr_y_<baseline>``/``ssim_y_<baseline>`` (``before``) and ``psnr_y``/``ssim_y`` (``after``)."""
-    from mzsr_tf.errors import InputError
-    from mzsr_tf.metrics import psnr_y, ssim_y
-
-    for suffix, sr in ((f"_{baseline}", before), ("", after)):
-        if hr.shape != sr.shape:
-            raise InputError(
-                f"{gt_path}: GT is {hr.shape[1]}x{hr.shape[0]} after modcrop, SR is {sr.shape[1]}x{sr.shape[0]}"
-            )
-        entry[f"psnr_y{suffix}"], entry[f"ssim_y{suffix}"] = psnr_y(sr, hr, scale), ssim_y(sr, hr, scale)
-
-
-def mzsr_runner(args, config, params):
-    """``run(rgb, shape, gt_path, name, degradation) -> (sr, report fields)`` for MZSR(n) from the meta-weights."""
-    from mzsr_tf.zero_shot import zero_shot_sr
-
-    def run(rgb, shape, gt_path, name, degradation):
-        result = zero_shot_sr(params, rgb, degradation, args.scale, config, output_shape=shape)
-        if result.diverged:
-            print(
-                f"warning: {name}: update {len(result.losses) + 1} of {config.steps} diverged (non-finite); "
-                f"kept the weights after update {len(result.losses)} (lower --lr)",
-                file=sys.stderr,
-            )
-        entry = {
-            "method": "mzsr",
-            "steps": config.steps,
-            "optimizer": "learned" if config.layer_rates else config.optimizer,
-            "precision": config.compute_precision,  # 'auto' resolved on this machine
-            "son_noise": config.noise_sigma,
-            "losses": result.losses,
-            **({"diverged_at_update": len(result.losses) + 1} if result.diverged else {}),
-            "seconds_adapt": round(result.seconds_adapt, 4),
-            "seconds_sr": round(result.seconds_sr, 4),
-        }
-        if gt_path is not None:
-            before = zero_shot_sr(params, rgb, degradation, args.scale, dataclasses.replace(config, steps=0), shape)
-            hr = _load_gt(gt_path, args.scale, args.max_image_pixels * args.scale**2)
-            _score(entry, "before", before.sr, result.sr, hr, gt_path, args.scale)
-            print(
-                f"{name}: PSNR-Y {entry['psnr_y_before']:.2f} -> {entry['psnr_y']:.2f} dB "
-                f"after {config.steps} steps ({result.seconds_adapt:.2f} s)",
-                file=sys.stderr,
-            )
-        return result.sr, entry
-
-    return run
-
-
-def zssr_runner(args, config, init):
-    """``run(rgb, shape, gt_path, name, degradation) -> (sr, report fields)`` for ZSSR trained on each image."""
-    from mzsr_tf.imresize import upscale
-    from mzsr_tf.zssr import train_zssr
-
-    def run(rgb, shape, gt_path, name, degradation):
-        from tqdm import tqdm
-
-        gt = None if gt_path is None else _load_gt(gt_path, args.scale, args.max_image_pixels * args.scale**2)
-        with tqdm(desc=f"ZSSR {name}", unit="it", dynamic_ncols=True, leave=False) as bar:
-
-            def progress(stage, stages, iteration, max_iters, loss, learning_rate):
-                bar.total = max_iters
-                bar.n = iteration
-                bar.set_postfix_str(f"stage {stage + 1}/{stages}, loss {loss:.4f}, lr {learning_rate:.0e}")
-
-            result = train_zssr(rgb, degradation, args.scale, config, init, gt, shape, progress)
-        entry = {
-            "method": "zssr",
-            "preset": args.preset or "x2_ideal",
-            "iterations": result.iterations,
-            "learning_rate_drops": [i for stage in result.log for i in stage.learning_rate_drops],
-            "stages": [stage.as_dict() for stage in result.log],
-            "seconds_train": round(sum(stage.seconds_train for stage in result.log), 4),
-            "seconds_sr": round(sum(stage.seconds_test for stage in result.log), 4),
-        }
-        if gt_path is not None:
-            bicubic = upscale(rgb, args.scale, result.sr.shape[:2]).numpy().clip(0, 1)
-            _score(entry, "bicubic", bicubic, result.sr, gt, gt_path, args.scale)
-            print(
-                f"{name}: PSNR-Y bicubic {entry['psnr_y_bicubic']:.2f} -> ZSSR {entry['psnr_y']:.2f} dB "
-                f"after {result.iterations} iterations ({entry['seconds_train']:.1f} s)",
-                file=sys.stderr,
-            )
-        return result.sr, entry
-
-    return run
-
-
-def _check_outputs(args, files, gts, outs):
-    """Every destination is writable and replaces no input, checked before any work."""
-    import os
-
-    from mzsr_tf.errors import InputError
-
-    inputs = {f.resolve() for f in [*files, *(g for g in gts if g is not None)]}
-    destinations = outs + ([args.json] if args.json else [])
-    for dest in destinations:
-        if dest.resolve() in inputs:
-            raise InputError(f"{dest}: is an input; choose another output")
-        if dest.exists() and not args.overwrite:
-            raise InputError(f"{dest}: exists (pass --overwrite to replace it)")
-        if dest.is_dir():
-            raise InputError(f"{dest}: is a folder")
-        parent = dest.parent
-        while not parent.exists():  # the nearest existing ancestor must be a writable folder
-            parent = parent.parent
-        if not parent.is_dir():
-            raise InputError(f"{dest}: cannot be written, {parent} is not a folder")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise InputError(f"{dest}: cannot be written, {parent} is not writable")
-
-
-def _load_inputs(args, files, gts, check, kernel_for):
-    """Read every input (and its GT), find its kernel and check it can be processed; one error naming every bad
-    file. Returns (image, SR shape, degradation, estimate or None) per input."""
-    from mzsr_tf.errors import InputError
-    from mzsr_tf.io import read_image
-
-    loaded, bad = [], []
-    for f, gt in zip(files, gts):
-        try:
-            img = read_image(f, args.max_image_pixels)
-            shape = None
-            if gt is not None:
-                gt_shape = read_image(gt, args.max_image_pixels * args.scale**2).rgb.shape
-                shape = tuple(n - n % args.scale for n in gt_shape[:2])
-            degradation, estimate = kernel_for(img.rgb)
-            check(img.rgb, shape, degradation)
-            loaded.append((img, shape, degradation, estimate))
-        except InputError as e:
-            message = str(e).splitlines()[0]
-            bad.append(message if str(f) in message or (gt and str(gt) in message) else f"{f}: {message}")
-    if len(bad) == 1 and len(files) == 1:
-        raise InputError(bad[0])
-    if bad:
-        raise InputError(f"{len(bad)} of {len(files)} inputs cannot be processed, nothing written: " + "; ".join(bad))
-    return loaded
-
-
-def _kernel_files(out: Path) -> tuple[Path, Path]:
-    """Where an estimated kernel is written beside the SR output: ``<out>_kernel.npy`` and ``<out>_kernel.png``."""
-    return out.with_name(f"{out.stem}_kernel.npy"), out.with_name(f"{out.stem}_kernel.png")
-
-
-def _kernel_source(args, degradation):
-    """``kernel_for(rgb) -> (degradation, estimate or None)``: the given kernel, or a blind estimate per photo."""
-    if degradation is not None:
-        return lambda rgb: (degradation, None)
-    from mzsr_tf.kernel_estimation import default_estimator, estimate_kernel, load_estimator
-    from mzsr_tf.kernels import Degradation
-
-    params = load_estimator(args.kernel_estimator or default_estimator())
-
-    def kernel_for(rgb):
-        estimate = estimate_kernel(rgb, args.scale, params)
-        return Degradation(estimate.kernel, "direct", "estimated"), estimate
-
-    return kernel_for
-
-
-def run_images(args, run, check, degradation=None):
-    """All or nothing: every input is read and checked and every destination checked before the first output.
-
-    ``degradation`` None: blind SR, each photo's kernel is estimated (and written beside its output)."""
-    import numpy as np
-
-    from mzsr_tf.imresize import upscale
-    from mzsr_tf.io import ImageData, atomic_write, write_image
-    from mzsr_tf.kernel_estimation import save_kernel_files
-
-    files = _expand(args.inputs)
-    gts = _pair_gt(files, args.gt)
-    outs = _outputs(files, args.out, args.scale)
-    blind = degradation is None
-    kernel_outs = [_kernel_files(o) for o in outs] if blind else []
-    _check_outputs(args, files, gts, outs + [p for pair in kernel_outs for p in pair])
-    loaded = _load_inputs(args, files, gts, check, _kernel_source(args, degradation))
-    if outs and outs[0].parent != Path("."):
-        outs[0].parent.mkdir(parents=True, exist_ok=True)
-    report = []
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        tqdm = None
-    bar = tqdm(list(zip(files, loaded, gts, outs)), unit="img", disable=len(files) < 2 or tqdm is None)
-    for i, (f, (img, shape, deg, estimate), gt, out) in enumerate(bar):
-        kernel_fields = {}
-        if estimate is not None:
-            npy, png = save_kernel_files(estimate.kernel, *kernel_outs[i], overwrite=args.overwrite)
-            kernel_fields = {"kernel": {"estimated": True, "npy": str(npy), "png": str(png), **estimate.as_dict()}}
-            print(f"{f.name}: estimated kernel {estimate.describe()} ({estimate.seconds:.2f} s), wrote {npy}",
-                  file=sys.stderr)  # fmt: skip
-        sr, fields = run(img.rgb, shape, gt, f.name, deg)
-        fields = {**kernel_fields, **fields}
-        alpha = None
-        if img.alpha is not None:
-            alpha = np.clip(upscale(img.alpha[..., None], args.scale, sr.shape[:2]).numpy()[..., 0], 0, 1)
-        write_image(out, ImageData(sr, alpha, img.gray, img.bit_depth), overwrite=args.overwrite)
-        report.append({"input": str(f), "output": str(out), "size": list(img.rgb.shape[:2]), **fields})
-    if args.json:
-        with atomic_write(args.json, args.overwrite) as tmp:
-            tmp.write_text(json.dumps({"images": report}, indent=2))
-    if len(files) == 1:
-        print(f"wrote {outs[0]}" + (f" and {args.json}" if args.json else ""), file=sys.stderr)
-    return report
-
-
 def run_demo(args, rows):
     """Degrade scikit-image's astronaut with g_d_2.0, super-resolve it, write the last SR image, print PSNRs.
 
@@ -401,11 +129,12 @@ def run_demo(args, rows):
     print(f"wrote {name}")
 
 
-def _method_config(args, degradation):
+def _method_config(args, degradation, job):
     """(runner, check, demo rows) for ``--method``; flags of the other method are an error. ``degradation`` None:
     blind (each photo's kernel estimated, direct subsampling)."""
+    from mzsr_tf.batch import mzsr_runner, zssr_runner
     from mzsr_tf.errors import InputError
-    from mzsr_tf.model import check_scale, load_inner_lr, load_params
+    from mzsr_tf.weights import check_scale, load_inner_lr, load_params
 
     mzsr_only = {"--steps": args.steps, "--weights": args.weights, "--optimizer": args.optimizer, "--lr": args.lr}
     mzsr_only.update({"--precision": args.precision, "--crop": args.crop, "--son-noise": args.son_noise})
@@ -433,7 +162,7 @@ def _method_config(args, degradation):
         def check(rgb, shape, degradation):
             check_input(rgb, degradation, args.scale, config, shape)
 
-        return zssr_runner(args, config, init), check, [("ZSSR", "zssr", demo)]
+        return zssr_runner(job, config, init, args.preset or "x2_ideal"), check, [("ZSSR", "zssr", demo)]
 
     from mzsr_tf.weights import default_weights
     from mzsr_tf.zero_shot import AdaptConfig, check_input, zero_shot_sr
@@ -476,11 +205,12 @@ def _method_config(args, degradation):
     def check(rgb, shape, degradation):
         check_input(rgb, degradation, args.scale)
 
-    return mzsr_runner(args, config, params), check, rows
+    return mzsr_runner(job, config, params), check, rows
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    from mzsr_tf.batch import Job, run_images
     from mzsr_tf.errors import InputError
     from mzsr_tf.kernels import resolve_degradation
 
@@ -498,10 +228,12 @@ def main(argv=None):
     if args.kernel_estimator and not blind:
         raise InputError("--kernel-estimator applies to blind SR (no --kernel, or --kernel estimate)")
     degradation = None if blind else resolve_degradation(args.kernel or DEMO_KERNEL, args.subsample)
-    run, check, demo_rows = _method_config(args, degradation)
+    job = Job(tuple(args.inputs), args.scale, args.out, args.gt, args.json, args.overwrite, args.max_image_pixels,
+              args.kernel_estimator)  # fmt: skip
+    run, check, demo_rows = _method_config(args, degradation, job)
     if args.demo:
         return run_demo(args, demo_rows)
-    run_images(args, run, check, degradation)
+    run_images(job, run, check, degradation)
     return 0
 
 

@@ -53,8 +53,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     from mzsr_tf.errors import InputError
     from mzsr_tf.export import ExportConfig, check_output_folder, export_all
-    from mzsr_tf.model import check_scale, load_inner_lr, load_params
-    from mzsr_tf.weights import default_weights
+    from mzsr_tf.weights import check_scale, default_weights, load_inner_lr, load_params
 
     inputs = [args.weights] if args.weights else []
     check_output_folder(args.out, args.overwrite, inputs)  # fail before the slow part

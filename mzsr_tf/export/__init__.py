@@ -3,14 +3,14 @@
 ``export_all(params, out)`` writes, all or nothing (built in a temporary folder next to ``out``,
 renamed into place at the end)::
 
-    out/mzsr.weights.h5        θ_M, Keras weights (``model.save_params``)
+    out/mzsr.weights.h5        θ_M, Keras weights (``weights.save_params``)
     out/mzsr_weights.npz       θ_M as plain arrays ``convN/kernel``, ``convN/bias``
     out/serving/1/             TF Serving SavedModel: zero-shot SR per request (``mzsr_tf.export.savedmodel``)
     out/mzsr_adapt.tflite      LiteRT on-device adaptation graph, builtin ops only (``mzsr_tf.export.tflite``)
     out/mzsr_sr.tflite         LiteRT SR with baked weights, for after the adaptation (``tflite.bake_weights``)
 
 Example:
-  >>> from mzsr_tf.model import load_params
+  >>> from mzsr_tf.weights import load_params
   >>> export_all(load_params("mzsr_x2_direct.weights.h5"), "exported")  # doctest: +SKIP
 """
 
@@ -136,14 +136,14 @@ def export_all(
     """Write every export of θ_M (``params``, 16 tensors) into folder ``out``; returns the paths by kind.
 
     ``overwrite`` replaces earlier exports in ``out`` (only the entries of ``FILES``); ``inputs`` (the
-    weights read) must not lie inside ``out``. ``inner_lr``: θ_M's meta-learned rates (``model.load_inner_lr``),
+    weights read) must not lie inside ``out``. ``inner_lr``: θ_M's meta-learned rates (``weights.load_inner_lr``),
     kept in the weights files and run by the SavedModel's adaptation (the LiteRT graph keeps its SGD schedule).
     ``estimator``: kernel estimator weights for the SavedModel's ``blind`` and the LiteRT model's ``estimate_kernel``
     signatures (``kernel_estimation``).
     """
     from mzsr_tf.export.savedmodel import save_serving
     from mzsr_tf.export.tflite import save_inference_model, save_tflite
-    from mzsr_tf.model import save_params
+    from mzsr_tf.weights import save_params
 
     out = check_output_folder(out, overwrite, inputs)
     staging = _make_staging(out)

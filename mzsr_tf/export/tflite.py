@@ -6,7 +6,7 @@ meta-test loop (paper Algorithm 2) by calling the signatures:
 
 * ``train_step(image, kernel, learning_rate) -> loss``: one SGD update θ ← θ − lr·∇L1(net(bicubic↑(son)), image)
   where son = (image ⊛ kernel)↓s, direct subsampling with a reflect border (``degradation.degrade``);
-  the gradient is the hand-written ``model.l1_loss_and_grads`` (``GradientTape`` needs Flex ops);
+  the gradient is the hand-written ``backward.l1_loss_and_grads`` (``GradientTape`` needs Flex ops);
   ``loss`` is the L1 before the update, as ``zero_shot.adapt`` reports it.
 * ``super_resolve(image) -> sr``: clip(net(bicubic↑s(image))) at (sH, sW) with the current weights.
 * ``reset() -> ok``: back to θ_M (TFLite drops signatures without outputs, hence ``ok``).
@@ -26,7 +26,7 @@ to the file, past ``MAX_BYTES``, so the device graph keeps SGD (the README compa
 
 Speed: XNNPACK, LiteRT's CPU delegate, takes CONV_2D only with constant filters, and here the filters are
 variables; the graph therefore computes every convolution and its gradients as batch matmuls over shifted
-views (``model.TAPS``), which XNNPACK runs with changing weights, with slice bounds that are constants so
+views (``conv_ops.TAPS``), which XNNPACK runs with changing weights, with slice bounds that are constants so
 that it takes them at any image size (``mzsr_tf.export.profile`` shows which op runs where).
 
 Size: θ_M is needed twice — as the variables' initial values and as ``reset``'s source — but both
@@ -46,9 +46,12 @@ import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
+from mzsr_tf.backward import l1_loss_and_grads
+from mzsr_tf.conv_ops import TAPS
 from mzsr_tf.export.profile import op_name
 from mzsr_tf.kernel_estimation import estimate_graph
-from mzsr_tf.model import PARAM_NAMES, TAPS, l1_loss_and_grads, super_resolve
+from mzsr_tf.model import PARAM_NAMES, super_resolve
+from mzsr_tf.optim import sgd
 from mzsr_tf.zero_shot import training_pair
 
 __all__ = [
@@ -128,9 +131,10 @@ class AdaptationModule(tf.Module):
     def _train_step(self, image, kernel, learning_rate):
         """One meta-test update on (son → image), plain SGD like the official ``test.py``."""
         son_up, father = training_pair(image, kernel / tf.reduce_sum(kernel), self.scale, SUBSAMPLE)
-        loss, grads = l1_loss_and_grads(self._values(), son_up, father, ops=TAPS)
-        for w, g in zip(self.weights, grads):
-            w.assign_sub(learning_rate * g)
+        values = self._values()
+        loss, grads = l1_loss_and_grads(values, son_up, father, ops=TAPS)
+        for w, new in zip(self.weights, sgd(values, grads, learning_rate)):
+            w.assign(new)
         return {"loss": loss}
 
     def _super_resolve(self, image):

@@ -1,8 +1,29 @@
-"""Weights shipped inside the package (trained by ``train.py``; recipe in the README)."""
+"""Weights files: the ones shipped inside the package, and reading/writing θ (and its learned inner rates).
+
+Formats: ``.weights.h5`` (Keras, ours), ``.npz`` (``convN/kernel`` arrays), TF checkpoints (the official
+MZSR TF1 layout, or ``train.py``'s); every write is atomic.
+"""
+
+from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import tensorflow as tf
+
 from mzsr_tf.errors import InputError
+from mzsr_tf.model import PARAM_NAMES, MZSRNet, param_shapes
+
+__all__ = [
+    "WEIGHTS_DIR",
+    "INNER_LR",
+    "default_weights",
+    "load_params",
+    "save_params",
+    "load_inner_lr",
+    "load_scale",
+    "check_scale",
+]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
 
@@ -15,4 +36,163 @@ def default_weights(scale: int = 2, subsample: str = "direct") -> Path:
         raise InputError(
             f"no shipped weights for x{int(scale)} {subsample} subsampling (shipped: {shipped}); pass --weights"
         )
+    return path
+
+
+def _check_shapes(arrays, source) -> list[np.ndarray]:
+    expected = param_shapes()
+    if len(arrays) != len(expected):
+        raise InputError(f"{source}: expected {len(expected)} weight tensors, found {len(arrays)}")
+    for name, a, s in zip(PARAM_NAMES, arrays, expected):
+        if tuple(a.shape) != s:
+            raise InputError(f"{source}: {name} has shape {tuple(a.shape)}, expected {s}")
+        if not np.all(np.isfinite(a)):
+            raise InputError(f"{source}: {name} contains NaN or Inf")
+    return [np.asarray(a, np.float32) for a in arrays]
+
+
+INNER_LR = "inner_lr"  # learned per-tensor, per-step inner rates beside the weights (MAML++ LSLR)
+SCALE = "mzsr_scale"  # the SR factor the weights were trained for, when the file records it
+# train.py checkpoints hold the network's variables, in ``params`` order, as the optimizer's.
+_TRAIN_CKPT = "optimizer/_trainable_variables/{}/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def load_params(path) -> list[tf.Tensor]:
+    """Load weights from ``.weights.h5`` (ours), ``.npz`` (``convN/kernel`` arrays) or a TF checkpoint.
+
+    A TF checkpoint is either the official MZSR TF1 layout (variables ``MODEL/convN/kernel|bias``)
+    or one of ``train.py``'s (``RUN/ckpt/ckpt-N``, to use a step chosen by validation), given as its
+    prefix (``.../Pretrained``), its ``.index`` file or its folder (the latest checkpoint).
+    """
+    path = Path(path)
+    name = path.name
+    try:
+        if name.endswith(".weights.h5"):
+            if not path.is_file():
+                raise InputError(f"{path}: weights file not found")
+            net = MZSRNet()
+            net.load_weights(str(path))
+            arrays = [v.numpy() for v in net.params]
+        elif path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                missing = [n for n in PARAM_NAMES if n not in data]
+                if missing:
+                    raise InputError(f"{path}: missing arrays {', '.join(missing[:3])}")
+                arrays = [data[n] for n in PARAM_NAMES]
+        else:
+            prefix = path.with_suffix("") if path.suffix == ".index" else path
+            if path.is_dir():
+                prefix = tf.train.latest_checkpoint(str(path)) or path
+            if not Path(str(prefix) + ".index").is_file():
+                raise InputError(f"{path}: not a .weights.h5, .npz or TF checkpoint")
+            reader = tf.train.load_checkpoint(str(prefix))
+            keys = reader.get_variable_to_shape_map()
+            names = [f"MODEL/{n}" for n in PARAM_NAMES]
+            if names[0] not in keys and _TRAIN_CKPT.format(0) in keys:  # a train.py checkpoint
+                names = [_TRAIN_CKPT.format(i) for i in range(len(PARAM_NAMES))]
+            missing = [n for n in names if n not in keys]
+            if missing:
+                raise InputError(f"{path}: checkpoint lacks {missing[0]}")
+            arrays = [reader.get_tensor(n) for n in names]
+    except InputError:
+        raise
+    except Exception as e:  # h5py/TF raise many types for corrupt files
+        raise InputError(f"{path}: cannot read weights ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    return [tf.constant(a) for a in _check_shapes(arrays, path)]
+
+
+def _check_inner_lr(rates, source) -> np.ndarray:
+    rates = np.asarray(rates, np.float32)
+    if rates.ndim != 2 or rates.shape[0] < 1 or rates.shape[1] != len(PARAM_NAMES):
+        raise InputError(f"{source}: {INNER_LR} has shape {rates.shape}, expected [steps, {len(PARAM_NAMES)}]")
+    if not np.all(np.isfinite(rates)):
+        raise InputError(f"{source}: {INNER_LR} contains NaN or Inf")
+    return rates
+
+
+def load_inner_lr(path) -> np.ndarray | None:
+    """The learned inner learning rates (MAML++ LSLR, [steps, 16]) stored with the weights, or None."""
+    path = Path(path)
+    try:
+        if path.name.endswith(".weights.h5"):
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                rates = f[INNER_LR][()] if INNER_LR in f else None
+        elif path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                rates = data[INNER_LR] if INNER_LR in data else None
+        else:
+            prefix = path.with_suffix("") if path.suffix == ".index" else path
+            if path.is_dir():
+                prefix = tf.train.latest_checkpoint(str(path)) or path
+            reader = tf.train.load_checkpoint(str(prefix))
+            key = f"{INNER_LR}/.ATTRIBUTES/VARIABLE_VALUE"
+            rates = reader.get_tensor(key) if reader.has_tensor(key) else None
+    except Exception as e:  # h5py/TF raise many types for corrupt files
+        raise InputError(f"{path}: cannot read weights ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    return None if rates is None else _check_inner_lr(rates, path)
+
+
+def load_scale(path) -> int | None:
+    """The SR factor the weights were trained for, if their file records it (``save_params(scale=...)``)."""
+    path = Path(path)
+    if not path.is_file():  # a checkpoint folder or prefix records none; a missing file is load_params' to report
+        return None
+    try:
+        if path.name.endswith(".weights.h5"):
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                value = f.attrs.get(SCALE)
+        elif path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                value = data[SCALE] if SCALE in data else None
+        else:
+            return None
+    except Exception as e:  # h5py raises many types for corrupt files
+        raise InputError(f"{path}: cannot read weights ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    return None if value is None else int(value)
+
+
+def check_scale(path, scale: int) -> None:
+    """Refuse weights whose file records another SR factor than ``scale``."""
+    trained = load_scale(path)
+    if trained is not None and trained != int(scale):
+        raise InputError(f"{path}: weights trained for x{trained}, not x{int(scale)} (use --scale {trained})")
+
+
+def save_params(params, path, overwrite: bool = False, inner_lr=None, scale: int | None = None) -> Path:
+    """Save weights as ``.weights.h5`` (Keras) or ``.npz`` (``convN/kernel`` arrays), atomically.
+
+    ``inner_lr``: learned inner learning rates [steps, 16] to store with them (:func:`load_inner_lr`);
+    ``scale``: the SR factor they were trained for (:func:`load_scale`).
+    """
+    from mzsr_tf.io import atomic_write
+
+    path = Path(path)
+    arrays = _check_shapes([np.asarray(p) for p in params], path)
+    rates = None if inner_lr is None else _check_inner_lr(inner_lr, path)
+    with atomic_write(path, overwrite) as tmp:
+        if path.name.endswith(".weights.h5"):
+            net = MZSRNet()
+            net.set_params(arrays)
+            final = tmp.with_name(tmp.name + ".weights.h5")  # Keras insists on the suffix
+            net.save_weights(str(final))
+            if rates is not None or scale is not None:
+                import h5py
+
+                with h5py.File(final, "a") as f:
+                    if rates is not None:
+                        f.create_dataset(INNER_LR, data=rates)
+                    if scale is not None:
+                        f.attrs[SCALE] = int(scale)
+            final.replace(tmp)
+        elif path.suffix == ".npz":
+            extra = {} if rates is None else {INNER_LR: rates}
+            extra.update({} if scale is None else {SCALE: np.int64(scale)})
+            with open(tmp, "wb") as f:
+                np.savez(f, **dict(zip(PARAM_NAMES, arrays)), **extra)
+        else:
+            raise InputError(f"{path}: weights must be saved as .weights.h5 or .npz")
     return path
