@@ -23,7 +23,7 @@ def l1_loss_and_grads(params, x, y, compute_dtype=None, ops: ConvOps = BUILTIN):
 
     ``compute_dtype`` (e.g. ``tf.bfloat16``) runs the convolutions and their gradients in that type
     (mixed precision, Micikevicius et al. 2018: weights, the residual sum, the loss and the returned
-    gradients stay in the type of ``x``); bfloat16 is 1.3-1.9x faster on CPUs with AVX512-BF16.
+    gradients stay in the type of ``x``); bfloat16 is faster on CPUs with AVX512-BF16.
 
     ``ops`` picks how the convolutions and their gradients are computed (same values): ``BUILTIN`` (TFLite
     builtins, differentiable again), ``NATIVE`` (TF's ``Conv2DBackpropFilter/Input`` kernels: faster on CPU

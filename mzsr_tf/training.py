@@ -11,10 +11,13 @@ function of (seed, step), so resuming is exact), TensorBoard ``logs/`` and ``fin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +43,7 @@ from mzsr_tf.meta import MetaConfig, fast_adapt, meta_objective
 from mzsr_tf.model import MZSRNet, forward
 from mzsr_tf.weights import load_inner_lr, load_params, save_params
 
-__all__ = ["PretrainConfig", "RunConfig", "StepDecay", "make_strategy", "train"]
+__all__ = ["PretrainConfig", "RunConfig", "StepDecay", "make_strategy", "is_chief", "train"]
 
 MAX_NONFINITE = 5  # stop after this many non-finite steps in a row
 
@@ -108,6 +111,16 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name == "multiworker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise InputError(f"unknown strategy {name!r} (default, mirrored, multiworker)")
+
+
+def is_chief(strategy) -> bool:
+    """Whether this process writes the run's files: yes, except on a multi-worker cluster's other workers (TF's
+    convention: the 'chief' task, or worker 0 when the cluster has none)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if not task_type or task_type == "chief":
+        return True
+    return task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
 
 
 def _psnr(a, b):
@@ -436,6 +449,19 @@ def _restore_newest(checkpoint, ckpt: Path, log) -> str:
     raise InputError(f"{ckpt}: no readable checkpoint to resume; refusing to start over")
 
 
+@contextlib.contextmanager
+def _save_dir(chief: bool, ckpt_dir: Path):
+    """The chief's checkpoints go to the run folder, another worker's to a temporary folder removed afterwards."""
+    if chief:
+        yield ckpt_dir
+        return
+    folder = Path(tempfile.mkdtemp(prefix="mzsr-worker-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def train(run: RunConfig, config, log=print) -> Path:
     """Run (or resume) a training stage up to ``run.steps``; returns ``RUN_DIR/final.weights.h5``."""
     stage = make_stage(run, config)
@@ -445,124 +471,146 @@ def train(run: RunConfig, config, log=print) -> Path:
     replicas = strategy.num_replicas_in_sync
     if stage.global_size() % replicas:
         raise InputError(f"batch of {stage.global_size()} does not split over {replicas} replicas")
+    chief = is_chief(strategy)
+    if not chief:  # the other workers of a cluster compute, the chief reports and writes
+
+        def log(message):
+            return None
+
     record, changed_recipe = _check_run_dir(run, config)
     ckpt_dir = Path(run.out) / "ckpt"
-    stage.images = data_lib.load_images(run.data, stage.min_image_size)
+    # Every worker saves (saving may need collectives); the others into a folder of their own, removed at the end.
+    with _save_dir(chief, ckpt_dir) as save_dir:
+        stage.images = data_lib.load_images(run.data, stage.min_image_size)
 
-    learn_rates = stage.learns_rates
-    with strategy.scope():
-        net = stage.make_net()
-        rates = []  # the learned inner rates, with learn_inner_lr
-        if learn_rates:
-            rates = [tf.Variable(tf.fill([config.inner_steps, len(net.params)], config.inner_lr), name="inner_lr")]
-        variables = net.params + rates
-        optimizer = keras.optimizers.Adam(stage.learning_rate(), epsilon=1e-8)
-        optimizer.build(net.params)
-        optimizers = [(optimizer, len(net.params))]
-        extra = {}
-        if learn_rates:  # the rates have an Adam of their own (their learning rate may differ from θ's)
-            rates_optimizer = keras.optimizers.Adam(config.inner_lr_meta_lr or config.meta_lr, epsilon=1e-8)
-            rates_optimizer.build(rates)
-            optimizers.append((rates_optimizer, 1))
-            extra = {"inner_lr": rates[0], "rates_optimizer": rates_optimizer}
-        step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    checkpoint = tf.train.Checkpoint(model=net, optimizer=optimizer, step=step_var, seed=tf.Variable(run.seed), **extra)
-    if run.resume and _checkpoints(ckpt_dir):
-        restored = _restore_newest(checkpoint, ckpt_dir, log)
-        log(f"resumed {restored} at step {int(step_var.numpy())}")
-        if changed_recipe:  # on purpose: the restored optimizer holds the old rate
-            log("changed on resume: " + ", ".join(f"{k} -> {getattr(config, k)}" for k in changed_recipe))
-        if not isinstance(optimizer.learning_rate, keras.optimizers.schedules.LearningRateSchedule):
-            optimizer.learning_rate = stage.learning_rate()
-        if learn_rates:
-            rates_optimizer.learning_rate = config.inner_lr_meta_lr or config.meta_lr
-    else:
-        if run.resume:
-            log(f"no checkpoint in {ckpt_dir}: starting at step 0")
-        if run.init:
-            net.set_params(stage.load_init(run.init))
-            init_rates = load_inner_lr(run.init) if learn_rates else None
-            if init_rates is not None and init_rates.shape == tuple(rates[0].shape):
-                rates[0].assign(init_rates)
-    manager = tf.train.CheckpointManager(checkpoint, str(ckpt_dir), max_to_keep=3)  # an unreadable state file: TF
-    # logs it and starts a new one (the checkpoints themselves were found from their .index files above)
-    if changed_recipe:
-        record["history"][-1]["step"] = int(step_var.numpy())
-    _write_record(Path(run.out), record)  # the run has started: record its settings
-    start = int(step_var.numpy())
-    if start >= run.steps:
-        log(f"already at step {start} >= {run.steps}")
-        return stage.save([v.numpy() for v in variables], Path(run.out))
-
-    first_order_step = make_step_fn(stage, variables, optimizers, strategy, True, run.jit)
-    second_order_step = None
-    if not all(stage.first_order(step) for step in range(start, run.steps)):
-        second_order_step = make_step_fn(stage, variables, optimizers, strategy, False, run.jit)
-    # Fixed validation batches from their own seed, not batches of the training stream.
-    val_stage = make_stage(dataclasses.replace(run, seed=run.seed + 10_007), config, stage.images)
-    val_batches = list(val_stage.dataset(0).take(run.val_batches))
-    val_batch = val_batches[0]
-    validate = tf.function(stage.validate)
-    writer = tf.summary.create_file_writer(str(Path(run.out) / "logs"))
-    from tqdm import tqdm
-
-    bar = tqdm(total=run.steps, initial=start, disable=not run.progress, unit="step", dynamic_ncols=True)
-    nonfinite, t_last = 0, time.perf_counter()
-
-    def run_validation(at_step):
-        per_batch = [validate(variables, batch) for batch in val_batches]
-        metrics = {k: tf.reduce_mean([m[k] for m in per_batch]) for k in per_batch[0]}
-        for k, v in metrics.items():
-            tf.summary.scalar(k, v, step=at_step)
-        log(f"step {at_step}: " + ", ".join(f"{k} {float(v):.3f}" for k, v in metrics.items()))
-
-    if start == 0:  # the starting point's validation: where the learning curve begins
-        with writer.as_default():
-            run_validation(0)
-    dataset = iter(stage.dataset(start))
-    for step in range(start, run.steps):
-        batch = next(dataset)
-        loss, per_step, finite = (first_order_step if stage.first_order(step) else second_order_step)(
-            batch, tf.constant(step, tf.int64)
+        learn_rates = stage.learns_rates
+        with strategy.scope():
+            net = stage.make_net()
+            rates = []  # the learned inner rates, with learn_inner_lr
+            if learn_rates:
+                rates = [tf.Variable(tf.fill([config.inner_steps, len(net.params)], config.inner_lr), name="inner_lr")]
+            variables = net.params + rates
+            optimizer = keras.optimizers.Adam(stage.learning_rate(), epsilon=1e-8)
+            optimizer.build(net.params)
+            optimizers = [(optimizer, len(net.params))]
+            extra = {}
+            if learn_rates:  # the rates have an Adam of their own (their learning rate may differ from θ's)
+                rates_optimizer = keras.optimizers.Adam(config.inner_lr_meta_lr or config.meta_lr, epsilon=1e-8)
+                rates_optimizer.build(rates)
+                optimizers.append((rates_optimizer, 1))
+                extra = {"inner_lr": rates[0], "rates_optimizer": rates_optimizer}
+            step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        checkpoint = tf.train.Checkpoint(
+            model=net, optimizer=optimizer, step=step_var, seed=tf.Variable(run.seed), **extra
         )
-        step_var.assign(step + 1)
-        if not bool(finite):
-            nonfinite += 1
-            log(f"step {step}: non-finite loss or gradient, update skipped ({nonfinite} in a row)")
-            if nonfinite >= MAX_NONFINITE:  # nothing saved: the last checkpoint holds the last finite state
-                last = _checkpoints(ckpt_dir)
-                where = f"its last checkpoint, {Path(last[0]).name}," if last else "no checkpoint yet; it"
-                raise TrainingStopped(
-                    f"stopping: {nonfinite} non-finite steps in a row at step {step}; the run keeps {where} "
-                    "from before: --resume with a lower --lr/--meta-lr (a resume may change the learning rate)"
-                )
-            continue
-        nonfinite = 0
-        bar.update(1)
-        with writer.as_default(step=step + 1):
-            if (step + 1) % run.log_every == 0 or step == start:
-                now = time.perf_counter()
-                tf.summary.scalar("train/loss", loss)
-                tf.summary.scalar("train/learning_rate", optimizer.learning_rate)
-                tf.summary.scalar("train/seconds_per_step", (now - t_last) / (1 if step == start else run.log_every))
-                for j in range(int(per_step.shape[0])):
-                    tf.summary.scalar(f"train/query_loss_step{j + 1}", per_step[j])
-                t_last = now
-                bar.set_postfix(loss=f"{float(loss):.4f}")
-            if (step + 1) % run.val_every == 0 or step + 1 == run.steps:
-                run_validation(step + 1)
-            x = stage.sample_input(val_batch)
-            if (step + 1) % run.sample_every == 0 and x is not None:
-                tf.summary.image(
-                    "samples/input_output",
-                    tf.concat([x, tf.clip_by_value(forward(net.params, x), 0, 1)], 2),
-                    max_outputs=2,
-                )
-        if (step + 1) % run.checkpoint_every == 0:
-            manager.save(checkpoint_number=step + 1)
-    bar.close()
-    manager.save(checkpoint_number=run.steps)
-    return stage.save([v.numpy() for v in variables], Path(run.out))
+        if run.resume and _checkpoints(ckpt_dir):
+            restored = _restore_newest(checkpoint, ckpt_dir, log)
+            log(f"resumed {restored} at step {int(step_var.numpy())}")
+            if changed_recipe:  # on purpose: the restored optimizer holds the old rate
+                log("changed on resume: " + ", ".join(f"{k} -> {getattr(config, k)}" for k in changed_recipe))
+            if not isinstance(optimizer.learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+                optimizer.learning_rate = stage.learning_rate()
+            if learn_rates:
+                rates_optimizer.learning_rate = config.inner_lr_meta_lr or config.meta_lr
+        else:
+            if run.resume:
+                log(f"no checkpoint in {ckpt_dir}: starting at step 0")
+            if run.init:
+                net.set_params(stage.load_init(run.init))
+                init_rates = load_inner_lr(run.init) if learn_rates else None
+                if init_rates is not None and init_rates.shape == tuple(rates[0].shape):
+                    rates[0].assign(init_rates)
+        # An unreadable state file: TF logs it and starts anew (the checkpoints were found from their .index files).
+        manager = tf.train.CheckpointManager(checkpoint, str(save_dir), max_to_keep=3)
+        if changed_recipe:
+            record["history"][-1]["step"] = int(step_var.numpy())
+        if chief:
+            _write_record(Path(run.out), record)  # the run has started: record its settings
+
+        def finish() -> Path:
+            final = stage.save([v.numpy() for v in variables], Path(run.out) if chief else save_dir)
+            return Path(run.out) / final.name
+
+        start = int(step_var.numpy())
+        if start >= run.steps:
+            log(f"already at step {start} >= {run.steps}")
+            return finish()
+
+        first_order_step = make_step_fn(stage, variables, optimizers, strategy, True, run.jit)
+        second_order_step = None
+        if not all(stage.first_order(step) for step in range(start, run.steps)):
+            second_order_step = make_step_fn(stage, variables, optimizers, strategy, False, run.jit)
+        # Fixed validation batches from their own seed, not batches of the training stream.
+        val_stage = make_stage(dataclasses.replace(run, seed=run.seed + 10_007), config, stage.images)
+        val_batches = list(val_stage.dataset(0).take(run.val_batches))
+        val_batch = val_batches[0]
+        validate = tf.function(stage.validate)
+        writer = (
+            tf.summary.create_file_writer(str(Path(run.out) / "logs")) if chief else tf.summary.create_noop_writer()
+        )
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=run.steps, initial=start, disable=not (run.progress and chief), unit="step", dynamic_ncols=True
+        )
+        nonfinite, t_last = 0, time.perf_counter()
+
+        def run_validation(at_step):
+            per_batch = [validate(variables, batch) for batch in val_batches]
+            metrics = {k: tf.reduce_mean([m[k] for m in per_batch]) for k in per_batch[0]}
+            for k, v in metrics.items():
+                tf.summary.scalar(k, v, step=at_step)
+            log(f"step {at_step}: " + ", ".join(f"{k} {float(v):.3f}" for k, v in metrics.items()))
+
+        if start == 0:  # the starting point's validation: where the learning curve begins
+            with writer.as_default():
+                run_validation(0)
+        dataset = iter(stage.dataset(start))
+        for step in range(start, run.steps):
+            batch = next(dataset)
+            loss, per_step, finite = (first_order_step if stage.first_order(step) else second_order_step)(
+                batch, tf.constant(step, tf.int64)
+            )
+            step_var.assign(step + 1)
+            if not bool(finite):
+                nonfinite += 1
+                log(f"step {step}: non-finite loss or gradient, update skipped ({nonfinite} in a row)")
+                if nonfinite >= MAX_NONFINITE:  # nothing saved: the last checkpoint holds the last finite state
+                    last = _checkpoints(ckpt_dir)
+                    where = f"its last checkpoint, {Path(last[0]).name}," if last else "no checkpoint yet; it"
+                    raise TrainingStopped(
+                        f"stopping: {nonfinite} non-finite steps in a row at step {step}; the run keeps {where} "
+                        "from before: --resume with a lower --lr/--meta-lr (a resume may change the learning rate)"
+                    )
+                continue
+            nonfinite = 0
+            bar.update(1)
+            with writer.as_default(step=step + 1):
+                if (step + 1) % run.log_every == 0 or step == start:
+                    now = time.perf_counter()
+                    tf.summary.scalar("train/loss", loss)
+                    tf.summary.scalar("train/learning_rate", optimizer.learning_rate)
+                    tf.summary.scalar(
+                        "train/seconds_per_step", (now - t_last) / (1 if step == start else run.log_every)
+                    )
+                    for j in range(int(per_step.shape[0])):
+                        tf.summary.scalar(f"train/query_loss_step{j + 1}", per_step[j])
+                    t_last = now
+                    bar.set_postfix(loss=f"{float(loss):.4f}")
+                if (step + 1) % run.val_every == 0 or step + 1 == run.steps:
+                    run_validation(step + 1)
+                x = stage.sample_input(val_batch)
+                if (step + 1) % run.sample_every == 0 and x is not None:
+                    tf.summary.image(
+                        "samples/input_output",
+                        tf.concat([x, tf.clip_by_value(forward(net.params, x), 0, 1)], 2),
+                        max_outputs=2,
+                    )
+            if (step + 1) % run.checkpoint_every == 0:
+                manager.save(checkpoint_number=step + 1)
+        bar.close()
+        manager.save(checkpoint_number=run.steps)
+        return finish()
 
 
 def stage_config(stage: str, **overrides):

@@ -8,13 +8,12 @@ Optimizers: the official ``test.py`` for Direct×2 takes plain SGD steps, lr 2e-
 steps 2-4, 5e-3 after (``AdaptConfig.official()``, ``OFFICIAL_RATES``; its Bicubic×2 and Direct×4 models
 have their own rates). The default is Adam (Kingma &
 Ba, Alg. 1) with ``ADAM_RATES``, 1e-4 rising to 2e-4 then 1.5e-4 from step 6: chosen on scikit-image
-photos that are neither training nor test images (``benchmarks/adaptation_sweep.py``), where ten of
-its steps beat ten official ones by 0.25–1.7 dB under each paper kernel from the previous θ_M, and
-by 0.76 dB on the mean (0.54 dB after one step) from the shipped one.
+photos that are neither training nor test images (``benchmarks/adaptation_sweep.py``), where its steps
+beat the official ones under each paper kernel (docs/results.md).
 
 Speed: the updates take their conv gradients from TF's own backprop kernels (oneDNN on CPU) and,
 with ``precision='auto'``, run the convolutions in bfloat16 on hardware that does so natively
-(mixed precision: weights, Adam moments, loss and final SR stay float32), 1.3-1.9x faster at the same
+(mixed precision: weights, Adam moments, loss and final SR stay float32), faster at the same
 PSNR on the held-out photos (``benchmarks/adaptation_sweep.py``, ``benchmarks/speed.py``).
 """
 
@@ -75,7 +74,7 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 
 @functools.cache
 def native_bfloat16() -> bool:
-    """Whether this machine runs bfloat16 convolutions natively (the updates then run 1.3-1.9x faster).
+    """Whether this machine runs bfloat16 convolutions natively (the updates then run faster).
 
     True on GPUs of compute capability 8.0+ (Ampere on) and, with no GPU, on CPUs with AVX512-BF16 or
     AMX-BF16 (oneDNN's bfloat16 kernels; read from ``/proc/cpuinfo``, so Linux only).

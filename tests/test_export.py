@@ -160,6 +160,44 @@ def test_the_readmes_rest_bodies_run(served, image):
     np.testing.assert_array_equal(got, serve(served, image, np.ones((1, 1), np.float32), steps=2)[0])
 
 
+def test_the_docs_grpc_example_runs_against_an_in_process_grpc_server(served, image, tmp_path, monkeypatch):
+    """docs/export.md's gRPC client, as written, through a real gRPC round trip to the SavedModel's signatures."""
+    import re
+    from concurrent import futures
+
+    import grpc
+    from PIL import Image
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):  # TF Serving's Predict: TensorProtos in and out
+            fn = served.signatures[request.model_spec.signature_name]
+            outputs = fn(**{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})
+            reply = predict_pb2.PredictResponse()
+            for k, v in outputs.items():
+                reply.outputs[k].CopyFrom(tf.make_tensor_proto(v.numpy()))
+            return reply
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "export.md").read_text()
+    client = re.search(r"### gRPC\n.*?```python\n(.*?)```", docs, re.S).group(1)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Servicer(), server)
+    port = server.add_insecure_port("localhost:0")
+    server.start()
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    monkeypatch.chdir(tmp_path)
+    steps = "tf.make_tensor_proto(10, dtype=tf.int32)"
+    assert steps in client and "localhost:8500" in client
+    client = client.replace(steps, f"tf.make_tensor_proto({MAX_STEPS}, dtype=tf.int32)")  # this export's limit
+    scope = {}
+    try:
+        exec(client.replace("localhost:8500", f"localhost:{port}"), scope)
+    finally:
+        server.stop(None)
+    expected = serve(served, image, np.ones((1, 1), np.float32), steps=MAX_STEPS)[0]
+    np.testing.assert_array_equal(scope["sr"], expected)
+
+
 def test_blind_signature_estimates_like_the_library_then_adapts_with_that_kernel(served, image, exported):
     estimator = load_estimator(exported[0].parent / "estimator.npz")
     expected = estimate_kernel(image.astype(np.float32) / 255.0, 2, estimator).kernel
@@ -247,6 +285,24 @@ def test_tflite_is_small_and_builtin_only(tflite_path):
     signatures = ["estimate_kernel", "get_weights", "reset", "super_resolve", "train_step"]
     assert sorted(interpreter.get_signature_list()) == signatures
     assert interpreter.get_signature_list()["train_step"]["inputs"] == ["image", "kernel", "learning_rate"]
+
+
+def test_the_docs_kotlin_snippet_calls_the_models_signatures_by_their_names(tflite_path):
+    """docs/export.md's Android snippet (not compiled here): every runSignature names a signature of the model
+    and exactly its inputs and outputs."""
+    import re
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "export.md").read_text()
+    kotlin = re.search(r"```kotlin\n(.*?)```", docs, re.S).group(1).replace("//", "")  # commented calls too
+    calls = re.findall(r"runSignature\((.*?),\s*\"(\w+)\"\)", kotlin, re.S)
+    found = {}
+    for args, key in calls:
+        maps = re.split(r"mapOf\(|emptyMap\(\)", args)[1:]  # [inputs, outputs]
+        found[key] = [sorted(re.findall(r'"(\w+)" to', m)) for m in maps]
+    signatures = Interpreter(model_content=tflite_path.read_bytes()).get_signature_list()
+    assert set(found) == set(signatures) - {"get_weights"}, found
+    for key, (inputs, outputs) in found.items():
+        assert inputs == sorted(signatures[key]["inputs"]) and outputs == sorted(signatures[key]["outputs"]), key
 
 
 def test_tflite_estimates_the_kernel_like_tf(tflite_path, exported, image):

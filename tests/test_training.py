@@ -79,6 +79,58 @@ def test_resume_is_exact_and_mirrored_equals_one_device(data_dir, tmp_path):
     assert result["mirrored"] < 1e-5
 
 
+WORKER = textwrap.dedent(
+    """
+    import json, os, sys
+    sys.path.insert(0, sys.argv[1])
+    cluster = {"worker": sys.argv[2].split(",")}
+    os.environ["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": int(sys.argv[3])}})
+    from mzsr_tf.commands import train
+    sys.exit(train.cli.run(train.main, json.loads(sys.argv[4])))
+    """
+)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_local_workers_train_as_one_device_and_only_the_chief_writes(data_dir, tmp_path, capsys):
+    """MultiWorkerMirroredStrategy over two processes (TF_CONFIG on localhost): the same weights as one device;
+    checkpoints, logs, config.json and the final weights written once, by worker 0; nothing left by worker 1."""
+    import tempfile
+
+    hosts = ",".join(f"localhost:{free_port()}" for _ in range(2))
+    out = tmp_path / "cluster"
+    argv = TINY_PRE + ["--data", data_dir, "--out", out, "--steps", "3", "--checkpoint-every", "1"]
+    argv = [str(a) for a in argv + ["--val-every", "2", "--no-progress"]]
+    leftovers = set(Path(tempfile.gettempdir()).glob("mzsr-worker-*"))
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(ROOT), hosts, str(i), json.dumps(argv + ["--strategy", "multiworker"])],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    logs = [w.communicate(timeout=600)[1] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
+    assert "step 2: val/psnr" in logs[0] and "step 2: val/psnr" not in logs[1]  # the chief reports
+    assert sorted(p.name for p in (out / "ckpt").glob("*.index")) == ["ckpt-1.index", "ckpt-2.index", "ckpt-3.index"]
+    assert len(list((out / "logs").iterdir())) == 1 and (out / "config.json").is_file()
+    assert set(Path(tempfile.gettempdir()).glob("mzsr-worker-*")) == leftovers
+    one = tmp_path / "one"
+    assert run([a.replace(str(out), str(one)) for a in argv], capsys)[0] == 0
+    for a, b in zip(load_params(out / "final.weights.h5"), load_params(one / "final.weights.h5")):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 def test_pretrain_writes_checkpoints_logs_and_final_weights(data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     code, err = run(

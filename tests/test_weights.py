@@ -1,11 +1,13 @@
-"""The shipped weights: present, loadable, finite, within the 1 MB budget, trained, and better than bicubic."""
+"""Weights files: reading and writing θ (formats, learned rates, scale, TF1 checkpoints, bad files) and the shipped
+weights (present, loadable, finite, within the 1 MB budget, trained, better than bicubic)."""
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from mzsr_tf.errors import InputError
-from mzsr_tf.model import init_params
-from mzsr_tf.weights import WEIGHTS_DIR, default_weights, load_params
+from mzsr_tf.model import PARAM_NAMES, init_params, param_shapes
+from mzsr_tf.weights import WEIGHTS_DIR, default_weights, load_params, save_params
 
 
 @pytest.mark.parametrize("scale,subsample", [(2, "direct"), (2, "bicubic"), (4, "direct")])
@@ -88,3 +90,83 @@ def test_bicubic_model_serves_bicubic_subsampling(astronaut_uint8):
         result = zero_shot_sr(load_params(default_weights(2, subsample)), lr, degradation, 2, AdaptConfig(steps=0))
         psnr[subsample] = psnr_y(result.sr, hr, border=2)
     assert psnr["bicubic"] > psnr["upsampling"] + 2.0 and psnr["bicubic"] > psnr["direct"] + 2.0, psnr
+
+
+# === Reading and writing ===
+
+
+@pytest.mark.parametrize("suffix", [".weights.h5", ".npz"])
+def test_weights_round_trip(tmp_path, suffix):
+    params = init_params(7)
+    path = save_params(params, tmp_path / f"w{suffix}")
+    loaded = load_params(path)
+    for a, b in zip(params, loaded):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(InputError, match="exists"):
+        save_params(params, path)
+
+
+@pytest.mark.parametrize("suffix", [".weights.h5", ".npz"])
+def test_learned_inner_rates_travel_with_the_weights(tmp_path, suffix):
+    from mzsr_tf.weights import load_inner_lr
+
+    params = init_params(1)
+    rates = np.random.default_rng(0).uniform(0.001, 0.02, (5, len(params))).astype(np.float32)
+    save_params(params, tmp_path / f"lslr{suffix}", inner_lr=rates)
+    save_params(params, tmp_path / f"plain{suffix}")
+    np.testing.assert_array_equal(load_inner_lr(tmp_path / f"lslr{suffix}"), rates)
+    assert load_inner_lr(tmp_path / f"plain{suffix}") is None
+    for a, b in zip(load_params(tmp_path / f"lslr{suffix}"), params):  # the weights load as before
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(InputError, match="inner_lr has shape"):
+        save_params(params, tmp_path / f"bad{suffix}", inner_lr=rates[:, :3])
+    with pytest.raises(InputError, match="NaN or Inf"):
+        save_params(params, tmp_path / f"bad{suffix}", inner_lr=rates * np.inf)
+    assert not (tmp_path / f"bad{suffix}").exists()
+
+
+@pytest.mark.parametrize("suffix", [".weights.h5", ".npz"])
+def test_weights_record_their_scale(tmp_path, suffix):
+    from mzsr_tf.weights import check_scale, load_scale
+
+    save_params(init_params(1), tmp_path / f"x4{suffix}", scale=4)
+    save_params(init_params(1), tmp_path / f"plain{suffix}")
+    assert load_scale(tmp_path / f"x4{suffix}") == 4 and load_scale(tmp_path / f"plain{suffix}") is None
+    check_scale(tmp_path / f"x4{suffix}", 4)
+    check_scale(tmp_path / f"plain{suffix}", 3)  # unknown: no check
+    with pytest.raises(InputError, match="trained for x4, not x2"):
+        check_scale(tmp_path / f"x4{suffix}", 2)
+
+
+def test_tf1_checkpoint_import(tmp_path):
+    """The official layout: variables MODEL/convN/kernel|bias saved by a TF1 Saver."""
+    params = init_params(8)
+    with tf.Graph().as_default():
+        variables = []
+        for name, value in zip(PARAM_NAMES, params):
+            layer, kind = name.split("/")
+            with tf.compat.v1.variable_scope(f"MODEL/{layer}"):
+                variables.append(tf.compat.v1.get_variable(kind, initializer=value.numpy()))
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            prefix = tf.compat.v1.train.Saver(variables).save(sess, str(tmp_path / "Pretrained"))
+    for spec in (prefix, prefix + ".index", tmp_path):
+        loaded = load_params(spec)
+        for a, b in zip(params, loaded):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_bad_weight_files(tmp_path):
+    junk = tmp_path / "junk.weights.h5"
+    junk.write_bytes(b"not an hdf5 file")
+    with pytest.raises(InputError, match="junk.weights.h5"):
+        load_params(junk)
+    wrong = dict(zip(PARAM_NAMES, [np.zeros(s, np.float32) for s in param_shapes()]))
+    wrong["conv1/kernel"] = np.zeros((3, 3, 1, 64), np.float32)
+    np.savez(tmp_path / "wrong.npz", **wrong)
+    with pytest.raises(InputError, match="conv1/kernel has shape"):
+        load_params(tmp_path / "wrong.npz")
+    with pytest.raises(InputError, match="not found"):
+        load_params(tmp_path / "missing.weights.h5")
+    with pytest.raises(InputError, match="not a .weights.h5"):
+        load_params(tmp_path / "whatever.bin")

@@ -76,8 +76,8 @@ def build_parser():
         "--crop",
         type=cli.positive_int,
         metavar="N",
-        help="mzsr: each update on one random NxN window of images above N² pixels (faster, ~0.1 dB less at "
-        "N=128; default: whole images up to 512², 384² windows above)",
+        help="mzsr: each update on one random NxN window of images above N² pixels (faster, slightly lower "
+        "PSNR; default: whole images up to 512², 384² windows above)",
     )
     p.add_argument(
         "--son-noise",

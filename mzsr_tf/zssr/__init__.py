@@ -12,13 +12,12 @@ Follows the official code (``assafshocher/ZSSR``: ``ZSSR.py``, ``configs.py``, `
 its quirks: fathers are picked uniformly in scale, crops rotate about (w/2, h/2) rather than the pixel
 centre, small images are zero-padded, and the slope test uses 2018 NumPy's ``polyfit`` covariance.
 The augmentation warp reproduces ``cv2.warpPerspective(INTER_CUBIC)`` (A = -0.75, 1/32-pixel
-positions, constant-0 border) with TF gathers; it matched OpenCV 4.14 to 2.4e-7 on random draws
-(OpenCV is not a dependency). Differences: our network has biases (initialised to 0); the son is
+positions, constant-0 border) with TF gathers (OpenCV is not a dependency). Differences: our network has biases (initialised to 0); the son is
 our ``degrade`` (reflect border, pixels 0, s, 2s, ... kept) without ZSSR's ``kernel_shift``; random
 numbers come from TF's stateless generators, so runs are reproducible but not NumPy-identical;
 the weights start at variance 1/fan-in (MZSR's initialiser) instead of ZSSR's 0.1/fan-in — from 0.1, the
-first gradients (~1e-8) sit below Adam's ε and on a bicubic-downscaled image the net did not move before the
-first learning-rate drops (Set5 x2 bicubic: 34.91 dB, all of it from back-projection and the ensemble;
+first gradients sit below Adam's ε and on a bicubic-downscaled image the net did not move before the
+first learning-rate drops (all of the gain then came from back-projection and the ensemble; docs/results.md;
 ``init_variance=0.1`` restores it); ``base_change_sfs`` is not implemented (no official preset uses it);
 in gradual mode only stages at the target scale use the given kernel, earlier ones plain bicubic (the
 official code takes one kernel file per stage).

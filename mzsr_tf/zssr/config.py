@@ -66,7 +66,7 @@ _X2 = ZSSRConfig()
 PRESETS: dict[str, ZSSRConfig] = {
     # X2_ONE_JUMP_IDEAL_CONF: bicubic-like kernels, all augmentations, 8-way ensemble, 10 BP iterations.
     "x2_ideal": _X2,
-    # X2_GRADUAL_IDEAL_CONF: six stages to x2, each output becomes an extra HR-father source (~+0.3 dB, ~6x time).
+    # X2_GRADUAL_IDEAL_CONF: six stages to x2, each output becomes an extra HR-father source (slower, slightly better).
     "x2_gradual_ideal": dataclasses.replace(
         _X2,
         scale_factors=((1.0, 1.5), (1.5, 1.0), (1.5, 1.5), (1.5, 2.0), (2.0, 1.5), (2.0, 2.0)),
