@@ -12,7 +12,8 @@ Follows the official code (``assafshocher/ZSSR``: ``ZSSR.py``, ``configs.py``, `
 its quirks: fathers are picked uniformly in scale, crops rotate about (w/2, h/2) rather than the pixel
 centre, small images are zero-padded, and the slope test uses 2018 NumPy's ``polyfit`` covariance.
 The augmentation warp reproduces ``cv2.warpPerspective(INTER_CUBIC)`` (A = -0.75, 1/32-pixel
-positions, constant-0 border) with TF gathers (OpenCV is not a dependency). Differences: our network has biases (initialised to 0); the son is
+positions, constant-0 border) with TF gathers (OpenCV is not a dependency). Differences: our network has
+biases (initialised to 0); the son is
 our ``degrade`` (reflect border, pixels 0, s, 2s, ... kept) without ZSSR's ``kernel_shift``; random
 numbers come from TF's stateless generators, so runs are reproducible but not NumPy-identical;
 the weights start at variance 1/fan-in (MZSR's initialiser) instead of ZSSR's 0.1/fan-in — from 0.1, the
