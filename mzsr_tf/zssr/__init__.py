@@ -8,20 +8,18 @@ with Adam and an L1 loss. The learning rate drops by 10 when the reconstruction 
 falling (``lr_should_drop``); training stops below 9e-6 or at 3000 iterations. The result is the
 8-way geometric median self-ensemble with back-projection of every member and of the median.
 
-Follows the official code (``assafshocher/ZSSR``: ``ZSSR.py``, ``configs.py``, ``utils.py``), including
-its quirks: fathers are picked uniformly in scale, crops rotate about (w/2, h/2) rather than the pixel
-centre, small images are zero-padded, and the slope test uses 2018 NumPy's ``polyfit`` covariance.
-The augmentation warp reproduces ``cv2.warpPerspective(INTER_CUBIC)`` (A = -0.75, 1/32-pixel
-positions, constant-0 border) with TF gathers (OpenCV is not a dependency). Differences: our network has
-biases (initialised to 0); the son is
-our ``degrade`` (reflect border, pixels 0, s, 2s, ... kept) without ZSSR's ``kernel_shift``; random
-numbers come from TF's stateless generators, so runs are reproducible but not NumPy-identical;
-the weights start at variance 1/fan-in (MZSR's initialiser) instead of ZSSR's 0.1/fan-in — from 0.1, the
-first gradients sit below Adam's ε and on a bicubic-downscaled image the net did not move before the
-first learning-rate drops (all of the gain then came from back-projection and the ensemble; docs/results.md;
-``init_variance=0.1`` restores it); ``base_change_sfs`` is not implemented (no official preset uses it);
-in gradual mode only stages at the target scale use the given kernel, earlier ones plain bicubic (the
-official code takes one kernel file per stage).
+Follows the official code (``assafshocher/ZSSR``: ``ZSSR.py``, ``configs.py``, ``utils.py``), including its
+quirks: fathers are picked uniformly in scale, crops rotate about (w/2, h/2) rather than the pixel centre,
+small images are zero-padded, and the slope test uses 2018 NumPy's ``polyfit`` covariance. The augmentation
+warp reproduces ``cv2.warpPerspective(INTER_CUBIC)`` (A = -0.75, 1/32-pixel positions, constant-0 border) with
+TF gathers (OpenCV is not a dependency). Differences: our network has biases (initialised to 0); the son is
+our ``degrade`` (reflect border, pixels 0, s, 2s, ... kept) without ZSSR's ``kernel_shift``; random numbers
+come from TF's stateless generators, so runs are reproducible but not NumPy-identical; the weights start at
+variance 1/fan-in (MZSR's initialiser) instead of ZSSR's 0.1/fan-in — from 0.1, the first gradients sit below
+Adam's ε and on a bicubic-downscaled image the net did not move before the first learning-rate drops (all of
+the gain then came from back-projection and the ensemble; docs/results.md; ``init_variance=0.1`` restores it);
+``base_change_sfs`` is not implemented (no official preset uses it); in gradual mode only stages at the target
+scale use the given kernel, earlier ones plain bicubic (the official code takes one kernel file per stage).
 
 Son making, augmentation and the Adam update of a chunk of iterations (up to the next test or
 learning-rate check, at most 50) run in one ``tf.function`` (``tf.while_loop``) with dynamic image
