@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import save_json
+from benchmarks.common import format_table, save_json
 from benchmarks.paper_table import load_hr, make_lr, set_name
 from mzsr_tf.io import list_images
 from mzsr_tf.kernels import resolve_degradation
@@ -71,12 +71,12 @@ def markdown(results: dict) -> str:
     """A ``--json`` report as Markdown: mean PSNR-Y (and adaptation seconds per image) per step count and weights."""
     curves = results["curves"]
     head = ["updates"] + [f"{label}: PSNR-Y, s/image" for label in curves]
-    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     at = {label: {r["steps"]: r for r in rows} for label, rows in curves.items()}
+    body = []
     for n in sorted({r["steps"] for rows in curves.values() for r in rows}):
         cells = [f"{r['psnr_y']:.2f} dB, {r['seconds']:.2f} s" if (r := at[label].get(n)) else "" for label in curves]
-        lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append([str(n), *cells])
+    return format_table(head, body)
 
 
 def main(argv=None):

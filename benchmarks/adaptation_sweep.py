@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import save_json
+from benchmarks.common import format_table, save_json
 from benchmarks.paper_table import make_lr
 from mzsr_tf import cli
 from mzsr_tf.errors import InputError
@@ -117,12 +117,12 @@ def table(rows) -> str:
 
     settings = list(dict.fromkeys(label(r) for r in rows))
     cell = {(r["kernel"], label(r)): r["psnr_y"] for r in rows}
-    lines = ["| setting | " + " | ".join(kernels) + " | mean |", "|---" * (len(kernels) + 2) + "|"]
+    body = []
     for s in settings:
         values = [cell.get((k, s)) for k in kernels]
         mean = f"{np.mean(values):.2f}" if None not in values else ""
-        lines.append(f"| {s} | " + " | ".join("" if v is None else f"{v:.2f}" for v in values) + f" | {mean} |")
-    return "\n".join(lines)
+        body.append([s, *("" if v is None else f"{v:.2f}" for v in values), mean])
+    return format_table(["setting", *kernels, "mean"], body)
 
 
 def saved_rows(paths) -> list[dict]:

@@ -5,6 +5,12 @@ import json
 from mzsr_tf.export.profile import best_of  # noqa: F401  (the benchmarks time with it)
 
 
+def format_table(head, rows) -> str:
+    """A Markdown table from its header cells and one list of cell strings per row (the docs' generated blocks)."""
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
 def save_json(path, obj, overwrite: bool = True) -> None:
     """Write ``obj`` as JSON to ``path`` through a temporary file (never half-written)."""
     from mzsr_tf.io import atomic_write

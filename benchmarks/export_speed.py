@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import best_of, save_json
+from benchmarks.common import best_of, format_table, save_json
 
 SCALE, KERNEL_SIZE, PHONE_SIZE, PHONE_STEPS = 2, 21, 512, 10
 
@@ -218,16 +218,16 @@ def phone(tf, model: bytes, baked: bytes, params, kernel, threads_list) -> dict:
 
 def render(speed: dict, phone: dict | None = None) -> str:
     """The README's markdown for the two JSON reports (``--table``)."""
-    lines = [
-        "| LR | `train_step` LiteRT | TF | ratio | `super_resolve` LiteRT | TF | ratio | baked SR model | ratio |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    head = ["LR", "`train_step` LiteRT", "TF", "ratio", "`super_resolve` LiteRT", "TF", "ratio"]
+    head += ["baked SR model", "ratio"]
+    body = []
     for r in speed["rows"]:
         cells = [f"{r['lr_size']}²"]
         for op in ("train_step", "super_resolve"):
             cells += [f"{r[f'tflite_{op}_s']:.3f} s", f"{r[f'tf_{op}_s']:.3f} s", f"{r[f'{op}_ratio']:.2f}×"]
         cells += [f"{r['tflite_baked_super_resolve_s']:.3f} s", f"{r['baked_super_resolve_ratio']:.2f}×"]
-        lines.append("| " + " | ".join(cells) + " |")
+        body.append(cells)
+    lines = [format_table(head, body)]
     mem = speed.get("peak_memory")
     notes = [
         f"{speed['threads']} thread(s) each, float32; `mzsr_adapt.tflite` {speed['model_bytes'] / 1e6:.2f} MB, "

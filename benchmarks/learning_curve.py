@@ -17,7 +17,7 @@ import json
 import math
 from pathlib import Path
 
-from benchmarks.common import save_json
+from benchmarks.common import format_table, save_json
 
 TAGS = ("val/psnr", "val/psnr_bicubic", "val/psnr_before", "val/psnr_after")
 
@@ -56,15 +56,15 @@ def read_chain(chain: str) -> dict[str, list[tuple[int, float]]]:
 
 def markdown(curves: dict) -> str:
     """Curves as Markdown: per run and tag, the number of validation points, the first, the best and the last."""
-    lines = ["| run | tag | points | first | best | last |", "|---|---|---|---|---|---|"]
+    body = []
     for run, series in curves.items():
         name = " → ".join(Path(r).name for r in run.split("+"))
         for tag, points in series.items():
             best = max(points, key=lambda p: p[1])
             first, last = points[0], points[-1]
             cells = [f"step {s}: {v:.3f} dB" for s, v in (first, best, last)]
-            lines.append(f"| {name} | `{tag}` | {len(points)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            body.append([name, f"`{tag}`", str(len(points)), *cells])
+    return format_table(["run", "tag", "points", "first", "best", "last"], body)
 
 
 def main(argv=None):

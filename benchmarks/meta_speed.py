@@ -18,7 +18,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from benchmarks.common import save_json
+from benchmarks.common import format_table, save_json
 from mzsr_tf.meta import MetaConfig
 from mzsr_tf.model import MZSRNet
 from mzsr_tf.training import PretrainConfig, RunConfig, make_stage, make_step_fn
@@ -58,11 +58,11 @@ def markdown(result: dict) -> str:
              for r in result["rows"]}  # fmt: skip
     jits = [j for j in (False, True) if any(c[3] == j for c in cells)]
     head = ["step", "precision"] + ["XLA on (`--jit`)" if j else "XLA off" for j in jits]
-    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    body = []
     for stage, order, precision in dict.fromkeys(c[:3] for c in cells):
         values = [f"{v:.1f} s" if (v := cells.get((stage, order, precision, j))) is not None else "" for j in jits]
-        lines.append(f"| {names[order]} | {precision} | " + " | ".join(values) + " |")
-    return "\n".join(lines)
+        body.append([names[order], precision, *values])
+    return format_table(head, body)
 
 
 def main(argv=None):

@@ -39,7 +39,7 @@ from typing import Protocol
 
 import numpy as np
 
-from benchmarks.common import save_json
+from benchmarks.common import format_table, save_json
 from mzsr_tf import cli
 from mzsr_tf.degradation import degrade
 from mzsr_tf.errors import InputError
@@ -394,7 +394,7 @@ def markdown_table(results: list[dict]) -> str:
 
     head = ["set, kernel"] + [f"ours: {method_label(m)}" for m in ours]
     head += [f"paper: {PAPER_LABELS.get(m, TABLE_METHODS[m])}" for m in papers]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = []
     for s, k, scale in rows:
         values = [
             cell((r["psnr_y"], r["ssim_y"]), r.get("kernel_psnr")) if (r := cells.get((s, k, scale, m))) else ""
@@ -402,8 +402,8 @@ def markdown_table(results: list[dict]) -> str:
         ]
         values += [cell(paper_figure(s, k, m, scale)) for m in papers]
         label = f"{s}, {k}" if scale == 2 else f"{s}, {k}, x{scale}"
-        lines.append(f"| {label} | " + " | ".join(values) + " |")
-    return "\n".join(lines)
+        body.append([label, *values])
+    return format_table(head, body)
 
 
 def _json_number(value: float) -> float | None:

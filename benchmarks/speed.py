@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from benchmarks.common import best_of, save_json
+from benchmarks.common import best_of, format_table, save_json
 from mzsr_tf.backward import l1_loss_and_grads
 from mzsr_tf.conv_ops import NATIVE
 from mzsr_tf.kernels import Degradation, load_kernel, resolve_degradation
@@ -81,20 +81,20 @@ def gradient_seconds(params, size, repeats):
 
 def markdown(result: dict) -> str:
     """The Markdown tables of a ``--json`` report: Set5's 10-update loop, then seconds per LR size."""
-    lines = []
+    tables = []
     if result.get("set5_g20_10_updates"):
-        lines += ["| meta-test setting | Set5, 10 updates | vs official TF1 loop |", "|---|---|---|"]
+        loop = []
         for r in result["set5_g20_10_updates"]:
             lo, hi = r["speedup_vs_official"]
-            lines.append(f"| {r['setting']} | {r['seconds']:.1f} s | {lo:.2f}–{hi:.2f}× |")
-        lines.append("")
+            loop.append([r["setting"], f"{r['seconds']:.1f} s", f"{lo:.2f}–{hi:.2f}×"])
+        tables.append(format_table(["meta-test setting", "Set5, 10 updates", "vs official TF1 loop"], loop) + "\n")
     precisions = list(dict.fromkeys(r["precision"] for r in result["rows"]))
     steps = list(dict.fromkeys(r["steps"] for r in result["rows"]))
     short = {"float32": "f32", "bfloat16": "bf16"}
     names = " / ".join(short.get(p, p) for p in precisions)
     head = [f"MZSR({n}) adapt {names}" for n in steps] + ["SR (f32)", "one gradient: hand-written / TF / tape"]
     head += [f"MZSR({steps[-1]}) f32: share of bare forward GFLOP/s"]
-    lines += ["| LR size | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    body = []
     for size in dict.fromkeys(r["lr_size"] for r in result["rows"]):
         rows = {(r["steps"], r["precision"]): r for r in result["rows"] if r["lr_size"] == size}
         cells = [" / ".join(f"{rows[(n, p)]['adapt_seconds']:.2f}" for p in precisions if (n, p) in rows) + " s"
@@ -104,8 +104,9 @@ def markdown(result: dict) -> str:
         cells.append(" / ".join(f"{v:.2f}" for v in any_row["gradient_seconds"].values()) + " s")
         last = rows.get((steps[-1], "float32"))
         cells.append(f"{last['ratio_to_bare']:.0%} of {last['bare_forward_gflops']:.0f}" if last else "")
-        lines.append(f"| {size}² | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append([f"{size}²", *cells])
+    tables.append(format_table(["LR size", *head], body))
+    return "\n".join(tables)
 
 
 def main(argv=None):

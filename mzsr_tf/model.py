@@ -22,6 +22,7 @@ __all__ = [
     "WIDTH",
     "PARAM_NAMES",
     "param_shapes",
+    "PARAM_SPECS",
     "init_params",
     "residual_and_activations",
     "forward",
@@ -40,6 +41,9 @@ def param_shapes() -> list[tuple[int, ...]]:
     for cin, cout in zip(chans[:-1], chans[1:]):
         shapes += [(3, 3, cin, cout), (cout,)]
     return shapes
+
+
+PARAM_SPECS = [tf.TensorSpec(s, tf.float32) for s in param_shapes()]  # θ as a ``tf.function`` input signature
 
 
 def init_params(seed: int | None = None) -> list[tf.Tensor]:

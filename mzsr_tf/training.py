@@ -170,9 +170,14 @@ class Stage:
         """The network input of the validation batch, for the TensorBoard samples (None: no images)."""
         return None
 
+    def split_rates(self, variables) -> tuple[list, object]:
+        """(θ, learned inner rates or None): with learned rates they are the last trained variable."""
+        variables = list(variables)
+        return (variables[:-1], variables[-1]) if self.learns_rates else (variables, None)
+
     def save(self, values, out: Path) -> Path:
         final = out / "final.weights.h5"
-        params, inner_lr = (values[:-1], values[-1]) if self.learns_rates else (values, None)
+        params, inner_lr = self.split_rates(values)
         return save_params(params, final, overwrite=True, inner_lr=inner_lr, scale=self.config.scale)
 
 
@@ -233,7 +238,7 @@ class MetaStage(Stage):
         return self.config.meta_batch
 
     def loss_and_grads(self, variables, batch, step, first_order, global_size):
-        params, inner_lr = _split_rates(variables, self.config)
+        params, inner_lr = self.split_rates(variables)
         with tf.GradientTape() as tape:
             objective, per_step = meta_objective(
                 params, batch, step, self.config, first_order, global_size, self.conv_ops, inner_lr
@@ -242,7 +247,7 @@ class MetaStage(Stage):
 
     def validate(self, variables, batch):
         """PSNR (RGB, no shave) of the query patches before and after the inner loop."""
-        params, inner_lr = _split_rates(variables, self.config)
+        params, inner_lr = self.split_rates(variables)
         x_tr, y_tr, x_te, y_te = batch
         before, after = [], []
         for t in range(x_tr.shape[0]):
@@ -309,14 +314,6 @@ def make_stage(run: RunConfig, config, images=None) -> Stage:
     if run.stage not in STAGES:
         raise InputError(f"unknown stage {run.stage!r} ({', '.join(STAGES)})")
     return STAGES[run.stage](run, config, images)
-
-
-def _split_rates(variables, config):
-    """(θ, learned inner rates or None): with ``learn_inner_lr`` the rates are the last trained variable."""
-    variables = list(variables)
-    if getattr(config, "learn_inner_lr", False):
-        return variables[:-1], variables[-1]
-    return variables, None
 
 
 def make_step_fn(stage: Stage, variables, optimizers, strategy, first_order: bool, jit: bool = False):

@@ -36,7 +36,7 @@ from mzsr_tf.ensemble import back_projection, geometric_self_ensemble
 from mzsr_tf.errors import InputError
 from mzsr_tf.imresize import output_length, upscale
 from mzsr_tf.kernels import Degradation
-from mzsr_tf.model import forward, param_shapes
+from mzsr_tf.model import PARAM_SPECS, forward
 from mzsr_tf.noise import son_noise_sigma
 from mzsr_tf.optim import Adam, adam, descend, sgd, zero_moments
 
@@ -164,14 +164,11 @@ def learning_rates(config: AdaptConfig) -> np.ndarray:
 
 def rate_matrix(config: AdaptConfig) -> np.ndarray:
     """Learning rate of each step and tensor, [steps, 16]: ``layer_rates`` rows, or the schedule for every tensor."""
-    n = len(_PARAM_SPECS)
+    n = len(PARAM_SPECS)
     if config.layer_rates is None:
         return np.repeat(learning_rates(config)[:, None], n, axis=1)
     rows = np.asarray(config.layer_rates, np.float32)
     return rows[np.minimum(np.arange(config.steps), len(rows) - 1)].reshape(config.steps, n)
-
-
-_PARAM_SPECS = [tf.TensorSpec(s, tf.float32) for s in param_shapes()]
 
 
 def training_pair(father, kernel, scale: int, subsample: str = "direct", noise_sigma=0.0, seed=None):
@@ -283,10 +280,10 @@ def _adapt_fns(scale: int, subsample: str, optimizer: str, precision: str, adam_
 
     @tf.function(
         input_signature=[
-            _PARAM_SPECS,
-            _PARAM_SPECS * 2,  # Adam moments
+            PARAM_SPECS,
+            PARAM_SPECS * 2,  # Adam moments
             tf.TensorSpec([1, None, None, 6], tf.float32),  # training pair
-            tf.TensorSpec([None, len(_PARAM_SPECS)], tf.float32),  # learning rate per step and tensor
+            tf.TensorSpec([None, len(PARAM_SPECS)], tf.float32),  # learning rate per step and tensor
             tf.TensorSpec([2], tf.int32),  # (max_pixels, crop_size)
             tf.TensorSpec([2], tf.int32),  # seed
             tf.TensorSpec([], tf.int32),  # first step
@@ -302,7 +299,7 @@ def _adapt_fns(scale: int, subsample: str, optimizer: str, precision: str, adam_
 
     @tf.function(
         input_signature=[
-            _PARAM_SPECS,
+            PARAM_SPECS,
             tf.TensorSpec([1, None, None, 6], tf.float32),
             tf.TensorSpec([2], tf.int32),
             tf.TensorSpec([2], tf.int32),
@@ -402,7 +399,7 @@ def adapt(params, lr_image, degradation: Degradation, scale, config: AdaptConfig
     return state[1], np.array(seen[: state[0]], np.float32)
 
 
-@tf.function(input_signature=[_PARAM_SPECS, tf.TensorSpec([None, None, None, 3], tf.float32)])
+@tf.function(input_signature=[PARAM_SPECS, tf.TensorSpec([None, None, None, 3], tf.float32)])
 def _forward_graph(params, x):
     TRACES["forward"] += 1
     return forward(params, x)

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from mzsr_tf.backward import l1_loss_and_grads
 from mzsr_tf.imresize import imresize, output_length
-from mzsr_tf.model import forward, param_shapes
+from mzsr_tf.model import PARAM_SPECS, forward
 from mzsr_tf.optim import Adam, adam, descend
 from mzsr_tf.zssr.augmentation import augmentation_matrix, random_augmentation, warp_cubic
 from mzsr_tf.zssr.config import ZSSRConfig
@@ -19,8 +19,6 @@ from mzsr_tf.zssr.sons import father_to_son, scale_pair
 __all__ = ["TRACES", "GraphKey", "graph_key", "graph"]
 
 TRACES: collections.Counter = collections.Counter()  # graph traces per function (tests count them)
-
-_PARAM_SPECS = [tf.TensorSpec(s, tf.float32) for s in param_shapes()]
 
 
 @dataclass(frozen=True)
@@ -54,8 +52,8 @@ def _make_train_fn(key: GraphKey):
 
     @tf.function(
         input_signature=[
-            _PARAM_SPECS,
-            [*_PARAM_SPECS, *_PARAM_SPECS],  # Adam moments m, v
+            PARAM_SPECS,
+            [*PARAM_SPECS, *PARAM_SPECS],  # Adam moments m, v
             tf.TensorSpec([], tf.float32),  # Adam step count so far
             tf.TensorSpec([None, None, None, 3], tf.float32),  # father sources, zero-padded to one size
             tf.TensorSpec([None, 2], tf.int32),  # their true sizes
@@ -96,7 +94,7 @@ def _make_test_fn(key: GraphKey):
 
     @tf.function(
         input_signature=[
-            _PARAM_SPECS,
+            PARAM_SPECS,
             tf.TensorSpec([None, None, 3], tf.float32),
             tf.TensorSpec([None, None], tf.float32),
             tf.TensorSpec([2], tf.int32),
