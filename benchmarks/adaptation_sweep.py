@@ -9,8 +9,8 @@ A setting is ``optimizer:rates``, rates a comma list (step i uses rates[min(i, l
 ``default`` (``mzsr_tf.zero_shot.DEFAULT_RATES``: SGD's is the official Direct×2 schedule), or ``learned``
 (SGD with the per-tensor rates meta-learned with ``--weights``, ``AdaptConfig.learned``), optionally followed
 by ``/precision=bfloat16``, ``/crop=N`` (each update on one random N² window of the pair), ``/seed=S``,
-``/eps=E`` (Adam's ε) and ``/son=auto`` or ``/son=σ`` (Gaussian noise on the LR son, 0–255 units; ``auto``:
-the image's own, ``mzsr_tf.noise``)::
+``/eps=E`` (Adam's ε), ``/son=auto`` or ``/son=σ`` (Gaussian noise on the LR son, 0–255 units; ``auto``:
+the image's own, ``mzsr_tf.noise``) and ``/guard=0|1`` (``AdaptConfig.keep_best``; ``learned`` takes only this)::
 
     python -m benchmarks.adaptation_sweep --settings "sgd:default;adam:1e-4;adam:1.5e-4;adam:2e-4" \\
         --json benchmarks/results/adaptation_sweep.json
@@ -47,16 +47,19 @@ def parse_setting(text: str, steps: int, inner_lr=None) -> AdaptConfig:
     AdaptConfig (``learned`` takes ``inner_lr``, the weights' meta-learned rates)."""
     head, *options = text.split("/")
     optimizer, _, rates = head.partition(":")
+    guard = {}
+    if options and options[-1] in ("guard=0", "guard=1"):
+        guard = {"keep_best": options.pop() == "guard=1"}
     if optimizer == "learned":
         if inner_lr is None:
             raise InputError(f"setting {text!r}: the weights carry no learned rates")
         if rates or options:
-            raise InputError(f"setting {text!r}: 'learned' takes no rates or options")
-        return AdaptConfig.learned(inner_lr, steps=steps)
+            raise InputError(f"setting {text!r}: 'learned' takes no rates or options but /guard=0|1")
+        return AdaptConfig.learned(inner_lr, steps=steps, **guard)
     try:
         learning_rates = None if rates in ("", "default") else tuple(float(r) for r in rates.split(","))
-        extra = dict(option.split("=", 1) for option in options)
-        if set(extra) - {"precision", "crop", "seed", "eps", "son"}:
+        extra = {**dict(option.split("=", 1) for option in options), **guard}
+        if set(extra) - {"precision", "crop", "seed", "eps", "son", "keep_best"}:
             raise ValueError
         if "son" in extra:  # the son's noise: 'auto' (estimated from the image) or σ in 0-255 units
             son = extra.pop("son")
@@ -72,7 +75,8 @@ def parse_setting(text: str, steps: int, inner_lr=None) -> AdaptConfig:
         return config.cropped(crop) if crop else config
     except ValueError:
         raise InputError(
-            f"bad setting {text!r}: use optimizer:rates[/precision=P][/crop=N][/seed=S][/eps=E][/son=auto|σ], "
+            f"bad setting {text!r}: use optimizer:rates[/precision=P][/crop=N][/seed=S][/eps=E][/son=auto|σ]"
+            "[/guard=0|1], "
             "e.g. adam:1.5e-4"
         ) from None
 

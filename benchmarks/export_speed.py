@@ -210,7 +210,7 @@ def phone(tf, model: bytes, baked: bytes, params, kernel, threads_list) -> dict:
     adapt(params, small[0], degradation, SCALE, config)  # warm-up: tracing
 
     def run_tf():
-        fast, _ = adapt(params, photo[0], degradation, SCALE, config)
+        fast = adapt(params, photo[0], degradation, SCALE, config).params
         return super_resolve_tiled(fast, photo, SCALE).numpy()
 
     return {"lr_size": PHONE_SIZE, "steps": PHONE_STEPS, "litert": rows, "tf_seconds": round(_timed(run_tf), 2)}

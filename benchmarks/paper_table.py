@@ -99,40 +99,48 @@ def make_bicubic(args: argparse.Namespace) -> Method:
 
 
 def _weights(args: argparse.Namespace):
-    """subsample → θ: ``--weights`` for every kernel, else the shipped weights for that subsampling (as adapt.py)."""
-    from mzsr_tf.weights import default_weights, load_params
+    """subsample → ``api.ZeroShotSR``: ``--weights`` for every kernel, else the shipped weights for that
+    subsampling (as adapt.py), with their learned rates if they carry them."""
+    from mzsr_tf.api import ZeroShotSR
+    from mzsr_tf.weights import default_weights
 
     @functools.cache
-    def params_for(subsample: str):
-        return load_params(args.weights or default_weights(args.scale, subsample))
+    def model_for(subsample: str):
+        return ZeroShotSR.from_weights(args.weights or default_weights(args.scale, subsample), args.scale, subsample)
 
-    return params_for
+    return model_for
 
 
 def make_mzsr(args: argparse.Namespace, steps: str = "0", official: str | None = None) -> Method:
     """MZSR(n): ``steps`` meta-test updates from ``--weights`` (θ_M), then SR; ``noadapt`` is n = 0.
 
-    Updates as ``adapt.py`` takes them (Adam, ``ADAM_RATES``); ``mzsrN_official``: the official SGD schedule
-    of the released model for the kernel's subsampling (``AdaptConfig.official``).
+    Updates as ``adapt.py`` takes them (the weights' learned rule with its guard if they carry learned rates,
+    else Adam with ``ADAM_RATES``); ``mzsrN_official``: the official SGD schedule of the released model for the
+    kernel's subsampling (``AdaptConfig.official``).
     """
     from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
 
-    params_for = _weights(args)
+    model_for = _weights(args)
 
     def config_for(scale: int, subsample: str) -> AdaptConfig:  # the official schedule: the model's rates, float32
         if official:
             return AdaptConfig.official(scale, subsample, steps=int(steps))
-        return AdaptConfig(steps=int(steps), precision=args.precision, noise_sigma=args.son_noise)
+        return model_for(subsample).adapt_config(int(steps), precision=args.precision, noise_sigma=args.son_noise)
 
     def mzsr(lr, degradation, scale, *, output_shape):
-        params, config = params_for(degradation.subsample), config_for(scale, degradation.subsample)
+        params, config = model_for(degradation.subsample).params, config_for(scale, degradation.subsample)
         return zero_shot_sr(params, lr, degradation, scale, config, output_shape=output_shape).sr
 
     config = config_for(args.scale, "direct")
     mzsr.settings = {
         "weights": str(args.weights or "shipped"),
         **(
-            {"optimizer": config.optimizer, "precision": config.compute_precision, "son_noise": config.noise_sigma}
+            {
+                "optimizer": "learned" if config.layer_rates else config.optimizer,
+                "keep_best": config.keep_best,
+                "precision": config.compute_precision,
+                "son_noise": config.noise_sigma,
+            }
             if config.steps
             else {}
         ),

@@ -130,7 +130,9 @@ def mzsr_runner(job: Job, config, params):
             "optimizer": "learned" if config.layer_rates else config.optimizer,
             "precision": config.compute_precision,  # 'auto' resolved on this machine
             "son_noise": config.noise_sigma,
+            "keep_best": config.keep_best,
             "losses": result.losses,
+            "updates_kept": result.updates,  # the guard (keep_best) may keep the weights of fewer updates
             **({"diverged_at_update": len(result.losses) + 1} if result.diverged else {}),
             "seconds_adapt": round(result.seconds_adapt, 4),
             "seconds_sr": round(result.seconds_sr, 4),

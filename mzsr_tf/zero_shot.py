@@ -4,6 +4,10 @@ The LR test image is the HR father; its LR son is ``degrade(lr, k, s)`` with the
 kernel. A few gradient steps on L1(net(bicubic↑(son)), lr) from θ_M give image-specific fast
 weights, which then super-resolve the LR image, trained on the whole image pair.
 
+Guard (``AdaptConfig.keep_best``, on with the learned rule): of θ_M and the weights after each update, the ones
+with the lowest L1 on the image's own pair are returned, so an overshooting update is never the answer (issue 16:
+"keep the best step by the loss"; chosen on held-out photos, docs/training.md).
+
 Optimizers: the official ``test.py`` for Direct×2 takes plain SGD steps, lr 2e-2 for step 1, 1e-2 for
 steps 2-4, 5e-3 after (``AdaptConfig.official()``, ``OFFICIAL_RATES``; its Bicubic×2 and Direct×4 models
 have their own rates). The default is Adam (Kingma &
@@ -25,6 +29,7 @@ import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -49,11 +54,15 @@ __all__ = [
     "learning_rates",
     "rate_matrix",
     "native_bfloat16",
+    "Adaptation",
     "adapt",
     "adapt_graph",
     "adapt_steps",
     "check_input",
     "training_pair",
+    "guard_loss",
+    "keep_lower",
+    "nothing_kept",
     "super_resolve_tiled",
     "zero_shot_sr",
 ]
@@ -108,6 +117,7 @@ class AdaptConfig:
     back_projection_iters: int = 0  # official code: off
     tile: int = 1024  # SR inference in tiles of this many HR pixels (bounded memory)
     seed: int = 0
+    keep_best: bool = False  # the guard: θ_M or the update with the lowest L1 on the image's pair (paper: the last)
 
     def __post_init__(self):
         if self.optimizer not in DEFAULT_RATES:
@@ -124,9 +134,10 @@ class AdaptConfig:
     @classmethod
     def learned(cls, inner_lr, **overrides) -> AdaptConfig:
         """SGD with the per-tensor, per-step rates learned by meta-training (MAML++ LSLR; ``weights.load_inner_lr``):
-        the update rule θ_M was meta-trained for. Steps past the learned ones reuse the last row."""
+        the update rule θ_M was meta-trained for, with the guard (``keep_best``). Steps past the learned ones reuse
+        the last row."""
         rows = tuple(tuple(float(a) for a in row) for row in np.asarray(inner_lr))
-        return cls(**{"optimizer": "sgd", "layer_rates": rows, **overrides})
+        return cls(**{"optimizer": "sgd", "layer_rates": rows, "keep_best": True, **overrides})
 
     @classmethod
     def official(cls, scale: int = 2, subsample: str = "direct", **overrides) -> AdaptConfig:
@@ -185,18 +196,41 @@ def training_pair(father, kernel, scale: int, subsample: str = "direct", noise_s
     return upscale(son, scale, tf.shape(father)[1:3]), father
 
 
+def _whole(pair, crop_limits):
+    """Whether every update trains on the whole pair (at most ``crop_limits[0]`` pixels)."""
+    hw = tf.shape(pair)[1:3]
+    return tf.cast(hw[0], tf.int64) * tf.cast(hw[1], tf.int64) <= tf.cast(crop_limits[0], tf.int64)
+
+
 def training_window(pair, crop_limits, seed, k):
     """The part of the training pair that update ``k`` trains on: all of it, or above ``crop_limits[0]`` pixels a
     random ``crop_limits[1]``² window drawn from ``seed + k`` (graph code)."""
     hw = tf.shape(pair)[1:3]
-    whole = tf.cast(hw[0], tf.int64) * tf.cast(hw[1], tf.int64) <= tf.cast(crop_limits[0], tf.int64)
-    size = tf.concat([tf.where(whole, hw, tf.minimum(crop_limits[1], hw)), [6]], 0)
+    size = tf.concat([tf.where(_whole(pair, crop_limits), hw, tf.minimum(crop_limits[1], hw)), [6]], 0)
     return tf.ensure_shape(tf.image.stateless_random_crop(pair[0], size, seed + k), [None, None, 6])[None]
+
+
+def guard_loss(params, pair, crop_limits, seed, precision: str = "float32"):
+    """The L1 the guard compares weights by: on update 0's window (the whole pair unless cropped), convolutions in
+    ``precision`` as the updates compute their loss (graph code)."""
+    window = training_window(pair, crop_limits, seed, 0)
+    return tf.reduce_mean(tf.abs(forward(params, window[..., :3], precision) - window[..., 3:]))
+
+
+def keep_lower(kept, loss, updates, params):
+    """``kept = (loss, updates, params)``, replaced by the new triple if ``loss`` is lower (NaN never is)."""
+    return tf.cond(loss < kept[0], lambda: (loss, tf.cast(updates, tf.int32), list(params)), lambda: kept)
+
+
+def nothing_kept(params):
+    """The guard's state before any weights were compared."""
+    return tf.constant(np.inf, tf.float32), tf.constant(0, tf.int32), list(params)
 
 
 def adapt_steps(
     params,
     moments,
+    kept,
     pair,
     rates,
     crop_limits,
@@ -205,6 +239,7 @@ def adapt_steps(
     optimizer: str = "sgd",
     precision: str = "float32",
     adam_epsilon: float = 1e-8,
+    keep_best: bool = False,
 ):
     """Updates ``start .. start + len(rates) - 1`` of the meta-test on a training pair, as graph code.
 
@@ -214,6 +249,8 @@ def adapt_steps(
     Args:
       params: the weights to update, list of 16 tensors.
       moments: Adam's first and second moments (32 tensors; zeros at step 0, ignored by SGD).
+      kept: the guard's (loss, updates, weights) so far (:func:`nothing_kept` at step 0; passed through
+        unless ``keep_best``).
       pair: float32 [1, H, W, 6], bicubic↑(son) and the father stacked on channels (:func:`training_pair`).
       rates: float32 [n] or [n, 16], learning rate of each update (per tensor: learned LSLR rates).
       crop_limits: int32 [2], (max_pixels, crop_size): images with more than max_pixels pixels train
@@ -222,24 +259,31 @@ def adapt_steps(
       start: index of the first update (Adam's bias correction and the crop seeds count from 0).
       precision: compute type of the updates' convolutions (``backward.l1_loss_and_grads``).
       adam_epsilon: Adam's ε (with ``optimizer='adam'``).
+      keep_best: compare the weights before each update with ``kept`` by :func:`guard_loss`.
     Returns:
-      (fast weights, moments, L1 loss before each update [n]).
+      (fast weights, moments, kept, L1 loss before each update [n]).
     """
     if rates.shape.rank == 1:
         rates = tf.tile(rates[:, None], [1, len(params)])
     rule = Adam(epsilon=adam_epsilon)
 
-    def update(i, fast, moments):
+    def update(i, fast, state):
+        moments, kept = state
         k = start + i
         window = training_window(pair, crop_limits, seed, k)
         loss, grads = l1_loss_and_grads(fast, window[..., :3], window[..., 3:], precision, NATIVE)
+        if keep_best:  # on update 0's window the loss just computed is the guard's
+            same = tf.equal(k, 0) | _whole(pair, crop_limits)
+            checked = tf.cond(same, lambda: loss, lambda: guard_loss(fast, pair, crop_limits, seed, precision))
+            kept = keep_lower(kept, checked, k, fast)
         if optimizer == "adam":
             fast, moments = adam(fast, grads, moments, k + 1, rates[i], rule)
         else:
             fast = sgd(fast, grads, rates[i])
-        return loss, fast, moments
+        return loss, fast, (moments, kept)
 
-    return descend(update, params, list(moments), tf.shape(rates)[0])
+    fast, (moments, kept), losses = descend(update, params, (list(moments), kept), tf.shape(rates)[0])
+    return fast, moments, kept, losses
 
 
 def adapt_graph(params, lr_image, kernel, rates, scale: int, config: AdaptConfig, subsample="direct", noise_sigma=0.0):
@@ -250,28 +294,34 @@ def adapt_graph(params, lr_image, kernel, rates, scale: int, config: AdaptConfig
       lr_image: float32 [H, W, 3], the test image (the HR father).
       kernel: float32 [k, k], its blur kernel (``[[1.]]`` for plain bicubic subsampling).
       rates: [steps] or [steps, 16] learning rates (a tensor: the step count may be a request's).
-      config: the optimizer, crops, seed (it also draws the son's noise) and precision ('auto' is float32
-        here: a graph may run on other hardware); its ``steps``, schedule and ``noise_sigma`` are not read.
+      config: the optimizer, crops, seed (it also draws the son's noise), precision ('auto' is float32 here: a
+        graph may run on other hardware) and guard; its ``steps``, schedule and ``noise_sigma`` are not read.
       noise_sigma: std of the son's noise, a number or a scalar tensor (e.g. ``noise.son_noise_sigma_graph``).
     Returns:
       (fast weights, L1 loss before each update [steps]).
     """
     seed = tf.constant([config.seed, 0], tf.int32)
-    son_up, father = training_pair(lr_image[None], kernel, scale, subsample, noise_sigma, seed)
-    fast, _, losses = adapt_steps(
-        params, zero_moments(params), tf.concat([son_up, father], -1), rates,
-        tf.constant([config.max_pixels, config.crop_size], tf.int32), seed, 0, config.optimizer,
-        "float32" if config.precision == "auto" else config.precision, config.adam_epsilon,
+    pair = tf.concat(training_pair(lr_image[None], kernel, scale, subsample, noise_sigma, seed), -1)
+    limits = tf.constant([config.max_pixels, config.crop_size], tf.int32)
+    precision = "float32" if config.precision == "auto" else config.precision
+    fast, _, kept, losses = adapt_steps(
+        params, zero_moments(params), nothing_kept(params), pair, rates, limits, seed, 0, config.optimizer,
+        precision, config.adam_epsilon, config.keep_best,
     )  # fmt: skip
+    if config.keep_best:
+        fast = keep_lower(kept, guard_loss(fast, pair, limits, seed, precision), tf.shape(rates)[0], fast)[2]
     return fast, losses
 
 
 _PAIR_SPECS = [tf.TensorSpec([None, None, 3], tf.float32), tf.TensorSpec([None, None], tf.float32)]
 
 
+_KEPT_SPECS = (tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32), PARAM_SPECS)
+
+
 @functools.cache
-def _adapt_fns(scale: int, subsample: str, optimizer: str, precision: str, adam_epsilon: float):
-    """(make_pair, run_steps, window_loss) graphs per (scale, subsample, optimizer, ...): any image, kernel, son
+def _adapt_fns(scale: int, subsample: str, optimizer: str, precision: str, adam_epsilon: float, keep_best: bool):
+    """(make_pair, run_steps, last_loss) graphs per (scale, subsample, optimizer, ...): any image, kernel, son
     noise, steps."""
 
     @tf.function(input_signature=[*_PAIR_SPECS, tf.TensorSpec([2], tf.int32), tf.TensorSpec([], tf.float32)])
@@ -282,6 +332,7 @@ def _adapt_fns(scale: int, subsample: str, optimizer: str, precision: str, adam_
         input_signature=[
             PARAM_SPECS,
             PARAM_SPECS * 2,  # Adam moments
+            _KEPT_SPECS,  # the guard's choice so far
             tf.TensorSpec([1, None, None, 6], tf.float32),  # training pair
             tf.TensorSpec([None, len(PARAM_SPECS)], tf.float32),  # learning rate per step and tensor
             tf.TensorSpec([2], tf.int32),  # (max_pixels, crop_size)
@@ -289,13 +340,13 @@ def _adapt_fns(scale: int, subsample: str, optimizer: str, precision: str, adam_
             tf.TensorSpec([], tf.int32),  # first step
         ]
     )
-    def run_steps(params, moments, pair, rates, crop_limits, seed, start):
+    def run_steps(params, moments, kept, pair, rates, crop_limits, seed, start):
         TRACES["adapt"] += 1
-        fast, moments, losses = adapt_steps(
-            params, moments, pair, rates, crop_limits, seed, start, optimizer, precision, adam_epsilon
+        fast, moments, kept, losses = adapt_steps(
+            params, moments, kept, pair, rates, crop_limits, seed, start, optimizer, precision, adam_epsilon, keep_best
         )
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(w)) for w in fast])
-        return fast, moments, losses, finite
+        return fast, moments, kept, losses, finite
 
     @tf.function(
         input_signature=[
@@ -303,15 +354,13 @@ def _adapt_fns(scale: int, subsample: str, optimizer: str, precision: str, adam_
             tf.TensorSpec([1, None, None, 6], tf.float32),
             tf.TensorSpec([2], tf.int32),
             tf.TensorSpec([2], tf.int32),
-            tf.TensorSpec([], tf.int32),
         ]
     )
-    def window_loss(params, pair, crop_limits, seed, k):
-        """The L1 update ``k`` would start from, forward only (the last update's weights have no loss yet)."""
-        window = training_window(pair, crop_limits, seed, k)
-        return tf.reduce_mean(tf.abs(forward(params, window[..., :3]) - window[..., 3:]))
+    def last_loss(params, pair, crop_limits, seed):
+        """:func:`guard_loss` of the last update's weights (forward only: they have no loss yet)."""
+        return guard_loss(params, pair, crop_limits, seed, precision)
 
-    return make_pair, run_steps, window_loss
+    return make_pair, run_steps, last_loss
 
 
 CHUNK_SECONDS = 0.25  # adaptation runs in graph calls of about this long, so Ctrl-C stops it promptly
@@ -333,13 +382,21 @@ def check_input(lr_image, degradation: Degradation, scale) -> int:
     return s
 
 
-def adapt(params, lr_image, degradation: Degradation, scale, config: AdaptConfig = AdaptConfig()):
-    """Zero-shot adaptation: ``config.steps`` updates on (son → LR); returns (fast_params, losses).
+class Adaptation(NamedTuple):
+    """What :func:`adapt` returns."""
+
+    params: list  # the fast weights: after ``updates`` updates
+    losses: np.ndarray  # L1 before each update that ran (fewer than asked when one diverged)
+    updates: int  # how many updates made ``params`` (fewer than ran when the guard kept earlier weights)
+
+
+def adapt(params, lr_image, degradation: Degradation, scale, config: AdaptConfig = AdaptConfig()) -> Adaptation:
+    """Zero-shot adaptation: ``config.steps`` updates on (son → LR) from θ_M.
 
     The updates run in short graph calls (Ctrl-C stops them within about ``CHUNK_SECONDS``). If an
     update diverges (its weights or their loss non-finite, or the loss above ``DIVERGENCE`` times the
-    starting one), adaptation stops and the weights before that update are returned: ``losses``
-    then has fewer than ``config.steps`` entries.
+    starting one), adaptation stops there and returns the weights before that update (with ``keep_best``,
+    the guard's choice among those): ``losses`` then has fewer than ``config.steps`` entries.
 
     Args:
       params: meta-initial weights θ_M (list of 16 tensors).
@@ -347,8 +404,8 @@ def adapt(params, lr_image, degradation: Degradation, scale, config: AdaptConfig
       degradation: its kernel and subsampling (``mzsr_tf.kernels.Degradation``).
     """
     s = check_input(lr_image, degradation, scale)
-    make_pair, run_steps, window_loss = _adapt_fns(
-        s, degradation.subsample, config.optimizer, config.compute_precision, config.adam_epsilon
+    make_pair, run_steps, last_loss = _adapt_fns(
+        s, degradation.subsample, config.optimizer, config.compute_precision, config.adam_epsilon, config.keep_best
     )
     sigma = son_noise_sigma(lr_image) if config.noise_sigma == "auto" else float(config.noise_sigma)
     kernel = np.ones((1, 1), np.float32) if degradation.kernel is None else degradation.kernel
@@ -360,16 +417,16 @@ def adapt(params, lr_image, degradation: Degradation, scale, config: AdaptConfig
     rates = rate_matrix(config)
 
     def run(state, n):
-        """``n`` updates from ``state = (done, fast, moments)``."""
-        done, fast, moments = state
+        """``n`` updates from ``state = (done, fast, moments, kept)``."""
+        done, fast, moments, kept = state
         chunk_rates = rates[done : done + n]
-        fast2, moments2, losses, finite = run_steps(
-            fast, moments, pair, chunk_rates, crop_limits, seed, tf.constant(done, tf.int32)
+        fast2, moments2, kept2, losses, finite = run_steps(
+            fast, moments, kept, pair, chunk_rates, crop_limits, seed, tf.constant(done, tf.int32)
         )
-        return (done + n, fast2, moments2), losses.numpy(), bool(finite)
+        return (done + n, fast2, moments2, kept2), losses.numpy(), bool(finite)
 
     theta = [tf.convert_to_tensor(p, tf.float32) for p in params]
-    state = (0, theta, zero_moments(theta))
+    state = (0, theta, zero_moments(theta), nothing_kept(theta))
     starts = [state]  # the last two chunk starts, to go back to when a later loss shows a diverged update
     seen: list[float] = []  # seen[i]: the loss of the weights after i updates (finite, not exploded)
     chunk, bad = 1, None  # bad: the first number of updates whose weights diverged
@@ -380,23 +437,31 @@ def adapt(params, lr_image, degradation: Degradation, scale, config: AdaptConfig
         broken = [j for j, v in enumerate(losses) if not np.isfinite(v) or v > limit]
         if broken or not finite:
             bad = state[0] + (broken[0] if broken else len(losses))
+            kept = new[3]  # the guard's choice includes this chunk's updates before the diverged one
             break
         seen.extend(float(v) for v in losses)
         state = new
         starts = [starts[-1], state]
         if time.perf_counter() - t0 < CHUNK_SECONDS / 2:
             chunk *= 2
+    else:
+        kept = state[3]
+    last = np.inf
     if bad is None and config.steps:  # the last update's weights have no loss yet: measure it
-        last = float(window_loss(state[1], pair, crop_limits, seed, tf.constant(state[0], tf.int32)))
+        last = float(last_loss(state[1], pair, crop_limits, seed))
         if not np.isfinite(last) or last > DIVERGENCE * seen[0]:
-            bad = config.steps
+            bad, last = config.steps, np.inf
+    if bad == 0:
+        raise InputError("the loss is not finite before any update (check the image and the kernel)")
+    if bad is not None:  # the diverged update and its starting loss are dropped
+        seen = seen[: bad - 1]
+    kept_before_bad = bad is None or int(kept[1]) < bad  # not a diverged update's weights (a later one in its chunk)
+    if config.keep_best and last >= float(kept[0]) and kept_before_bad:
+        return Adaptation(kept[2], np.array(seen, np.float32), int(kept[1]))
     if bad is not None:  # keep the weights after bad - 1 updates: rerun from the chunk start before them
-        if bad == 0:
-            raise InputError("the loss is not finite before any update (check the image and the kernel)")
         start = next(s for s in reversed(starts) if s[0] <= bad - 1)
         state = run(start, bad - 1 - start[0])[0] if bad - 1 > start[0] else start
-        seen = seen[: bad - 1]
-    return state[1], np.array(seen[: state[0]], np.float32)
+    return Adaptation(state[1], np.array(seen[: state[0]], np.float32), state[0])
 
 
 @tf.function(input_signature=[PARAM_SPECS, tf.TensorSpec([None, None, None, 3], tf.float32)])
@@ -435,6 +500,7 @@ class AdaptResult:
     sr: np.ndarray  # float32 [H*s, W*s, 3] in [0, 1]
     losses: list = field(default_factory=list)  # L1 on (son → LR) before each update applied
     steps_requested: int = 0  # more than len(losses) when an update diverged (non-finite) and was dropped
+    updates: int = 0  # the updates in the weights used: fewer than len(losses) when the guard kept earlier ones
     seconds_adapt: float = 0.0
     seconds_sr: float = 0.0
     fast_params: list | None = None
@@ -453,9 +519,9 @@ def zero_shot_sr(
     s = check_input(lr_image, degradation, scale)
     t0 = time.perf_counter()
     if config.steps > 0:
-        fast, losses = adapt(params, lr_image, degradation, s, config)
+        fast, losses, updates = adapt(params, lr_image, degradation, s, config)
     else:
-        fast, losses = [tf.convert_to_tensor(p, tf.float32) for p in params], np.zeros([0], np.float32)
+        fast, losses, updates = [tf.convert_to_tensor(p, tf.float32) for p in params], np.zeros([0], np.float32), 0
     t1 = time.perf_counter() if config.steps > 0 else t0  # no steps: no adaptation time
     lr = tf.constant(lr_image[None])
     if output_shape is None:
@@ -478,4 +544,4 @@ def zero_shot_sr(
         sr = sr_fn(lr)
         sr = refine(sr, lr) if refine else sr
     sr = tf.clip_by_value(sr[0], 0.0, 1.0).numpy()
-    return AdaptResult(sr, [float(v) for v in losses], config.steps, t1 - t0, time.perf_counter() - t1, fast)
+    return AdaptResult(sr, [float(v) for v in losses], config.steps, updates, t1 - t0, time.perf_counter() - t1, fast)

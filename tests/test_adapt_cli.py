@@ -318,7 +318,13 @@ def test_weights_with_learned_rates_adapt_with_them_by_default(workspace, tmp_pa
     weights = save_params(init_params(0), tmp_path / "lslr.weights.h5", inner_lr=rates)
     face = workspace / "lr" / "face.png"
     reports = {}
-    for name, extra in {"default": [], "adam": ["--optimizer", "adam"], "learned": ["--optimizer", "learned"]}.items():
+    variants = {
+        "default": [],
+        "adam": ["--optimizer", "adam"],
+        "learned": ["--optimizer", "learned"],
+        "unguarded": ["--no-keep-best"],
+    }
+    for name, extra in variants.items():
         argv = [face, "--kernel", KERNEL_NAME, "--weights", weights, "--steps", 2, *extra]
         code, err = run([*argv, "--out", tmp_path / f"{name}.png", "--json", tmp_path / f"{name}.json"], capsys)
         assert code == 0, err
@@ -326,6 +332,8 @@ def test_weights_with_learned_rates_adapt_with_them_by_default(workspace, tmp_pa
     assert reports["default"]["optimizer"] == reports["learned"]["optimizer"] == "learned"
     assert reports["adam"]["optimizer"] == "adam" and reports["adam"]["son_noise"] == "auto"
     assert reports["default"]["losses"] == reports["learned"]["losses"] != reports["adam"]["losses"]
+    assert [reports[n]["keep_best"] for n in variants] == [True, False, True, False]  # the guard: on for learned
+    assert reports["unguarded"]["updates_kept"] == 2 >= reports["default"]["updates_kept"]
     code, err = run(
         [face, "--kernel", KERNEL_NAME, "--weights", workspace / "w.weights.h5", "--optimizer", "learned"], capsys
     )

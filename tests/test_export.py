@@ -332,7 +332,7 @@ def test_tflite_adaptation_matches_tf(tflite_path, exported, image):
     losses = [train(image=lr[None], kernel=kernel, learning_rate=rate)["loss"] for rate in learning_rates(config)]
     sr = runner(interpreter, "super_resolve")(image=lr[None])["sr"]
 
-    fast, ref_losses = adapt(params, lr, Degradation(KERNEL, "direct"), 2, config)
+    fast, ref_losses, _ = adapt(params, lr, Degradation(KERNEL, "direct"), 2, config)
     ref = tf.clip_by_value(super_resolve(fast, lr[None], 2, (48, 52)), 0, 1).numpy()
     assert sr.shape == ref.shape == (1, 48, 52, 3)
     np.testing.assert_allclose(np.ravel(losses), ref_losses, atol=1e-5)

@@ -267,6 +267,11 @@ def test_adaptation_sweep_compares_settings_on_held_out_photos(tmp_path, capsys)
         adaptation_sweep.parse_setting("learned", 1)
     rates = np.full([5, 16], 1e-2, np.float32)
     np.testing.assert_array_equal(adaptation_sweep.parse_setting("learned", 7, rates).layer_rates, rates)
+    assert adaptation_sweep.parse_setting("learned", 7, rates).keep_best
+    assert not adaptation_sweep.parse_setting("learned/guard=0", 7, rates).keep_best
+    assert adaptation_sweep.parse_setting("adam:default/crop=64/guard=1", 3).keep_best
+    with pytest.raises(InputError, match="guard"):
+        adaptation_sweep.parse_setting("learned/crop=64", 7, rates)
 
 
 def test_adaptation_sweep_takes_learned_rates_step_lists_and_noise(tmp_path, capsys):
@@ -302,19 +307,25 @@ def test_speed_benchmark_times_every_precision(tmp_path, monkeypatch, capsys):
 
 
 def test_mzsr_takes_the_shipped_weights_of_each_kernels_subsampling(tmp_path):
-    """Without --weights, g^b kernels run the bicubic-subsampling θ_M and g^d kernels the direct one."""
+    """Without --weights, g^b kernels run the bicubic-subsampling θ_M and g^d kernels the direct one; weights with
+    learned rates adapt with them (and the guard), as adapt.py."""
     import argparse
 
     from mzsr_tf.model import init_params
     from mzsr_tf.weights import default_weights, load_params, save_params
 
-    params_for = paper_table._weights(argparse.Namespace(weights=None, scale=2))
+    model_for = paper_table._weights(argparse.Namespace(weights=None, scale=2))
     for subsample in ("direct", "bicubic"):
-        for a, b in zip(params_for(subsample), load_params(default_weights(2, subsample))):
+        for a, b in zip(model_for(subsample).params, load_params(default_weights(2, subsample))):
             np.testing.assert_array_equal(a, b)
-    given = save_params(init_params(0), tmp_path / "w.weights.h5")
-    params_for = paper_table._weights(argparse.Namespace(weights=given, scale=2))
-    np.testing.assert_array_equal(params_for("bicubic")[0], init_params(0)[0])
+    rates = np.full([2, 16], 1e-2, np.float32)
+    given = save_params(init_params(0), tmp_path / "w.weights.h5", inner_lr=rates)
+    args = argparse.Namespace(weights=given, scale=2, precision="float32", son_noise=0.0)
+    model_for = paper_table._weights(args)
+    np.testing.assert_array_equal(model_for("bicubic").params[0], init_params(0)[0])
+    config = model_for("direct").adapt_config(3)
+    assert config.keep_best and np.array_equal(np.asarray(config.layer_rates), rates)
+    assert paper_table.make_mzsr(args, "3").settings["optimizer"] == "learned"
 
 
 def test_precision_flag_reaches_mzsr_but_not_the_official_schedule(hr_folder, tmp_path, capsys):
@@ -335,10 +346,17 @@ def test_precision_flag_reaches_mzsr_but_not_the_official_schedule(hr_folder, tm
         assert settings["mzsr1"] == {
             "weights": "shipped",
             "optimizer": "adam",
+            "keep_best": False,
             "precision": resolved,
             "son_noise": "auto",
         }
-        official = {"weights": "shipped", "optimizer": "sgd", "precision": "float32", "son_noise": 0.0}
+        official = {
+            "weights": "shipped",
+            "optimizer": "sgd",
+            "keep_best": False,
+            "precision": "float32",
+            "son_noise": 0.0,
+        }
         assert settings["mzsr1_official"] == official
     assert rows["float32"]["mzsr1"] != rows["bfloat16"]["mzsr1"]
     assert rows["float32"]["mzsr1_official"] == rows["bfloat16"]["mzsr1_official"]

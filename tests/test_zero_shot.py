@@ -17,6 +17,7 @@ from mzsr_tf.zero_shot import (
     AdaptConfig,
     adapt,
     adapt_graph,
+    guard_loss,
     learning_rates,
     super_resolve_tiled,
     zero_shot_sr,
@@ -56,7 +57,7 @@ def test_default_rates_follow_the_optimizer():
 def test_one_step_is_sgd_on_son_to_father(lr_image):
     """θ' = θ − 0.02 ∇ L1(net(bicubic↑(degrade(LR))), LR): the paper's Algorithm 2 update."""
     params = init_params(0)
-    fast, losses = adapt(params, lr_image, KERNEL, 2, AdaptConfig.official(steps=1))
+    fast, losses, _ = adapt(params, lr_image, KERNEL, 2, AdaptConfig.official(steps=1))
     father = tf.constant(lr_image[None])
     son_up = upscale(degrade(father, KERNEL.kernel, 2), 2, lr_image.shape[:2])
     with tf.GradientTape() as tape:
@@ -75,7 +76,7 @@ def test_default_steps_are_adam_on_son_to_father(lr_image, epsilon):
     config = AdaptConfig(
         steps=2, precision="float32", noise_sigma=0.0, **({"adam_epsilon": epsilon} if epsilon else {})
     )
-    fast, _ = adapt(params, lr_image, KERNEL, 2, config)
+    fast, _, _ = adapt(params, lr_image, KERNEL, 2, config)
     eps = epsilon or 1e-8
     father = tf.constant(lr_image[None])
     son_up = upscale(degrade(father, KERNEL.kernel, 2), 2, lr_image.shape[:2])
@@ -141,7 +142,7 @@ def test_bfloat16_updates_follow_float32(lr_image):
     """Mixed-precision updates move θ like float32 ones (Adam's steps are ~rate, so compare per step)."""
     params = init_params(0)
     configs = {p: AdaptConfig(steps=3, precision=p) for p in ("float32", "bfloat16")}
-    (f32, loss32), (f16, loss16) = (adapt(params, lr_image, KERNEL, 2, c) for c in configs.values())
+    (f32, loss32, _), (f16, loss16, _) = (adapt(params, lr_image, KERNEL, 2, c) for c in configs.values())
     np.testing.assert_allclose(loss16, loss32, rtol=2e-2)
     d32 = np.concatenate([(f - p).numpy().ravel() for f, p in zip(f32, params)])
     d16 = np.concatenate([(f - p).numpy().ravel() for f, p in zip(f16, params)])
@@ -151,7 +152,7 @@ def test_bfloat16_updates_follow_float32(lr_image):
 
 def test_adaptation_lowers_the_son_loss(lr_image):
     for config in (AdaptConfig(steps=8, learning_rates=(2e-3,)), AdaptConfig.official(steps=8)):
-        _, losses = adapt(init_params(1), lr_image, KERNEL, 2, config)
+        _, losses, _ = adapt(init_params(1), lr_image, KERNEL, 2, config)
         assert losses[-1] < losses[0] * 0.97, config.optimizer
 
 
@@ -176,9 +177,9 @@ def test_no_retracing_across_sizes_kernels_and_steps(astronaut_uint8):
 
 def test_random_crops_above_the_pixel_limit(lr_image):
     config = AdaptConfig(steps=2, max_pixels=100, crop_size=16)
-    fast, losses = adapt(init_params(4), lr_image, KERNEL, 2, config)
+    fast, losses, _ = adapt(init_params(4), lr_image, KERNEL, 2, config)
     assert losses.shape == (2,) and np.all(np.isfinite(losses))
-    whole, _ = adapt(init_params(4), lr_image, KERNEL, 2, dataclasses.replace(config, max_pixels=10**9))
+    whole, _, _ = adapt(init_params(4), lr_image, KERNEL, 2, dataclasses.replace(config, max_pixels=10**9))
     assert not np.allclose(fast[0], whole[0])
 
 
@@ -221,22 +222,24 @@ def test_adaptation_split_into_calls_equals_one_graph_loop(lr_image, monkeypatch
     rates = tf.constant(learning_rates(config))
     whole, whole_losses = adapt_graph(params, lr_image, KERNEL.kernel, rates, 2, config)
     monkeypatch.setattr(zero_shot, "CHUNK_SECONDS", chunk_seconds)
-    fast, losses = adapt(params, lr_image, KERNEL, 2, config)
+    fast, losses, _ = adapt(params, lr_image, KERNEL, 2, config)
     np.testing.assert_allclose(losses, whole_losses, rtol=1e-5)
     for a, b in zip(fast, whole):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("keep_best", [False, True])
 @pytest.mark.parametrize("chunk_seconds", [0.0, 1e9])
-def test_a_diverging_update_is_dropped(lr_image, monkeypatch, chunk_seconds):
-    """SGD at sane rates for two updates then an absurd one: the weights after the two sane updates come back."""
+def test_a_diverging_update_is_dropped(lr_image, monkeypatch, chunk_seconds, keep_best):
+    """SGD at sane rates for two updates then an absurd one: the weights after the two sane updates come back
+    (with the guard too: they have the lowest loss)."""
     monkeypatch.setattr(zero_shot, "CHUNK_SECONDS", chunk_seconds)
     params = init_params(6)
-    sane = AdaptConfig.official(steps=2)
-    two, two_losses = adapt(params, lr_image, KERNEL, 2, sane)
+    sane = AdaptConfig.official(steps=2, keep_best=keep_best)
+    two, two_losses, _ = adapt(params, lr_image, KERNEL, 2, sane)
     for steps in (3, 5):  # the absurd update last, or followed by more
         config = dataclasses.replace(sane, steps=steps, learning_rates=(2e-2, 1e-2, 1e6))
-        fast, losses = adapt(params, lr_image, KERNEL, 2, config)
+        fast, losses, _ = adapt(params, lr_image, KERNEL, 2, config)
         np.testing.assert_allclose(losses, two_losses, rtol=1e-6)
         for a, b in zip(fast, two):
             np.testing.assert_array_equal(a, b)
@@ -248,17 +251,19 @@ def test_learned_rates_run_sgd_per_tensor_and_step(lr_image):
     """AdaptConfig.learned: row i of the learned rates is step i's SGD rate per tensor; later steps reuse the last."""
     params = init_params(7)
     same = np.full([2, 16], 1e-2, np.float32)
-    fast, losses = adapt(
+    fast, losses, _ = adapt(
         params, lr_image, KERNEL, 2, AdaptConfig.learned(same, steps=3, precision="float32", noise_sigma=0.0)
     )
     sgd = AdaptConfig.official(steps=3, learning_rates=(1e-2,))
-    fast_sgd, losses_sgd = adapt(params, lr_image, KERNEL, 2, sgd)
+    fast_sgd, losses_sgd, _ = adapt(params, lr_image, KERNEL, 2, sgd)
     np.testing.assert_allclose(losses, losses_sgd, rtol=1e-6)
     for a, b in zip(fast, fast_sgd):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
     frozen = same.copy()
     frozen[:, 14:] = 0.0  # the last layer never moves
-    fast, _ = adapt(params, lr_image, KERNEL, 2, AdaptConfig.learned(frozen, steps=3, precision="float32"))
+    fast, _, _ = adapt(
+        params, lr_image, KERNEL, 2, AdaptConfig.learned(frozen, steps=3, precision="float32", keep_best=False)
+    )
     np.testing.assert_array_equal(fast[14], params[14])
     assert not np.array_equal(fast[0], params[0])
     with pytest.raises(InputError, match="layer_rates"):
@@ -270,12 +275,56 @@ def test_a_noisy_son_equals_the_one_graph_loop_and_auto_estimates_the_images_noi
     params, config = init_params(8), AdaptConfig(steps=2, precision="float32", noise_sigma=0.02)
     rates = tf.constant(learning_rates(config))
     whole, _ = adapt_graph(params, lr_image, KERNEL.kernel, rates, 2, config, "direct", 0.02)
-    fast, _ = adapt(params, lr_image, KERNEL, 2, config)
+    fast, _, _ = adapt(params, lr_image, KERNEL, 2, config)
     for a, b in zip(fast, whole):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     monkeypatch.setattr(zero_shot, "son_noise_sigma", lambda image: 0.02)
-    auto, _ = adapt(params, lr_image, KERNEL, 2, dataclasses.replace(config, noise_sigma="auto"))
+    auto, _, _ = adapt(params, lr_image, KERNEL, 2, dataclasses.replace(config, noise_sigma="auto"))
     for a, b in zip(auto, fast):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(InputError, match="noise_sigma"):
         AdaptConfig(noise_sigma=-1.0)
+
+
+OVERSHOOT = (2e-2, 1e-2, 0.2, 1e-3)  # SGD: update 3 overshoots, so the weights after update 2 have the lowest loss
+
+
+@pytest.mark.parametrize("chunk_seconds", [0.0, 1e9])
+def test_the_guard_returns_the_weights_of_the_lowest_loss(lr_image, monkeypatch, chunk_seconds):
+    """keep_best: of θ_M and the weights after each update, those with the lowest L1 on the pair (whole image)."""
+    monkeypatch.setattr(zero_shot, "CHUNK_SECONDS", chunk_seconds)
+    params = init_params(6)
+    plain = AdaptConfig.official(steps=4, learning_rates=OVERSHOOT)
+    runs = [adapt(params, lr_image, KERNEL, 2, dataclasses.replace(plain, steps=n)) for n in (2, 5)]
+    losses = runs[1].losses  # losses[n]: the loss of the weights after n updates
+    assert np.argmin(losses) == 2 and losses[3] > losses[2]
+    kept = adapt(params, lr_image, KERNEL, 2, dataclasses.replace(plain, keep_best=True))
+    assert kept.updates == 2 and len(kept.losses) == 4
+    for a, b in zip(kept.params, runs[0].params):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+    assert adapt(params, lr_image, KERNEL, 2, dataclasses.replace(plain, steps=2, keep_best=True)).updates == 2
+    assert zero_shot_sr(params, lr_image, KERNEL, 2, dataclasses.replace(plain, keep_best=True)).updates == 2
+    assert AdaptConfig.learned(np.full([1, 16], 1e-2)).keep_best and not AdaptConfig().keep_best
+
+
+def test_the_guard_compares_cropped_updates_on_one_window_as_the_graph_does(lr_image):
+    """Above max_pixels each update trains on its own window; the guard compares every weights on update 0's."""
+    params = init_params(6)
+    plain = AdaptConfig.official(steps=4, learning_rates=OVERSHOOT, max_pixels=100, crop_size=24)
+    pair = tf.concat(zero_shot.training_pair(lr_image[None], KERNEL.kernel, 2), -1)
+    limits, seed = tf.constant([100, 24]), tf.constant([0, 0])
+    checked = [
+        float(
+            guard_loss(
+                adapt(params, lr_image, KERNEL, 2, dataclasses.replace(plain, steps=n)).params, pair, limits, seed
+            )
+        )
+        for n in range(5)
+    ]
+    kept = adapt(params, lr_image, KERNEL, 2, dataclasses.replace(plain, keep_best=True))
+    assert kept.updates == np.argmin(checked) < 4
+    graph, _ = adapt_graph(
+        params, lr_image, KERNEL.kernel, tf.constant(OVERSHOOT), 2, dataclasses.replace(plain, keep_best=True)
+    )
+    for a, b in zip(kept.params, graph):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

@@ -9,6 +9,7 @@ python adapt.py --demo
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import sys
 from pathlib import Path
@@ -83,6 +84,12 @@ def build_parser():
         "--son-noise",
         type=cli.son_noise,
         help="mzsr: Gaussian noise on the LR son, 'auto' (default: the photo's own, estimated) or sigma in 0-255",
+    )
+    p.add_argument(
+        "--keep-best",
+        action=argparse.BooleanOptionalAction,
+        help="mzsr: return θ_M or the update with the lowest loss on the photo's own pair, not the last "
+        "(default: on with learned rates, off otherwise)",
     )
     p.add_argument("--self-ensemble", action="store_true", help="mzsr: 8-way geometric self-ensemble")
     p.add_argument("--back-projection", type=cli.positive_int, metavar="N", help="mzsr: back-projection iterations")
@@ -184,6 +191,7 @@ def _method_config(args, degradation, job):
         **({"learning_rates": args.lr} if args.lr else {}),
         **({"precision": args.precision} if args.precision else {}),  # default: official float32 / 'auto'
         **({"noise_sigma": args.son_noise} if args.son_noise is not None else {}),  # default: official 0 / 'auto'
+        **({"keep_best": args.keep_best} if args.keep_best is not None else {}),  # default: on for learned rates
     }
     if optimizer == "learned":
         config = AdaptConfig.learned(inner_lr, **common)
