@@ -459,6 +459,88 @@ def _save_dir(chief: bool, ckpt_dir: Path):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@dataclass
+class _TrainState:
+    """What a run checkpoints: the net, the learned inner rates (if any), their optimizers and the step."""
+
+    net: object
+    rates: list  # [the inner_lr variable] with learn_inner_lr, else []
+    optimizer: keras.optimizers.Optimizer
+    rates_optimizer: keras.optimizers.Optimizer | None
+    step: tf.Variable
+    checkpoint: tf.train.Checkpoint
+
+    @property
+    def variables(self) -> list:
+        return self.net.params + self.rates
+
+    @property
+    def optimizers(self) -> list:
+        """(optimizer, how many of ``variables`` it updates), in order."""
+        pairs = [(self.optimizer, len(self.net.params))]
+        return pairs + ([(self.rates_optimizer, 1)] if self.rates_optimizer is not None else [])
+
+
+def _build_state(stage: Stage, run: RunConfig, config, strategy) -> _TrainState:
+    """The net, θ's Adam and, with learned inner rates, the rates and their own Adam, under ``strategy``."""
+    with strategy.scope():
+        net = stage.make_net()
+        rates, rates_optimizer, extra = [], None, {}
+        if stage.learns_rates:
+            rates = [tf.Variable(tf.fill([config.inner_steps, len(net.params)], config.inner_lr), name="inner_lr")]
+        optimizer = keras.optimizers.Adam(stage.learning_rate(), epsilon=1e-8)
+        optimizer.build(net.params)
+        if rates:  # the rates have an Adam of their own (their learning rate may differ from θ's)
+            rates_optimizer = keras.optimizers.Adam(config.inner_lr_meta_lr or config.meta_lr, epsilon=1e-8)
+            rates_optimizer.build(rates)
+            extra = {"inner_lr": rates[0], "rates_optimizer": rates_optimizer}
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    checkpoint = tf.train.Checkpoint(model=net, optimizer=optimizer, step=step, seed=tf.Variable(run.seed), **extra)
+    return _TrainState(net, rates, optimizer, rates_optimizer, step, checkpoint)
+
+
+def _restore_or_init(state: _TrainState, stage: Stage, run: RunConfig, config, ckpt_dir: Path, changed, log):
+    """Resume from the newest checkpoint (the recipe's learning rates win over the restored ones), or start from
+    ``run.init``."""
+    if run.resume and _checkpoints(ckpt_dir):
+        restored = _restore_newest(state.checkpoint, ckpt_dir, log)
+        log(f"resumed {restored} at step {int(state.step.numpy())}")
+        if changed:  # on purpose: the restored optimizer holds the old rate
+            log("changed on resume: " + ", ".join(f"{k} -> {getattr(config, k)}" for k in changed))
+        if not isinstance(state.optimizer.learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+            state.optimizer.learning_rate = stage.learning_rate()
+        if state.rates_optimizer is not None:
+            state.rates_optimizer.learning_rate = config.inner_lr_meta_lr or config.meta_lr
+        return
+    if run.resume:
+        log(f"no checkpoint in {ckpt_dir}: starting at step 0")
+    if run.init:
+        state.net.set_params(stage.load_init(run.init))
+        init_rates = load_inner_lr(run.init) if state.rates else None
+        if init_rates is not None and init_rates.shape == tuple(state.rates[0].shape):
+            state.rates[0].assign(init_rates)
+
+
+def _log_train_step(state: _TrainState, loss, per_step, seconds_per_step: float) -> None:
+    """TensorBoard scalars of one training step (inside the writer's default step)."""
+    tf.summary.scalar("train/loss", loss)
+    tf.summary.scalar("train/learning_rate", state.optimizer.learning_rate)
+    tf.summary.scalar("train/seconds_per_step", seconds_per_step)
+    for j in range(int(per_step.shape[0])):
+        tf.summary.scalar(f"train/query_loss_step{j + 1}", per_step[j])
+
+
+def _stop_after_nonfinite(nonfinite: int, step: int, ckpt_dir: Path):
+    """The error that ends a run after ``MAX_NONFINITE`` non-finite steps in a row (nothing is saved: the last
+    checkpoint holds the last finite state)."""
+    last = _checkpoints(ckpt_dir)
+    where = f"its last checkpoint, {Path(last[0]).name}," if last else "no checkpoint yet; it"
+    return TrainingStopped(
+        f"stopping: {nonfinite} non-finite steps in a row at step {step}; the run keeps {where} "
+        "from before: --resume with a lower --lr/--meta-lr (a resume may change the learning rate)"
+    )
+
+
 def train(run: RunConfig, config, log=print) -> Path:
     """Run (or resume) a training stage up to ``run.steps``; returns ``RUN_DIR/final.weights.h5``."""
     stage = make_stage(run, config)
@@ -479,60 +561,25 @@ def train(run: RunConfig, config, log=print) -> Path:
     # Every worker saves (saving may need collectives); the others into a folder of their own, removed at the end.
     with _save_dir(chief, ckpt_dir) as save_dir:
         stage.images = data_lib.load_images(run.data, stage.min_image_size)
-
-        learn_rates = stage.learns_rates
-        with strategy.scope():
-            net = stage.make_net()
-            rates = []  # the learned inner rates, with learn_inner_lr
-            if learn_rates:
-                rates = [tf.Variable(tf.fill([config.inner_steps, len(net.params)], config.inner_lr), name="inner_lr")]
-            variables = net.params + rates
-            optimizer = keras.optimizers.Adam(stage.learning_rate(), epsilon=1e-8)
-            optimizer.build(net.params)
-            optimizers = [(optimizer, len(net.params))]
-            extra = {}
-            if learn_rates:  # the rates have an Adam of their own (their learning rate may differ from θ's)
-                rates_optimizer = keras.optimizers.Adam(config.inner_lr_meta_lr or config.meta_lr, epsilon=1e-8)
-                rates_optimizer.build(rates)
-                optimizers.append((rates_optimizer, 1))
-                extra = {"inner_lr": rates[0], "rates_optimizer": rates_optimizer}
-            step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        checkpoint = tf.train.Checkpoint(
-            model=net, optimizer=optimizer, step=step_var, seed=tf.Variable(run.seed), **extra
-        )
-        if run.resume and _checkpoints(ckpt_dir):
-            restored = _restore_newest(checkpoint, ckpt_dir, log)
-            log(f"resumed {restored} at step {int(step_var.numpy())}")
-            if changed_recipe:  # on purpose: the restored optimizer holds the old rate
-                log("changed on resume: " + ", ".join(f"{k} -> {getattr(config, k)}" for k in changed_recipe))
-            if not isinstance(optimizer.learning_rate, keras.optimizers.schedules.LearningRateSchedule):
-                optimizer.learning_rate = stage.learning_rate()
-            if learn_rates:
-                rates_optimizer.learning_rate = config.inner_lr_meta_lr or config.meta_lr
-        else:
-            if run.resume:
-                log(f"no checkpoint in {ckpt_dir}: starting at step 0")
-            if run.init:
-                net.set_params(stage.load_init(run.init))
-                init_rates = load_inner_lr(run.init) if learn_rates else None
-                if init_rates is not None and init_rates.shape == tuple(rates[0].shape):
-                    rates[0].assign(init_rates)
+        state = _build_state(stage, run, config, strategy)
+        _restore_or_init(state, stage, run, config, ckpt_dir, changed_recipe, log)
         # An unreadable state file: TF logs it and starts anew (the checkpoints were found from their .index files).
-        manager = tf.train.CheckpointManager(checkpoint, str(save_dir), max_to_keep=3)
+        manager = tf.train.CheckpointManager(state.checkpoint, str(save_dir), max_to_keep=3)
         if changed_recipe:
-            record["history"][-1]["step"] = int(step_var.numpy())
+            record["history"][-1]["step"] = int(state.step.numpy())
         if chief:
             _write_record(Path(run.out), record)  # the run has started: record its settings
 
         def finish() -> Path:
-            final = stage.save([v.numpy() for v in variables], Path(run.out) if chief else save_dir)
+            final = stage.save([v.numpy() for v in state.variables], Path(run.out) if chief else save_dir)
             return Path(run.out) / final.name
 
-        start = int(step_var.numpy())
+        start = int(state.step.numpy())
         if start >= run.steps:
             log(f"already at step {start} >= {run.steps}")
             return finish()
 
+        variables, optimizers = state.variables, state.optimizers
         first_order_step = make_step_fn(stage, variables, optimizers, strategy, True, run.jit)
         second_order_step = None
         if not all(stage.first_order(step) for step in range(start, run.steps)):
@@ -568,30 +615,19 @@ def train(run: RunConfig, config, log=print) -> Path:
             loss, per_step, finite = (first_order_step if stage.first_order(step) else second_order_step)(
                 batch, tf.constant(step, tf.int64)
             )
-            step_var.assign(step + 1)
+            state.step.assign(step + 1)
             if not bool(finite):
                 nonfinite += 1
                 log(f"step {step}: non-finite loss or gradient, update skipped ({nonfinite} in a row)")
-                if nonfinite >= MAX_NONFINITE:  # nothing saved: the last checkpoint holds the last finite state
-                    last = _checkpoints(ckpt_dir)
-                    where = f"its last checkpoint, {Path(last[0]).name}," if last else "no checkpoint yet; it"
-                    raise TrainingStopped(
-                        f"stopping: {nonfinite} non-finite steps in a row at step {step}; the run keeps {where} "
-                        "from before: --resume with a lower --lr/--meta-lr (a resume may change the learning rate)"
-                    )
+                if nonfinite >= MAX_NONFINITE:
+                    raise _stop_after_nonfinite(nonfinite, step, ckpt_dir)
                 continue
             nonfinite = 0
             bar.update(1)
             with writer.as_default(step=step + 1):
                 if (step + 1) % run.log_every == 0 or step == start:
                     now = time.perf_counter()
-                    tf.summary.scalar("train/loss", loss)
-                    tf.summary.scalar("train/learning_rate", optimizer.learning_rate)
-                    tf.summary.scalar(
-                        "train/seconds_per_step", (now - t_last) / (1 if step == start else run.log_every)
-                    )
-                    for j in range(int(per_step.shape[0])):
-                        tf.summary.scalar(f"train/query_loss_step{j + 1}", per_step[j])
+                    _log_train_step(state, loss, per_step, (now - t_last) / (1 if step == start else run.log_every))
                     t_last = now
                     bar.set_postfix(loss=f"{float(loss):.4f}")
                 if (step + 1) % run.val_every == 0 or step + 1 == run.steps:
@@ -600,7 +636,7 @@ def train(run: RunConfig, config, log=print) -> Path:
                 if (step + 1) % run.sample_every == 0 and x is not None:
                     tf.summary.image(
                         "samples/input_output",
-                        tf.concat([x, tf.clip_by_value(forward(net.params, x), 0, 1)], 2),
+                        tf.concat([x, tf.clip_by_value(forward(state.net.params, x), 0, 1)], 2),
                         max_outputs=2,
                     )
             if (step + 1) % run.checkpoint_every == 0:
