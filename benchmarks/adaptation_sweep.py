@@ -47,9 +47,9 @@ def parse_setting(text: str, steps: int, inner_lr=None) -> AdaptConfig:
     AdaptConfig (``learned`` takes ``inner_lr``, the weights' meta-learned rates)."""
     head, *options = text.split("/")
     optimizer, _, rates = head.partition(":")
-    guard = {}
-    if options and options[-1] in ("guard=0", "guard=1"):
-        guard = {"keep_best": options.pop() == "guard=1"}
+    guards = [o for o in options if o in ("guard=0", "guard=1")]  # anywhere among the options
+    options = [o for o in options if o not in guards]
+    guard = {"keep_best": guards[-1] == "guard=1"} if guards else {}
     if optimizer == "learned":
         if inner_lr is None:
             raise InputError(f"setting {text!r}: the weights carry no learned rates")

@@ -136,7 +136,7 @@ def make_mzsr(args: argparse.Namespace, steps: str = "0", official: str | None =
         "weights": str(args.weights or "shipped"),
         **(
             {
-                "optimizer": "learned" if config.layer_rates else config.optimizer,
+                "optimizer": config.rule,
                 "keep_best": config.keep_best,
                 "precision": config.compute_precision,
                 "son_noise": config.noise_sigma,

@@ -127,7 +127,7 @@ def mzsr_runner(job: Job, config, params):
         entry = {
             "method": "mzsr",
             "steps": config.steps,
-            "optimizer": "learned" if config.layer_rates else config.optimizer,
+            "optimizer": config.rule,
             "precision": config.compute_precision,  # 'auto' resolved on this machine
             "son_noise": config.noise_sigma,
             "keep_best": config.keep_best,

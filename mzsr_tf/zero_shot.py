@@ -162,6 +162,11 @@ class AdaptConfig:
         return "bfloat16" if native_bfloat16() else "float32"
 
     @property
+    def rule(self) -> str:
+        """The update rule's name in reports: 'learned' (per-tensor rates), 'adam' or 'sgd'."""
+        return "learned" if self.layer_rates else self.optimizer
+
+    @property
     def schedule(self) -> tuple[float, ...]:
         """The learning rates given, or the optimizer's defaults."""
         return tuple(self.learning_rates or DEFAULT_RATES[self.optimizer])

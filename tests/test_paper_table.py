@@ -270,6 +270,7 @@ def test_adaptation_sweep_compares_settings_on_held_out_photos(tmp_path, capsys)
     assert adaptation_sweep.parse_setting("learned", 7, rates).keep_best
     assert not adaptation_sweep.parse_setting("learned/guard=0", 7, rates).keep_best
     assert adaptation_sweep.parse_setting("adam:default/crop=64/guard=1", 3).keep_best
+    assert adaptation_sweep.parse_setting("adam:default/guard=1/crop=64", 3).crop_size == 64
     with pytest.raises(InputError, match="guard"):
         adaptation_sweep.parse_setting("learned/crop=64", 7, rates)
 
