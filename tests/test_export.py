@@ -5,6 +5,7 @@ distinct-valued weights: ``init_params(seed)`` repeats one kernel for layers of 
 which the TFLite converter stores once and would make the size check meaningless.
 """
 
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from mzsr_tf.kernels import Degradation, gaussian_kernel, validate_kernel
 from mzsr_tf.metrics import to_uint8
 from mzsr_tf.model import init_params, param_shapes, super_resolve
 from mzsr_tf.weights import load_params, save_params
-from mzsr_tf.zero_shot import AdaptConfig, adapt, learning_rates, zero_shot_sr
+from mzsr_tf.zero_shot import OFFICIAL_RATES, AdaptConfig, adapt, zero_shot_sr
 
 KERNEL_SIZE = 21
 MAX_PIXELS = 40 * 40
@@ -282,7 +283,7 @@ def test_tflite_is_small_and_builtin_only(tflite_path):
     assert not [op for op in ops if op.startswith("CUSTOM")], ops
     assert {"CONV_2D", "DEPTHWISE_CONV_2D", "MIRROR_PAD", "ASSIGN_VARIABLE", "BATCH_MATMUL"} <= ops, ops
     interpreter = Interpreter(model_content=model)
-    signatures = ["estimate_kernel", "get_weights", "reset", "super_resolve", "train_step"]
+    signatures = ["estimate_kernel", "get_weights", "learning_rates", "reset", "super_resolve", "train_step"]
     assert sorted(interpreter.get_signature_list()) == signatures
     assert interpreter.get_signature_list()["train_step"]["inputs"] == ["image", "kernel", "learning_rate"]
 
@@ -321,15 +322,24 @@ def test_tflite_estimates_the_kernel_like_tf(tflite_path, exported, image):
     assert got["kernel"].shape == (KERNEL_SIZE, KERNEL_SIZE)
 
 
+def device_adapt(interpreter, lr, steps, rates=None):
+    """The app's loop: ``steps`` train_steps with the model's own ``learning_rates`` rows (or ``rates``); losses."""
+    table = runner(interpreter, "learning_rates")()["learning_rates"] if rates is None else rates
+    train, kernel = runner(interpreter, "train_step"), embed_kernel(KERNEL, KERNEL_SIZE)
+    rows = [table[min(i, len(table) - 1)] for i in range(steps)]
+    return [train(image=lr[None], kernel=kernel, learning_rate=np.atleast_1d(np.float32(row)))["loss"] for row in rows]
+
+
 def test_tflite_adaptation_matches_tf(tflite_path, exported, image):
-    """N train_steps + super_resolve in LiteRT == zero_shot.adapt + super_resolve in TF (1e-4)."""
+    """N train_steps + super_resolve in LiteRT == zero_shot.adapt + super_resolve in TF (1e-4); weights without
+    learned rates get the official schedule."""
     params = exported[1]
     lr = image.astype(np.float32) / 255.0
-    config = AdaptConfig.official(steps=3)  # train_step is an SGD update
+    config = AdaptConfig.official(steps=7)  # train_step is an SGD update
     interpreter = Interpreter(model_path=str(tflite_path))
-    train = runner(interpreter, "train_step")
-    kernel = embed_kernel(KERNEL, KERNEL_SIZE)
-    losses = [train(image=lr[None], kernel=kernel, learning_rate=rate)["loss"] for rate in learning_rates(config)]
+    table = runner(interpreter, "learning_rates")()["learning_rates"]
+    np.testing.assert_array_equal(table, np.repeat(np.float32(OFFICIAL_RATES)[:, None], 16, axis=1))
+    losses = device_adapt(interpreter, lr, config.steps)
     sr = runner(interpreter, "super_resolve")(image=lr[None])["sr"]
 
     fast, ref_losses, _ = adapt(params, lr, Degradation(KERNEL, "direct"), 2, config)
@@ -352,10 +362,7 @@ def test_baked_sr_model_runs_the_adapted_weights_with_constant_filters(tflite_pa
     np.testing.assert_allclose(theta_sr, tf.clip_by_value(super_resolve(exported[1], lr, 2), 0, 1), atol=1e-5)
 
     interpreter = Interpreter(model_path=str(tflite_path))
-    for rate in (0.02, 0.01):
-        runner(interpreter, "train_step")(
-            image=lr, kernel=embed_kernel(KERNEL, KERNEL_SIZE), learning_rate=np.float32(rate)
-        )
+    device_adapt(interpreter, lr[0], 2, rates=[0.02, 0.01])  # one rate for every tensor: [1]
     adapted = runner(interpreter, "get_weights")()
     baked = bake_weights(model, [adapted[name] for name in WEIGHT_NAMES])
     assert len(baked) == len(model) and baked != model
@@ -376,7 +383,7 @@ def test_tflite_reset_restores_the_meta_weights_exactly(tflite_path, exported, i
     for name, p in zip(WEIGHT_NAMES, params):
         np.testing.assert_array_equal(get()[name], p)  # initial weights are θ_M
     lr = image.astype(np.float32)[None] / 255.0
-    runner(interpreter, "train_step")(image=lr, kernel=embed_kernel(KERNEL, KERNEL_SIZE), learning_rate=np.float32(0.1))
+    device_adapt(interpreter, lr[0], 1, rates=[0.1])
     assert not np.array_equal(get()["conv8_bias"], params[-1])
     runner(interpreter, "reset")()
     for name, p in zip(WEIGHT_NAMES, params):
@@ -553,3 +560,15 @@ def test_learned_rates_travel_into_the_weights_files_and_the_servings_adaptation
     config = AdaptConfig.learned(rates, steps=4, precision="float32")
     expected = zero_shot_sr(params, image / np.float32(255), Degradation(validate_kernel(KERNEL), "direct"), 2, config)
     np.testing.assert_array_equal(serve(served, image, KERNEL, 4)[0], to_uint8(expected.sr).numpy())
+
+    # the device runs the same rule (without the guard): its learning_rates, one rate per tensor
+    interpreter = Interpreter(model_path=str(out / FILES["tflite"]))
+    np.testing.assert_array_equal(runner(interpreter, "learning_rates")()["learning_rates"], rates)
+    lr = image.astype(np.float32) / 255.0
+    losses = device_adapt(interpreter, lr, 4)
+    device = dataclasses.replace(config, keep_best=False, noise_sigma=0.0)  # the device's son is noise-free
+    fast, ref_losses, _ = adapt(params, lr, Degradation(validate_kernel(KERNEL), "direct"), 2, device)
+    np.testing.assert_allclose(np.ravel(losses), ref_losses, atol=1e-5)
+    weights = runner(interpreter, "get_weights")()
+    for name, w in zip(WEIGHT_NAMES, fast):
+        np.testing.assert_allclose(weights[name], w, atol=1e-5)

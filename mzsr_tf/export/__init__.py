@@ -137,7 +137,7 @@ def export_all(
 
     ``overwrite`` replaces earlier exports in ``out`` (only the entries of ``FILES``); ``inputs`` (the
     weights read) must not lie inside ``out``. ``inner_lr``: θ_M's meta-learned rates (``weights.load_inner_lr``),
-    kept in the weights files and run by the SavedModel's adaptation (the LiteRT graph keeps its SGD schedule).
+    kept in the weights files and run by the SavedModel's adaptation and the LiteRT model's ``learning_rates``.
     ``estimator``: kernel estimator weights for the SavedModel's ``blind`` and the LiteRT model's ``estimate_kernel``
     signatures (``kernel_estimation``).
     """
@@ -153,7 +153,7 @@ def export_all(
         save_serving(
             params, staging / FILES["serving"], config.scale, config.max_pixels, config.max_steps, inner_lr, estimator
         )
-        save_tflite(params, staging / FILES["tflite"], config.scale, config.kernel_size, estimator)
+        save_tflite(params, staging / FILES["tflite"], config.scale, config.kernel_size, estimator, inner_lr)
         save_inference_model(params, staging / FILES["tflite_sr"], config.scale)
         _publish(staging, out, overwrite)
     finally:

@@ -4,10 +4,14 @@ The pattern is LiteRT's on-device training (a ``tf.Module`` with plain ``tf.Vari
 signature per action, https://ai.google.dev/edge/litert/models/ondevice_training); the app runs the
 meta-test loop (paper Algorithm 2) by calling the signatures:
 
-* ``train_step(image, kernel, learning_rate) -> loss``: one SGD update θ ← θ − lr·∇L1(net(bicubic↑(son)), image)
-  where son = (image ⊛ kernel)↓s, direct subsampling with a reflect border (``degradation.degrade``);
+* ``train_step(image, kernel, learning_rate) -> loss``: one SGD update θ_i ← θ_i − lr_i·∇_i L1(net(bicubic↑(son)),
+  image) where son = (image ⊛ kernel)↓s, direct subsampling with a reflect border (``degradation.degrade``);
+  ``learning_rate`` is float32 [16], one rate per weight tensor in ``get_weights`` order, or [1] for all;
   the gradient is the hand-written ``backward.l1_loss_and_grads`` (``GradientTape`` needs Flex ops);
   ``loss`` is the L1 before the update, as ``zero_shot.adapt`` reports it.
+* ``learning_rates() -> learning_rates``: the update rule to run, float32 [K, 16], row i for update i + 1 (updates
+  past K reuse the last row): θ_M's meta-learned rates (``AdaptConfig.learned``, MAML++ LSLR) when it has them,
+  else the official ``test.py`` schedule for the scale (``AdaptConfig.official``).
 * ``super_resolve(image) -> sr``: clip(net(bicubic↑s(image))) at (sH, sW) with the current weights.
 * ``reset() -> ok``: back to θ_M (TFLite drops signatures without outputs, hence ``ok``).
 * ``get_weights() -> conv1_kernel, conv1_bias, ..., conv8_bias``: the current weights.
@@ -19,10 +23,9 @@ meta-test loop (paper Algorithm 2) by calling the signatures:
 ``image`` is float32 [1, H, W, 3] in [0, 1], any H, W ≥ the kernel size; ``kernel`` is float32
 [k, k] with k fixed at export (``--kernel-size``; put smaller kernels in with :func:`embed_kernel`),
 normalised to sum 1 in the graph. The graph has no asserts (they are not builtins): apps validate.
-Use the official schedule for ``learning_rate``: ×2, 2e-2, then 1e-2 for steps 2-4, then 5e-3;
-×4, 1e-2, then 5e-3 for steps 2-5, then 1e-3 (``AdaptConfig.official(scale)``). ``adapt.py`` and the
-SavedModel take Adam steps by default; Adam's two moment buffers would add two float32 copies of θ
-to the file, past ``MAX_BYTES``, so the device graph keeps SGD (the README compares the two).
+The device runs SGD steps only: for weights without learned rates ``adapt.py`` and the SavedModel take Adam
+steps, whose two moment buffers would add two float32 copies of θ to the file, past ``MAX_BYTES``. It has no
+meta-test guard (``AdaptConfig.keep_best``): the app keeps the last update's weights.
 
 Speed: XNNPACK, LiteRT's CPU delegate, takes CONV_2D only with constant filters, and here the filters are
 variables; the graph therefore computes every convolution and its gradients as batch matmuls over shifted
@@ -52,7 +55,7 @@ from mzsr_tf.export.profile import op_name
 from mzsr_tf.kernel_estimation import estimate_graph
 from mzsr_tf.model import PARAM_NAMES, super_resolve
 from mzsr_tf.optim import sgd
-from mzsr_tf.zero_shot import training_pair
+from mzsr_tf.zero_shot import AdaptConfig, rate_matrix, training_pair
 
 __all__ = [
     "SR_SIGNATURES",
@@ -68,13 +71,14 @@ __all__ = [
     "WEIGHT_NAMES",
     "AdaptationModule",
     "embed_kernel",
+    "device_rates",
     "convert",
     "op_names",
     "check_tflite",
     "save_tflite",
 ]
 
-SIGNATURES = ("train_step", "super_resolve", "reset", "get_weights")
+SIGNATURES = ("train_step", "learning_rates", "super_resolve", "reset", "get_weights")
 MAX_BYTES = 1_500_000  # issue #7: at most 1.5 MB (one float32 copy of θ is 0.9 MB)
 WEIGHT_NAMES = [n.replace("/", "_") for n in PARAM_NAMES]  # signature output names: conv1_kernel, ...
 SUBSAMPLE = "direct"  # MZSR Direct×s, the kernel convention of the shipped meta-weights
@@ -95,6 +99,14 @@ def embed_kernel(kernel, size: int) -> np.ndarray:
     return out
 
 
+def device_rates(scale: int, inner_lr=None) -> np.ndarray:
+    """The ``learning_rates`` signature's table, [K, 16]: ``inner_lr``'s rows (``AdaptConfig.learned``), else the
+    official schedule of the released model for ``scale`` (``AdaptConfig.official``), one row per update."""
+    if inner_lr is not None:
+        return rate_matrix(AdaptConfig.learned(inner_lr, steps=len(inner_lr)))
+    return rate_matrix(AdaptConfig.official(scale, steps=len(AdaptConfig.official(scale).schedule)))
+
+
 class AdaptationModule(tf.Module):
     """θ as ``tf.Variable`` s (Keras variables are not embedded by the converter) and θ_M as constants.
 
@@ -102,9 +114,11 @@ class AdaptationModule(tf.Module):
       params: meta-initial weights θ_M (16 tensors, ``model.PARAM_NAMES`` order).
       scale: integer SR factor.
       kernel_size: side of ``train_step``'s kernel input.
+      estimator: kernel estimator weights (``kernel_estimation``) for ``estimate_kernel``, or None.
+      inner_lr: θ_M's meta-learned rates [K, 16] for ``learning_rates`` (:func:`device_rates`), or None.
     """
 
-    def __init__(self, params, scale: int, kernel_size: int, estimator=None):
+    def __init__(self, params, scale: int, kernel_size: int, estimator=None, inner_lr=None):
         super().__init__(name="mzsr_adapt")
         self.scale = int(scale)
         meta_initial = [np.asarray(p, np.float32) for p in params]
@@ -113,8 +127,10 @@ class AdaptationModule(tf.Module):
         self.weights = [tf.Variable(a, name=n) for a, n in zip(meta_initial, WEIGHT_NAMES)]
         image = tf.TensorSpec([1, None, None, 3], tf.float32, name="image")
         kernel = tf.TensorSpec([kernel_size, kernel_size], tf.float32, name="kernel")
-        rate = tf.TensorSpec([], tf.float32, name="learning_rate")
+        rate = tf.TensorSpec([None], tf.float32, name="learning_rate")
         self.train_step = tf.function(self._train_step, input_signature=[image, kernel, rate])
+        self._rates = tf.constant(device_rates(scale, inner_lr))
+        self.learning_rates = tf.function(self._learning_rates, input_signature=[])
         self.super_resolve = tf.function(self._super_resolve, input_signature=[image])
         self.reset = tf.function(self._reset, input_signature=[])
         self.get_weights = tf.function(self._get_weights, input_signature=[])
@@ -129,13 +145,18 @@ class AdaptationModule(tf.Module):
         return [w.read_value() for w in self.weights]
 
     def _train_step(self, image, kernel, learning_rate):
-        """One meta-test update on (son → image), plain SGD like the official ``test.py``."""
+        """One meta-test update on (son → image): SGD with one rate per tensor (the official ``test.py``: one
+        for all; MAML++ LSLR: ``learning_rates``' row)."""
         son_up, father = training_pair(image, kernel / tf.reduce_sum(kernel), self.scale, SUBSAMPLE)
         values = self._values()
         loss, grads = l1_loss_and_grads(values, son_up, father, ops=TAPS)
-        for w, new in zip(self.weights, sgd(values, grads, learning_rate)):
+        rates = tf.broadcast_to(learning_rate, [len(values)])
+        for w, new in zip(self.weights, sgd(values, grads, rates)):
             w.assign(new)
         return {"loss": loss}
+
+    def _learning_rates(self):
+        return {"learning_rates": self._rates}
 
     def _super_resolve(self, image):
         sr = super_resolve(self._values(), image, self.scale, tf.shape(image)[1:3] * self.scale, TAPS)
@@ -331,9 +352,10 @@ def bake_weights(model: bytes, params) -> bytes:
     return bytes(out)
 
 
-def save_tflite(params, path, scale: int, kernel_size: int, estimator=None) -> Path:
-    """Build, convert, check and write ``mzsr_adapt.tflite`` (with ``estimator``: its ``estimate_kernel`` too)."""
-    module = AdaptationModule(params, scale, kernel_size, estimator)
+def save_tflite(params, path, scale: int, kernel_size: int, estimator=None, inner_lr=None) -> Path:
+    """Build, convert, check and write ``mzsr_adapt.tflite`` (with ``estimator``: its ``estimate_kernel`` too;
+    ``inner_lr``: θ_M's learned rates for ``learning_rates``)."""
+    module = AdaptationModule(params, scale, kernel_size, estimator, inner_lr)
     model = convert(module)
     check_tflite(model, module.signatures)
     path = Path(path)
