@@ -114,10 +114,12 @@ def _bicubic_input(hr, scale):
     return upscale(_quantise(downscale(hr, scale)), scale, tf.shape(hr)[1:3])
 
 
-def _random_kernel_input(hr, stream: int, step, scale, subsample, kernel_size, noise, min_variance=1.0):
-    """bicubic↑(uint8((hr ⊛ k)↓s + n)) for patches sharing one k ~ p(k), drawn from seed (stream, step)."""
+def _random_kernel_input(hr, stream: int, step, scale, subsample, kernel_size, noise, min_variance=1.0, kernel=None):
+    """bicubic↑(uint8((hr ⊛ k)↓s + n)) for patches sharing one k ~ p(k), drawn from seed (stream, step), or
+    the fixed ``kernel``."""
     seed = tf.stack([tf.constant(stream, tf.int64), step])
-    kernel = sample_kernel(tf.cast(seed, tf.int32), scale, kernel_size, min_variance=min_variance)
+    if kernel is None:
+        kernel = sample_kernel(tf.cast(seed, tf.int32), scale, kernel_size, min_variance=min_variance)
     lr = degrade(hr, kernel, scale, subsample, noise, tf.cast(seed[::-1], tf.int32) if noise else None)
     return upscale(_quantise(lr), scale, tf.shape(hr)[1:3])
 
@@ -134,19 +136,22 @@ def kernel_pairs(
     start_step: int = 0,
     bicubic: int = 0,
     min_variance: float = 1.0,
+    kernel=None,
 ):
     """Batches ``(bicubic↑(LR), HR)`` with LR = (HR ⊛ k)↓s, a fresh k ~ p(k) per patch.
 
     The meta-training degradations as plain supervised pairs: a cheaper stage-1 option than bicubic
     pairs when compute is scarce (``train.py --stage pretrain --degradation kernels``). The first
     ``bicubic`` patches of each batch are bicubic pairs instead (``--degradation mixed``); ``min_variance``
-    below 1 widens p(k) towards sharp kernels (``sample_kernel``).
+    below 1 widens p(k) towards sharp kernels (``sample_kernel``). ``kernel``: one fixed k for every patch
+    instead (a non-blind network for that kernel, ``--kernel``).
     """
+    fixed = None if kernel is None else tf.constant(np.asarray(kernel, np.float32))
 
     def pairs(step, hr):
         x = [_bicubic_input(hr[:bicubic], scale)] if bicubic else []
         x += [_random_kernel_input(hr[n : n + 1], seed * 1000 + 500 + n, step, scale, subsample, kernel_size, noise,
-                                   min_variance)
+                                   min_variance, fixed)
               for n in range(bicubic, batch)]  # fmt: skip
         return tf.concat(x, axis=0), hr
 

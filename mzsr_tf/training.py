@@ -39,6 +39,7 @@ from mzsr_tf.kernel_estimation import (
     luminance,
     save_estimator,
 )
+from mzsr_tf.kernels import resolve_degradation
 from mzsr_tf.meta import MetaConfig, fast_adapt, meta_objective
 from mzsr_tf.model import MZSRNet, forward
 from mzsr_tf.weights import load_inner_lr, load_params, save_params
@@ -62,6 +63,7 @@ class PretrainConfig:
     subsample: str = "direct"  # for 'kernels'
     kernel_size: int = 15  # for 'kernels'
     min_variance: float = 1.0  # for 'kernels': p(k) eigenvalues from this (paper 1; < 1 adds sharp kernels)
+    kernel: str | None = None  # for 'kernels': one kernel (a paper name or .mat/.npy) instead of p(k): non-blind
     precision: str = "float32"  # or 'bfloat16': mixed-precision convolutions (backward.l1_loss_and_grads)
 
 
@@ -192,9 +194,10 @@ class PretrainStage(Stage):
         c = self.config
         if c.degradation in ("kernels", "mixed"):
             bicubic = c.batch_size // 2 if c.degradation == "mixed" else 0
+            fixed = None if c.kernel is None else resolve_degradation(c.kernel).kernel
             return data_lib.kernel_pairs(
                 self.images, c.batch_size, c.patch, c.scale, c.subsample, c.kernel_size, 0.0, self.run.seed, start_step,
-                bicubic, c.min_variance,
+                bicubic, c.min_variance, fixed,
             )  # fmt: skip
         return data_lib.bicubic_pairs(self.images, c.batch_size, c.patch, c.scale, self.run.seed, start_step)
 

@@ -57,3 +57,17 @@ def test_kernel_tasks_min_variance_widens_p_k_towards_sharp_kernels(astronaut_ui
     x02, y02 = tasks(min_variance=0.2)
     np.testing.assert_array_equal(y02, y)  # same patches, same uniforms: only the eigenvalues' range moved
     assert np.abs(x02 - y).mean() < 0.97 * np.abs(x1 - y).mean()  # sharper kernels: inputs closer to HR
+
+
+def test_kernel_pairs_with_a_fixed_kernel_blur_every_patch_with_it(astronaut_uint8):
+    """``kernel``: a non-blind pair set, every LR = bicubic↑(uint8((HR ⊛ k)↓s)) for the one k."""
+    from mzsr_tf.degradation import degrade
+    from mzsr_tf.kernels import resolve_degradation
+
+    k = resolve_degradation("g_d_2.0").kernel
+    ((x, y),) = _first(kernel_pairs([astronaut_uint8], 3, 16, 2, seed=5, kernel=k))
+    ((x_random, y_random),) = _first(kernel_pairs([astronaut_uint8], 3, 16, 2, seed=5))
+    np.testing.assert_array_equal(y, y_random)
+    lr = tf.round(tf.clip_by_value(degrade(y, k, 2, "direct"), 0, 1) * 255) / 255
+    np.testing.assert_allclose(x, upscale(lr, 2, (16, 16)), atol=1e-6)
+    assert np.abs(x - x_random).max() > 1e-2

@@ -265,6 +265,29 @@ def test_min_variance_on_bicubic_pretraining_is_an_error(data_dir, tmp_path, cap
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (["--kernel", "g_d_2.0"], "--kernel needs --stage pretrain --degradation kernels"),
+        (["--degradation", "kernels", "--kernel", "g_b_1.3"], "subsamples bicubic: add --subsample bicubic"),
+        (["--degradation", "kernels", "--kernel", "g_x"], "unknown kernel 'g_x'"),
+    ],
+)
+def test_bad_fixed_kernel(data_dir, tmp_path, capsys, extra, match):
+    code, err = run(TINY_PRE + ["--data", data_dir, "--out", tmp_path / "x", "--steps", "1"] + extra, capsys)
+    assert code == 2 and match in err and err.count("\n") == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_pretraining_for_one_kernel_records_it(data_dir, tmp_path, capsys):
+    out = tmp_path / "g20"
+    argv = TINY_PRE + ["--data", data_dir, "--out", out, "--steps", "1", "--degradation", "kernels"]
+    argv += ["--kernel", "g_d_2.0"]
+    code, err = run(argv, capsys)
+    assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["stage_config"]["kernel"] == "g_d_2.0"
+
+
 def test_meta_tasks_take_min_variance(data_dir, tmp_path, capsys):
     out = tmp_path / "meta"
     code, err = run(TINY_META + ["--data", data_dir, "--out", out, "--steps", "1", "--min-variance", "0.2"], capsys)

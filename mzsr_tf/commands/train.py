@@ -69,6 +69,11 @@ def build_parser(only_given: bool = False):
         choices=("bicubic", "kernels", "mixed"),
         help="bicubic pairs (paper), random-kernel pairs, or half each",
     )
+    pre.add_argument(
+        "--kernel",
+        help="with --degradation kernels: every pair under this one kernel (a paper kernel's name or a .mat/.npy), "
+        "not p(k): a non-blind network for it",
+    )
     meta = p.add_argument_group("meta")
     meta.add_argument("--subsample", choices=("direct", "bicubic"))
     meta.add_argument("--inner-steps", type=int, help="inner SGD steps (5)")
@@ -135,6 +140,7 @@ def _apply_config(args, argv):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from mzsr_tf.errors import InputError
+    from mzsr_tf.kernels import resolve_degradation
     from mzsr_tf.training import RunConfig, set_seed, stage_config, train
 
     from_config = _apply_config(args, argv) if args.config else {}
@@ -165,6 +171,12 @@ def main(argv=None):
         for name in ("min_variance", "subsample"):
             if getattr(args, name) is not None:
                 raise InputError(f"{_flag(name)} needs --degradation kernels or mixed")
+    if args.kernel is not None:
+        if args.stage != "pretrain" or args.degradation != "kernels":
+            raise InputError("--kernel needs --stage pretrain --degradation kernels")
+        own = resolve_degradation(args.kernel).subsample
+        if own != (args.subsample or "direct"):
+            raise InputError(f"--kernel {args.kernel} subsamples {own}: add --subsample {own}")
     for d in args.data:
         if not d.is_dir():
             raise InputError(f"{d}: no such data folder")
@@ -180,6 +192,7 @@ def main(argv=None):
         degradation=args.degradation,
         precision=args.precision,
         min_variance=args.min_variance,
+        kernel=args.kernel,
         subsample=args.subsample,
         inner_steps=args.inner_steps,
         inner_lr=args.inner_lr,
