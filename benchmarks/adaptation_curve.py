@@ -1,8 +1,10 @@
 """What meta-learning buys: PSNR against adaptation steps (θ_M vs θ_T) and against wall-clock seconds.
 
 For each image of a set, degrade with the kernel, adapt for each step count listed in ``--at`` (a fresh
-run from the weights each time, so Adam's moments are those of a real n-step run) with ``adapt.py``'s
-optimizer and rates (``--optimizer sgd``: the official schedule, float32), and super-resolve. Writes a JSON and a PNG
+run from the weights each time, so Adam's moments and the guard are those of a real n-step run) with each weights
+file's default meta-test, as ``adapt.py`` (``ZeroShotSR.adapt_config``: its learned rule if it carries learned
+rates, else Adam; ``--optimizer adam``/``sgd``: Adam, or the official schedule in float32, for all), and
+super-resolve. Writes a JSON and a PNG
 (PSNR-Y vs steps per weights file; PSNR-Y vs cumulative adaptation seconds, plus ZSSR's curve when
 ``--zssr`` is given).
 
@@ -22,10 +24,10 @@ import numpy as np
 
 from benchmarks.common import format_table, save_json
 from benchmarks.paper_table import load_hr, make_lr, set_name
+from mzsr_tf.api import ZeroShotSR
 from mzsr_tf.io import list_images
 from mzsr_tf.kernels import resolve_degradation
 from mzsr_tf.metrics import psnr_y
-from mzsr_tf.weights import load_params
 from mzsr_tf.zero_shot import AdaptConfig, adapt, zero_shot_sr
 
 
@@ -89,7 +91,9 @@ def main(argv=None):
     p.add_argument("--labels", help="comma list, one per --weights")
     p.add_argument("--at", default="0,1,2,3,5,10,15,20,30,40,50")
     p.add_argument("--limit", type=int)
-    p.add_argument("--optimizer", choices=("adam", "sgd"), help="default: adapt.py's (adam); sgd: AdaptConfig.official")
+    p.add_argument(
+        "--optimizer", choices=("adam", "sgd"), help="default: each weights file's (adapt.py's); sgd: the official one"
+    )
     p.add_argument("--zssr", type=Path, action="append", help="paper_table JSON with zssr rows (points)")
     p.add_argument("--png", type=Path)
     p.add_argument("--json", type=Path)
@@ -114,17 +118,18 @@ def main(argv=None):
     for path in list_images(args.hr)[: args.limit]:
         hr = load_hr(path, args.scale)
         images.append((hr, make_lr(hr, degradation, args.scale).astype(np.float32) / 255.0))
-    params = [load_params(w) for w in args.weights]
-    official = args.optimizer == "sgd"  # the official test.py: the released model's rates, float32
-    config = AdaptConfig.official(args.scale, degradation.subsample) if official else AdaptConfig()
-    adapt(params[0], images[0][1], degradation, args.scale, replace(config, steps=1))  # trace once, untimed
-    curves = {}
-    for label, weights in zip(labels, params):
-        curves[label] = curve(weights, images, degradation, args.scale, at, config)
+    models = [ZeroShotSR.from_weights(w, args.scale, degradation.subsample) for w in args.weights]
+    curves, rules = {}, {}
+    for label, model in zip(labels, models):
+        if args.optimizer == "sgd":  # the official test.py: the released model's rates, float32
+            config = AdaptConfig.official(args.scale, degradation.subsample)
+        else:
+            config = AdaptConfig() if args.optimizer == "adam" else model.adapt_config()
+        adapt(model.params, images[0][1], degradation, args.scale, replace(config, steps=1))  # trace once, untimed
+        curves[label], rules[label] = curve(model.params, images, degradation, args.scale, at, config), config.rule
         for row in curves[label]:
             print(f"{label:<20} {row['steps']:3d} steps  {row['psnr_y']:6.2f} dB  {row['seconds']:7.2f} s/image")
-    results = {"kernel": args.kernel, "set": str(args.hr), "scale": args.scale, "optimizer": config.optimizer}
-    results["curves"] = curves
+    results = {"kernel": args.kernel, "set": str(args.hr), "scale": args.scale, "optimizer": rules, "curves": curves}
     if args.json:
         save_json(args.json, results)
     if args.png:

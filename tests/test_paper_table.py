@@ -175,9 +175,12 @@ def test_adaptation_curve_writes_json_and_png_and_replots(tmp_path, astronaut_ui
     hr_folder.mkdir()
     Image.fromarray(astronaut_uint8[:64, :56]).save(hr_folder / "crop.png")  # LR 32x28 > the 21² kernel
     weights = save_params(init_params(0), tmp_path / "w.weights.h5")
+    rates = np.full((2, 16), 1e-3, np.float32)
+    learned = save_params(init_params(0), tmp_path / "lslr.weights.h5", inner_lr=rates)
     out = tmp_path / "curve.json"
-    argv = ["--hr", hr_folder, "--weights", weights, "--at", "0,1,3", "--json", out, "--png", tmp_path / "a.png"]
-    results = adaptation_curve.main([str(a) for a in argv])
+    argv = ["--hr", hr_folder, "--weights", weights, "--weights", learned, "--at", "0,1,3", "--json", out]
+    results = adaptation_curve.main([str(a) for a in argv + ["--png", tmp_path / "a.png"]])
+    assert results["optimizer"] == {"w.weights": "adam", "lslr.weights": "learned"}  # each file's own rule
     rows = json.loads(out.read_text())["curves"]["w.weights"]
     assert [r["steps"] for r in rows] == [0, 1, 3] and rows == results["curves"]["w.weights"]
     assert rows[0]["seconds"] == 0 < rows[1]["seconds"] < rows[2]["seconds"]
