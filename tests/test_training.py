@@ -279,15 +279,6 @@ def test_bad_fixed_kernel(data_dir, tmp_path, capsys, extra, match):
     assert not (tmp_path / "x").exists()
 
 
-def test_pretraining_for_one_kernel_records_it(data_dir, tmp_path, capsys):
-    out = tmp_path / "g20"
-    argv = TINY_PRE + ["--data", data_dir, "--out", out, "--steps", "1", "--degradation", "kernels"]
-    argv += ["--kernel", "g_d_2.0"]
-    code, err = run(argv, capsys)
-    assert code == 0, err
-    assert json.loads((out / "config.json").read_text())["stage_config"]["kernel"] == "g_d_2.0"
-
-
 def test_meta_tasks_take_min_variance(data_dir, tmp_path, capsys):
     out = tmp_path / "meta"
     code, err = run(TINY_META + ["--data", data_dir, "--out", out, "--steps", "1", "--min-variance", "0.2"], capsys)
@@ -367,14 +358,19 @@ def test_a_runs_config_json_is_a_recipe_and_resumes_its_run(data_dir, tmp_path, 
     assert code == 2 and "--data, --out required" in err
 
 
-def test_pretrain_on_mixed_degradations(data_dir, tmp_path, capsys):
-    out = tmp_path / "mixed"
-    argv = TINY_PRE + ["--data", data_dir, "--out", out, "--steps", "1", "--degradation", "mixed"]
-    argv += ["--min-variance", "0.2"]
-    code, err = run(argv, capsys)
+@pytest.mark.parametrize(
+    "extra,recorded",
+    [
+        (["--degradation", "mixed", "--min-variance", "0.2"], {"degradation": "mixed", "min_variance": 0.2}),
+        (["--degradation", "kernels", "--kernel", "g_d_2.0"], {"degradation": "kernels", "kernel": "g_d_2.0"}),
+    ],
+)
+def test_pretrain_records_its_degradation(data_dir, tmp_path, capsys, extra, recorded):
+    out = tmp_path / "pre"
+    code, err = run(TINY_PRE + ["--data", data_dir, "--out", out, "--steps", "1"] + extra, capsys)
     assert code == 0, err
     stage_config = json.loads((out / "config.json").read_text())["stage_config"]
-    assert stage_config["degradation"] == "mixed" and stage_config["min_variance"] == 0.2
+    assert {k: stage_config[k] for k in recorded} == recorded
 
 
 def test_bfloat16_pretraining_lowers_the_loss(data_dir, tmp_path, capsys):
