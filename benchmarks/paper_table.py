@@ -86,6 +86,13 @@ class Method(Protocol):
     def __call__(self, lr: np.ndarray, degradation: Degradation, scale: int, *, output_shape) -> np.ndarray: ...
 
 
+def method_settings(method: Method, subsample: str = "direct") -> dict:
+    """What ``method`` runs for a kernel of ``subsample``: its ``settings`` dict, or ``settings(subsample)`` when
+    that depends on the subsampling (MZSR takes the shipped weights of each)."""
+    settings = getattr(method, "settings", {})
+    return dict(settings(subsample) if callable(settings) else settings)
+
+
 # === Methods ===
 
 
@@ -131,20 +138,13 @@ def make_mzsr(args: argparse.Namespace, steps: str = "0", official: str | None =
         params, config = model_for(degradation.subsample).params, config_for(scale, degradation.subsample)
         return zero_shot_sr(params, lr, degradation, scale, config, output_shape=output_shape).sr
 
-    config = config_for(args.scale, "direct")
-    mzsr.settings = {
-        "weights": str(args.weights or "shipped"),
-        **(
-            {
-                "optimizer": config.rule,
-                "keep_best": config.keep_best,
-                "precision": config.compute_precision,
-                "son_noise": config.noise_sigma,
-            }
-            if config.steps
-            else {}
-        ),
-    }
+    def settings(subsample: str) -> dict:  # what runs for a kernel of this subsampling (its own weights)
+        config = config_for(args.scale, subsample)
+        adapts = {"optimizer": config.rule, "keep_best": config.keep_best, "precision": config.compute_precision,
+                  "son_noise": config.noise_sigma}  # fmt: skip
+        return {"weights": str(args.weights or "shipped"), **(adapts if config.steps else {})}
+
+    mzsr.settings = settings
     return mzsr
 
 
@@ -196,7 +196,7 @@ def _with_kernel(args: argparse.Namespace, inner: str, kernel_for, name: str, se
         return run(lr, Degradation(kernel, "direct", name), scale, output_shape=output_shape)
 
     method.kernel_psnrs = []
-    method.settings = {**getattr(run, "settings", {}), **settings}
+    method.settings = {**method_settings(run), **settings}
     return method
 
 
@@ -312,7 +312,7 @@ def evaluate(
         ssims.append(ssim_y(sr, hr, border=scale))
     n = len(images)
     mean_psnr = float(np.mean(list(psnrs.values())))
-    settings = dict(getattr(method, "settings", {}))
+    settings = method_settings(method, degradation.subsample)
     ssim = float(np.mean(ssims))
     kernel_psnrs = getattr(method, "kernel_psnrs", None)
     kernel_psnr = float(np.mean(kernel_psnrs)) if kernel_psnrs else None

@@ -329,7 +329,7 @@ def test_mzsr_takes_the_shipped_weights_of_each_kernels_subsampling(tmp_path):
     np.testing.assert_array_equal(model_for("bicubic").params[0], init_params(0)[0])
     config = model_for("direct").adapt_config(3)
     assert config.keep_best and np.array_equal(np.asarray(config.layer_rates), rates)
-    assert paper_table.make_mzsr(args, "3").settings["optimizer"] == "learned"
+    assert paper_table.method_settings(paper_table.make_mzsr(args, "3"))["optimizer"] == "learned"
 
 
 def test_precision_flag_reaches_mzsr_but_not_the_official_schedule(hr_folder, tmp_path, capsys):
