@@ -88,15 +88,21 @@ def photos(scale: int, names=PHOTOS) -> dict[str, np.ndarray]:
 
 
 def sweep(params, images, kernels, settings, scale: int, noise: float = 0.0):
-    """Rows of mean PSNR-Y per (kernel, setting), with each image's figure."""
+    """Rows of mean PSNR-Y per (kernel, setting), with each image's figure; kernel ``div2krk``: each image its own
+    random DIV2KRK-style kernel (``blind_set``, seeded by the image's name)."""
+    from benchmarks.blind_set import NAME as BLIND
+    from benchmarks.blind_set import blind_degradation
+
     rows = []
     for kernel in kernels:
-        degradation = resolve_degradation(kernel)
-        lrs = {n: make_lr(hr, degradation, scale, noise, n).astype(np.float32) / 255.0 for n, hr in images.items()}
+        degradations = {
+            n: blind_degradation(n, scale) if kernel == BLIND else resolve_degradation(kernel) for n in images
+        }
+        lrs = {n: make_lr(hr, degradations[n], scale, noise, n).astype(np.float32) / 255.0 for n, hr in images.items()}
         for label, config in settings:
             per_image, seconds = {}, []
             for n, hr in images.items():
-                result = zero_shot_sr(params, lrs[n], degradation, scale, config, hr.shape[:2])
+                result = zero_shot_sr(params, lrs[n], degradations[n], scale, config, hr.shape[:2])
                 per_image[n] = psnr_y(result.sr, hr, scale)
                 seconds.append(result.seconds_adapt)
             mean = float(np.mean(list(per_image.values())))
@@ -174,7 +180,8 @@ def main(argv=None):
     settings = [(s, parse_setting(s, n, inner_lr)) for n in steps for s in args.settings.split(";")]
     kernels = args.kernels.split(",")
     for k in kernels:
-        resolve_degradation(k)
+        if k != "div2krk":  # blind_set.NAME: each photo its own kernel
+            resolve_degradation(k)
     params = load_params(weights)
     images = photos(args.scale, PHOTOS[: args.limit])
     rows = sweep(params, images, kernels, settings, args.scale, args.noise)

@@ -34,6 +34,7 @@ __all__ = [
     "FLAT_THRESHOLD",
 ]
 
+BLIND_KERNEL_SIZE, BLIND_LAMBDAS, BLIND_KERNEL_NOISE = 11, (0.6, 5.0), 0.25  # DIV2KRK at ×2 (KernelGAN)
 FLAT_THRESHOLD = -6.0  # MainSR: keep patches with log(mean squared gradient) >= -6
 _MAX_TRIES = 20
 
@@ -124,6 +125,16 @@ def _random_kernel_input(hr, stream: int, step, scale, subsample, kernel_size, n
     return upscale(_quantise(lr), scale, tf.shape(hr)[1:3])
 
 
+def _blind_kernel_input(hr, stream: int, step, scale, noise):
+    """bicubic↑(uint8(LR + n)) for patches sharing one DIV2KRK-style kernel k (:func:`kernels.sample_blind_kernel`,
+    block-centred as blind SR estimates it): LR = (HR ⊛ k)↓2, twice at ×4 (the DIV2KRK recipe)."""
+    seed = tf.cast(tf.stack([tf.constant(stream, tf.int64), step]) % (2**31 - 1), tf.int32)
+    k = sample_blind_kernel(seed, BLIND_KERNEL_SIZE, BLIND_LAMBDAS, BLIND_KERNEL_NOISE, blind_offset(2))
+    lr = degrade(hr, k, 2) if scale == 4 else hr
+    lr = degrade(lr, k, 2, "direct", noise, seed[::-1] if noise else None)
+    return upscale(_quantise(lr), scale, tf.shape(hr)[1:3])
+
+
 def kernel_pairs(
     images,
     batch: int,
@@ -171,17 +182,20 @@ def kernel_tasks(
     seed: int = 0,
     start_step: int = 0,
     min_variance: float = 1.0,
+    blind_tasks: int = 0,
 ):
     """Batches of ``meta_batch`` tasks; each is (x_tr, y_tr, x_te, y_te) with ``task_batch`` patches apiece.
 
     One kernel k ~ p(k) per task (paper Sec. 4.2; eigenvalues from ``min_variance``, ``sample_kernel``);
-    LR = (HR ⊛ k)↓s (+ noise), rounded to uint8 levels; x = bicubic↑(LR), y = HR.
+    LR = (HR ⊛ k)↓s (+ noise), rounded to uint8 levels; x = bicubic↑(LR), y = HR. The first ``blind_tasks``
+    tasks draw a DIV2KRK-style kernel instead (block-centred, kernel noise: what blind SR estimates and adapts to).
     """
 
     def tasks(step, hr):
         hr = tf.reshape(hr, [meta_batch, 2 * task_batch, patch, patch, 3])
         x = tf.stack(
-            [_random_kernel_input(hr[t], seed * 1000 + t, step, scale, subsample, kernel_size, noise, min_variance)
+            [_blind_kernel_input(hr[t], seed * 1000 + 700 + t, step, scale, noise) if t < blind_tasks else
+             _random_kernel_input(hr[t], seed * 1000 + t, step, scale, subsample, kernel_size, noise, min_variance)
              for t in range(meta_batch)]
         )  # fmt: skip
         return x[:, :task_batch], hr[:, :task_batch], x[:, task_batch:], hr[:, task_batch:]
@@ -211,9 +225,9 @@ def blind_pairs(
     scales=(2, 4),
     seed: int = 0,
     start_step: int = 0,
-    kernel_size: int = 11,
-    lambda_range=(0.6, 5.0),
-    kernel_noise: float = 0.25,
+    kernel_size: int = BLIND_KERNEL_SIZE,
+    lambda_range=BLIND_LAMBDAS,
+    kernel_noise: float = BLIND_KERNEL_NOISE,
     image_noise: float = 0.0,
 ):
     """Batches ``(LR, Σ)`` for the kernel estimator: ``batch`` LR ``patch``² RGB patches, an equal share per scale

@@ -46,6 +46,7 @@ class MetaConfig:
     kernel_size: int = 15
     min_variance: float = 1.0  # p(k) eigenvalues from this (paper 1; < 1 adds sharp kernels)
     noise: float = 0.0  # std of Gaussian noise on the LR (official train.py: 0)
+    blind_tasks: int = 0  # tasks per meta-batch under DIV2KRK-style kernels (block-centred, noisy: blind SR's)
     learn_inner_lr: bool = False  # MAML++ LSLR: α per tensor and inner step, learned (initialised to inner_lr)
     inner_lr_meta_lr: float | None = None  # Adam rate of the learned α (None: meta_lr)
     first_order: bool = False  # FOMAML throughout
@@ -55,6 +56,10 @@ class MetaConfig:
     precision: str = "float32"  # or 'bfloat16': mixed-precision convolutions in the inner and outer loops
 
     def __post_init__(self):
+        if not 0 <= self.blind_tasks <= self.meta_batch:
+            raise InputError(f"blind_tasks must be 0..meta_batch ({self.meta_batch}), got {self.blind_tasks}")
+        if self.blind_tasks and self.subsample != "direct":
+            raise InputError("blind_tasks use direct subsampling (the DIV2KRK recipe), not --subsample bicubic")
         if self.step_weights is not None:
             w = tuple(float(x) for x in self.step_weights)
             if len(w) != self.inner_steps + 1 or min(w) < 0 or not sum(w) > 0:

@@ -251,6 +251,8 @@ def test_resume_refuses_other_data_and_a_failed_start_leaves_no_record(data_dir,
         (["--steps", "2", "--lr-floor", "nan"], "--lr-floor must be positive"),
         (["--steps", "2", "--batch-size", "8"], "--batch-size does not apply to --stage meta"),
         (["--steps", "2", "--degradation", "kernels"], "--degradation does not apply to --stage meta"),
+        (["--steps", "2", "--blind-tasks", "9"], "blind_tasks must be 0..meta_batch"),
+        (["--steps", "2", "--blind-tasks", "1", "--subsample", "bicubic"], "blind_tasks use direct subsampling"),
     ],
 )
 def test_bad_flags(data_dir, tmp_path, capsys, argv, match):

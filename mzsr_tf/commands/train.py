@@ -83,6 +83,9 @@ def build_parser(only_given: bool = False):
     meta.add_argument("--task-batch", type=int, help="patches per task in each of D_tr and D_te (4)")
     meta.add_argument("--noise", type=float, help="std of Gaussian noise on the LR (0)")
     meta.add_argument(
+        "--blind-tasks", type=int, help="tasks per meta-batch under DIV2KRK-style kernels, as blind SR sees (0)"
+    )
+    meta.add_argument(
         "--learn-inner-lr",
         action="store_true",
         default=None,
@@ -200,6 +203,7 @@ def main(argv=None):
         meta_batch=args.meta_batch,
         task_batch=args.task_batch,
         noise=args.noise,
+        blind_tasks=args.blind_tasks,
         learn_inner_lr=args.learn_inner_lr,
         inner_lr_meta_lr=args.inner_lr_meta_lr,
         first_order=args.first_order,
