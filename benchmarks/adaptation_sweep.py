@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.blind_set import NAME as BLIND
+from benchmarks.blind_set import blind_degradation
 from benchmarks.common import format_table, save_json
 from benchmarks.paper_table import make_lr
 from mzsr_tf import cli
@@ -90,9 +92,6 @@ def photos(scale: int, names=PHOTOS) -> dict[str, np.ndarray]:
 def sweep(params, images, kernels, settings, scale: int, noise: float = 0.0):
     """Rows of mean PSNR-Y per (kernel, setting), with each image's figure; kernel ``div2krk``: each image its own
     random DIV2KRK-style kernel (``blind_set``, seeded by the image's name)."""
-    from benchmarks.blind_set import NAME as BLIND
-    from benchmarks.blind_set import blind_degradation
-
     rows = []
     for kernel in kernels:
         degradations = {
@@ -180,7 +179,7 @@ def main(argv=None):
     settings = [(s, parse_setting(s, n, inner_lr)) for n in steps for s in args.settings.split(";")]
     kernels = args.kernels.split(",")
     for k in kernels:
-        if k != "div2krk":  # blind_set.NAME: each photo its own kernel
+        if k != BLIND:  # each photo its own kernel
             resolve_degradation(k)
     params = load_params(weights)
     images = photos(args.scale, PHOTOS[: args.limit])

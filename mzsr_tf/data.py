@@ -125,13 +125,24 @@ def _random_kernel_input(hr, stream: int, step, scale, subsample, kernel_size, n
     return upscale(_quantise(lr), scale, tf.shape(hr)[1:3])
 
 
-def _blind_kernel_input(hr, stream: int, step, scale, noise):
-    """bicubic↑(uint8(LR + n)) for patches sharing one DIV2KRK-style kernel k (:func:`kernels.sample_blind_kernel`,
-    block-centred as blind SR estimates it): LR = (HR ⊛ k)↓2, twice at ×4 (the DIV2KRK recipe)."""
-    seed = tf.cast(tf.stack([tf.constant(stream, tf.int64), step]) % (2**31 - 1), tf.int32)
-    k = sample_blind_kernel(seed, BLIND_KERNEL_SIZE, BLIND_LAMBDAS, BLIND_KERNEL_NOISE, blind_offset(2))
+def _blind_seed(stream: int, step):
+    return tf.cast(tf.stack([tf.constant(stream, tf.int64), step]) % (2**31 - 1), tf.int32)
+
+
+def _div2krk_lr(hr, seed, scale: int, kernel_size=BLIND_KERNEL_SIZE, lambda_range=BLIND_LAMBDAS,
+                kernel_noise=BLIND_KERNEL_NOISE, noise=0.0, noise_seed=None):  # fmt: skip
+    """(LR, k): HR under a DIV2KRK kernel k drawn from ``seed`` (block-centred, :func:`kernels.blind_offset`),
+    LR = (HR ⊛ k)↓2, twice at ×4 (the DIV2KRK recipe), with Gaussian ``noise`` on the last step."""
+    k = sample_blind_kernel(seed, kernel_size, lambda_range, kernel_noise, blind_offset(2))
     lr = degrade(hr, k, 2) if scale == 4 else hr
-    lr = degrade(lr, k, 2, "direct", noise, seed[::-1] if noise else None)
+    return degrade(lr, k, 2, "direct", noise, noise_seed), k
+
+
+def _blind_kernel_input(hr, stream: int, step, scale, noise):
+    """bicubic↑(uint8(LR + n)) for patches sharing one DIV2KRK-style kernel (:func:`_div2krk_lr`), the kernels
+    blind SR estimates."""
+    seed = _blind_seed(stream, step)
+    lr, _ = _div2krk_lr(hr, seed, scale, noise=noise, noise_seed=seed[::-1] if noise else None)
     return upscale(_quantise(lr), scale, tf.shape(hr)[1:3])
 
 
@@ -207,11 +218,8 @@ def kernel_tasks(
 def _blind_lr(hr, stream: int, step, scale: int, kernel_size, lambda_range, kernel_noise, image_noise):
     """(uint8-level LR, Σ of its kernel in LR pixels) for one HR patch [1, h, w, 3] under a DIV2KRK kernel k
     (block-centre offset): LR = (HR ⊛ k)↓2, twice at ×4 (kernel ``compose_x4``: Σ = 5 Σ_k), plus noise σ ~ U[0, max]."""
-    seed = tf.cast(tf.stack([tf.constant(stream, tf.int64), step]) % (2**31 - 1), tf.int32)
-    k = sample_blind_kernel(seed, kernel_size, lambda_range, kernel_noise, blind_offset(2))
-    lr = degrade(hr, k, 2)
-    if scale == 4:
-        lr = degrade(lr, k, 2)
+    seed = _blind_seed(stream, step)
+    lr, k = _div2krk_lr(hr, seed, scale, kernel_size, lambda_range, kernel_noise)
     sigma = tf.random.stateless_uniform([], seed[::-1]) * image_noise / 255.0
     lr = _quantise(lr + tf.random.stateless_normal(tf.shape(lr), seed + 1, stddev=sigma))
     _, cov = kernel_moments(k)
