@@ -354,6 +354,11 @@ def test_a_runs_config_json_is_a_recipe_and_resumes_its_run(data_dir, tmp_path, 
     assert code == 0 and "changed on resume: step_weights -> (1.0, 2.0, 1.0)" in err, err
     history = json.loads((out / "config.json").read_text())["history"]
     assert history == [{"step": 3, "step_weights": [None, [1.0, 2.0, 1.0]]}]
+    # and the convolutions' compute type, for a machine without native bfloat16
+    code, err = run(["--config", out / "config.json", "--steps", "5", "--resume", "--precision", "bfloat16"], capsys)
+    assert code == 0 and "changed on resume: precision -> bfloat16" in err, err
+    history = json.loads((out / "config.json").read_text())["history"]
+    assert history[-1] == {"step": 4, "precision": ["float32", "bfloat16"]}
     (tmp_path / "bad.json").write_text("{not json")
     assert run(["--config", tmp_path / "bad.json"], capsys)[0] == 2
     code, err = run(["--stage", "meta", "--steps", "1"], capsys)
