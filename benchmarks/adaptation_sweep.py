@@ -135,8 +135,8 @@ def table(rows) -> str:
 
 
 def saved_rows(paths) -> list[dict]:
-    """The rows of ``--json`` files. A file of several runs (``{"runs": {name: run}}``) and several files of
-    different weights label each row with its run (the checkpoint's or the file's name)."""
+    """The rows of ``--json`` files. A file of several runs (``{"runs": {name: run}}``), and several files of
+    different weights or of the same settings, label each row with its run (the checkpoint's or the file's name)."""
     runs = []
     for path in paths:
         saved = json.loads(Path(path).read_text())
@@ -144,7 +144,8 @@ def saved_rows(paths) -> list[dict]:
             runs += [(Path(run["weights"]).name, run) for run in saved["runs"].values()]
         else:
             runs.append((Path(path).stem.removeprefix("adaptation_sweep_"), saved))
-    several = len({str(run.get("weights")) for _, run in runs}) > 1
+    keys = [(r["kernel"], r["setting"], r["steps"], r.get("noise", 0.0)) for _, run in runs for r in run["rows"]]
+    several = len({str(run.get("weights")) for _, run in runs}) > 1 or len(set(keys)) < len(keys)
     return [{**r, "setting": f"{name}: {r['setting']}"} if several else r for name, run in runs for r in run["rows"]]
 
 

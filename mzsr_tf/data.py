@@ -22,7 +22,7 @@ from mzsr_tf.degradation import degrade
 from mzsr_tf.errors import InputError
 from mzsr_tf.imresize import downscale, upscale
 from mzsr_tf.io import IMAGE_SUFFIXES
-from mzsr_tf.kernels import blind_offset, kernel_moments, sample_blind_kernel, sample_kernel
+from mzsr_tf.kernels import blind_offset, kernel_moments, kernel_offset, sample_blind_kernel, sample_kernel
 
 __all__ = [
     "load_images",
@@ -140,10 +140,11 @@ def _div2krk_lr(hr, seed, scale: int, kernel_size=BLIND_KERNEL_SIZE, lambda_rang
 
 def _blind_kernel_input(hr, stream: int, step, scale, noise):
     """bicubic↑(uint8(LR + n)) for patches sharing one DIV2KRK-style kernel (:func:`_div2krk_lr`), the kernels
-    blind SR estimates."""
+    blind SR estimates, up-sampled with the kernel's phase (``kernels.kernel_offset``)."""
     seed = _blind_seed(stream, step)
-    lr, _ = _div2krk_lr(hr, seed, scale, noise=noise, noise_seed=seed[::-1] if noise else None)
-    return upscale(_quantise(lr), scale, tf.shape(hr)[1:3])
+    lr, k = _div2krk_lr(hr, seed, scale, noise=noise, noise_seed=seed[::-1] if noise else None)
+    # up-sampled with the kernel's phase, as the meta-test does (two ×2 steps at ×4: δ + 2δ)
+    return upscale(_quantise(lr), scale, tf.shape(hr)[1:3], kernel_offset(k) * (scale - 1))
 
 
 def kernel_pairs(

@@ -7,7 +7,7 @@ import tensorflow as tf
 from mzsr_tf.degradation import degrade
 from mzsr_tf.imresize import imresize
 
-__all__ = ["dihedral", "undo_dihedral", "geometric_self_ensemble", "back_projection"]
+__all__ = ["dihedral", "undo_dihedral", "dihedral_shift", "geometric_self_ensemble", "back_projection"]
 
 
 def dihedral(x, k: int):
@@ -23,18 +23,31 @@ def undo_dihedral(y, k: int):
     return tf.image.rot90(y, (4 - k % 4) % 4)
 
 
+def dihedral_shift(shift, k: int, scale: int):
+    """Where the LR samples sit after :func:`dihedral` ``k``: (row, col) HR pixels off the kept pixel as
+    ``kernels.kernel_offset``. Mirroring a width of W LR pixels puts pixel i's sample s·i + δ of the HR at
+    s·(W − 1 − i) + s − 1 − δ of the mirrored one, so δ → s − 1 − δ; rot90 (counter-clockwise) takes
+    (δr, δc) to (s − 1 − δc, δr)."""
+    row, col = tf.unstack(tf.cast(shift, tf.float32))
+    for _ in range(k % 4):
+        row, col = scale - 1 - col, row
+    if k >= 4:
+        col = scale - 1 - col
+    return tf.stack([row, col])
+
+
 def geometric_self_ensemble(sr_fn, lr, reduce: str = "median", transforms=range(8), refine=None):
     """Run ``sr_fn`` on the 8 dihedral transforms of ``lr``, undo them and combine (ZSSR ``final_test``).
 
     Args:
-      sr_fn: NHWC LR → NHWC SR.
+      sr_fn: (NHWC LR, k) → NHWC SR, k the dihedral transform of the LR (for :func:`dihedral_shift`).
       reduce: 'median' (ZSSR) or 'mean'.
       refine: optional ``fn(sr, lr)`` applied to each member after undoing its transform, against the
         original ``lr`` (ZSSR back-projects every member this way, so anisotropic kernels stay aligned).
     """
     outs = []
     for k in transforms:
-        sr_k = undo_dihedral(sr_fn(dihedral(lr, k)), k)
+        sr_k = undo_dihedral(sr_fn(dihedral(lr, k), k), k)
         outs.append(refine(sr_k, lr) if refine is not None else sr_k)
     stack = tf.stack(outs)
     if reduce == "mean":

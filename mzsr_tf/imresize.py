@@ -7,6 +7,10 @@ shrinking, symmetric (edge-repeating) border and the coordinate map
 shape are given, the scale sets the weights and the shape the length, as in
 ``imresize(lr, 2, output_shape=gt.shape)``.
 
+``upscale(..., shift=δ)`` moves the LR samples δ HR pixels (row, col) from MATLAB's placement: the phase for
+an LR whose kernel's mean sits δ off its origin (``kernels.kernel_offset``), so that the network sees the
+alignment it was trained on (centred kernels) whatever the kernel's centre; δ may be a tensor.
+
 Integer factors use fixed separable convolutions (``PAD`` + depthwise conv +
 interleave), which are cheap, shape-agnostic and TFLite-builtin; any other
 factor uses a per-axis weight matrix built in-graph from the (possibly dynamic)
@@ -21,7 +25,7 @@ from functools import cache
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["cubic", "imresize", "upscale", "downscale", "output_length"]
+__all__ = ["cubic", "imresize", "upscale", "downscale", "output_length", "shift_reach"]
 
 _SUPPORT = 4.0  # Keys cubic support width (taps at |x| < 2)
 
@@ -75,16 +79,39 @@ def _phase_taps(scale: float) -> tuple[np.ndarray, int, int]:
     return w, int(-offsets[0]), int(offsets[-1])
 
 
+def shift_reach(scale: int) -> int:
+    """LR taps either side of an up-sampling by ``scale`` whose samples move by up to s − 1 HR pixels (the
+    offsets a kernel and its mirror images take, ``ensemble.dihedral_shift``): 2 at ×2, 3 at ×4."""
+    return math.ceil(3.5 - 1.5 / scale) - 1
+
+
+def _shifted_taps(scale: int, shift, dtype):
+    """[2·reach + 1, s] weights of up-sampling by ``scale`` with the samples moved ``shift`` HR pixels (clipped
+    to ±(s − 1); a tensor may be dynamic): ``_phase_taps`` at u − shift / s, zero taps kept."""
+    shift = tf.clip_by_value(tf.cast(shift, dtype), 1.0 - scale, scale - 1.0)
+    reach = shift_reach(scale)
+    offsets = tf.range(-reach, reach + 1, dtype=dtype)
+    centres = (tf.range(scale, dtype=dtype) + 0.5) / scale - 0.5 - shift / scale
+    w = cubic(centres[None, :] - offsets[:, None])
+    return w / tf.reduce_sum(w, axis=0, keepdims=True)
+
+
 def _move_axis_last_spatial(x, axis):
     """Swap H and W so that the resized axis is axis 1 (NHWC)."""
     return x if axis == 1 else tf.transpose(x, [0, 2, 1, 3])
 
 
-def _conv_resize(x, scale: float, out_length):
-    """Resize axis 1 of NHWC ``x`` by an integer factor with a fixed conv."""
-    taps, left, right = _phase_taps(scale)
+def _conv_resize(x, scale: float, out_length, shift=None):
+    """Resize axis 1 of NHWC ``x`` by an integer factor with a fixed conv (up-sampling: its samples moved
+    ``shift`` HR pixels, then the taps are computed in the graph)."""
     channels = x.shape[-1]
-    f = np.tile(taps[:, None, None, :], (1, 1, channels, 1)).astype(x.dtype.as_numpy_dtype)
+    if shift is None:
+        taps, left, right = _phase_taps(scale)
+        f = np.tile(taps[:, None, None, :], (1, 1, channels, 1)).astype(x.dtype.as_numpy_dtype)
+    else:
+        taps, left = _shifted_taps(_integer(scale), shift, x.dtype), shift_reach(_integer(scale))
+        right = left
+        f = tf.tile(taps[:, None, None, :], [1, 1, channels, 1])
     if scale >= 1:
         s = taps.shape[1]
         xp = tf.pad(x, [[0, 0], [left, right], [0, 0], [0, 0]], mode="SYMMETRIC")
@@ -135,11 +162,15 @@ def _weight_matrix(in_length, out_length, scale: float, dtype):
     return tf.cast(matrix, dtype)
 
 
-def _resize_axis(x, axis: int, scale: float, out_length):
-    """Resize spatial ``axis`` (1 = H, 2 = W) of NHWC ``x``."""
+def _resize_axis(x, axis: int, scale: float, out_length, shift=None):
+    """Resize spatial ``axis`` (1 = H, 2 = W) of NHWC ``x`` (``shift``: see :func:`upscale`)."""
     x = _move_axis_last_spatial(x, axis)
     in_length = x.shape[1] if x.shape[1] is not None else tf.shape(x)[1]
-    if _integer(scale) == 1 and isinstance(in_length, int) and out_length == in_length:
+    if shift is not None:
+        if not (_integer(scale) or 0) > 1:
+            raise ValueError(f"a shifted resize needs an integer up-scaling factor, got {scale}")
+        y = _conv_resize(x, scale, out_length, shift)
+    elif _integer(scale) == 1 and isinstance(in_length, int) and out_length == in_length:
         y = x
     elif _integer(scale) != 1 and _conv_applies(in_length, out_length, scale):
         y = _conv_resize(x, scale, out_length)
@@ -149,13 +180,14 @@ def _resize_axis(x, axis: int, scale: float, out_length):
     return _move_axis_last_spatial(y, axis)
 
 
-def imresize(x, scale=None, output_shape=None):
+def imresize(x, scale=None, output_shape=None, shift=None):
     """MATLAB ``imresize(x, scale, output_shape, 'bicubic')`` on NHWC or HWC floats.
 
     Args:
       x: float tensor [N, H, W, C] or [H, W, C].
       scale: a number or (scale_h, scale_w); derived from ``output_shape`` when None.
       output_shape: (H_out, W_out) (ints or scalar tensors); ``ceil(in * scale)`` when None.
+      shift: None (MATLAB), or (row, col) HR pixels to move the samples of an integer up-scaling (:func:`upscale`).
     Returns:
       The resized tensor, same rank and dtype (no clipping or rounding, like MATLAB on doubles).
     """
@@ -186,13 +218,17 @@ def imresize(x, scale=None, output_shape=None):
         ]
     # MATLAB/ZSSR order: the axis with the smaller scale first.
     for axis in sorted((1, 2), key=lambda a: scales[a - 1]):
-        x = _resize_axis(x, axis, scales[axis - 1], output_shape[axis - 1])
+        x = _resize_axis(x, axis, scales[axis - 1], output_shape[axis - 1], None if shift is None else shift[axis - 1])
     return x[0] if squeeze else x
 
 
-def upscale(x, scale, output_shape=None):
-    """Bicubic up-sampling by ``scale`` (the network's input, paper Sec. 3)."""
-    return imresize(x, scale, output_shape)
+def upscale(x, scale, output_shape=None, shift=None):
+    """Bicubic up-sampling by ``scale`` (the network's input, paper Sec. 3).
+
+    ``shift``: None, MATLAB's placement (LR pixel i at HR (s − 1)/2 + s·i); or (row, col), numbers or a
+    tensor [2], the HR pixels to move the LR samples by, e.g. the kernel's offset (``kernels.kernel_offset``).
+    """
+    return imresize(x, scale, output_shape, shift)
 
 
 def downscale(x, scale, output_shape=None):

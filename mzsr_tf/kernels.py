@@ -26,6 +26,7 @@ __all__ = [
     "sample_kernel",
     "sample_blind_kernel",
     "kernel_moments",
+    "kernel_offset",
     "compose_x4",
     "validate_kernel",
     "load_kernel",
@@ -120,6 +121,20 @@ def compose_x4(kernel):
     padded = tf.pad(k, [[2 * (n - 1)] * 2, [2 * (n - 1)] * 2])[None, :, :, None]
     out = tf.nn.conv2d(padded, tf.reverse(k, [0, 1])[:, :, None, None], 1, "VALID", dilations=2)
     return out[0, :, :, 0]
+
+
+def kernel_offset(kernel):
+    """Where a kernel's mass sits relative to the pixel ``degrade`` keeps: its mean minus its origin (index
+    k // 2, scipy ``correlate``'s), (row, col) in pixels, as a float32 tensor [2]; static or dynamic shape.
+    0 for the paper's centred Gaussians, (s − 1)/2 for block-centred ones (:func:`blind_offset`, DIV2KRK).
+    Rounded to 1/1024 pixel, so a kernel gives the same phase in every dtype and graph."""
+    k = tf.cast(kernel, tf.float32)
+    k = k / tf.reduce_sum(k)
+    h, w = tf.shape(k)[0], tf.shape(k)[1]
+    rows = tf.cast(tf.range(h) - h // 2, tf.float32)
+    cols = tf.cast(tf.range(w) - w // 2, tf.float32)
+    mean = tf.stack([tf.reduce_sum(tf.reduce_sum(k, 1) * rows), tf.reduce_sum(tf.reduce_sum(k, 0) * cols)])
+    return tf.round(mean * 1024.0) / 1024.0
 
 
 def kernel_moments(kernel):

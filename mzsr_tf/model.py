@@ -83,9 +83,10 @@ def forward(params, x, compute_dtype=None, ops: ConvOps = BUILTIN):
     return x + residual_and_activations(params, x, compute_dtype, ops)[0]
 
 
-def super_resolve(params, lr, scale, output_shape=None, ops: ConvOps = BUILTIN):
-    """SR = net(bicubic↑s(LR)); ``output_shape`` defaults to ``ceil(s · LR size)``."""
-    return forward(params, upscale(lr, scale, output_shape), ops=ops)
+def super_resolve(params, lr, scale, output_shape=None, ops: ConvOps = BUILTIN, shift=None):
+    """SR = net(bicubic↑s(LR)); ``output_shape`` defaults to ``ceil(s · LR size)``; ``shift``: the LR's kernel
+    offset (``imresize.upscale``)."""
+    return forward(params, upscale(lr, scale, output_shape, shift), ops=ops)
 
 
 @keras.saving.register_keras_serializable(package="mzsr_tf")

@@ -37,10 +37,10 @@ import tensorflow as tf
 from mzsr_tf.backward import l1_loss_and_grads
 from mzsr_tf.conv_ops import NATIVE
 from mzsr_tf.degradation import degrade
-from mzsr_tf.ensemble import back_projection, geometric_self_ensemble
+from mzsr_tf.ensemble import back_projection, dihedral_shift, geometric_self_ensemble
 from mzsr_tf.errors import InputError
-from mzsr_tf.imresize import output_length, upscale
-from mzsr_tf.kernels import Degradation
+from mzsr_tf.imresize import output_length, shift_reach, upscale
+from mzsr_tf.kernels import Degradation, kernel_offset
 from mzsr_tf.model import PARAM_SPECS, forward
 from mzsr_tf.noise import son_noise_sigma
 from mzsr_tf.optim import Adam, adam, descend, sgd, zero_moments
@@ -188,7 +188,8 @@ def rate_matrix(config: AdaptConfig) -> np.ndarray:
 
 
 def training_pair(father, kernel, scale: int, subsample: str = "direct", noise_sigma=0.0, seed=None):
-    """The training pair of Algorithm 2: (bicubic↑(degrade(father)), father), both at the father's size.
+    """The training pair of Algorithm 2: (bicubic↑(degrade(father)), father), both at the father's size, the
+    up-sampling's samples moved by the kernel's offset (``kernels.kernel_offset``), as for the test image.
 
     ``noise_sigma`` (a number or a scalar tensor): Gaussian noise on the son, drawn from ``seed`` (int32 [2]),
     as ``degrade(..., noise_sigma, seed)``.
@@ -198,7 +199,7 @@ def training_pair(father, kernel, scale: int, subsample: str = "direct", noise_s
         sigma = tf.cast(noise_sigma, son.dtype)
         noisy = tf.clip_by_value(son + tf.random.stateless_normal(tf.shape(son), seed, stddev=sigma), 0.0, 1.0)
         son = tf.cond(sigma > 0, lambda: noisy, lambda: son)
-    return upscale(son, scale, tf.shape(father)[1:3]), father
+    return upscale(son, scale, tf.shape(father)[1:3], kernel_offset(kernel)), father
 
 
 def _whole(pair, crop_limits):
@@ -379,7 +380,7 @@ def check_input(lr_image, degradation: Degradation, scale) -> int:
         raise InputError(f"scale must be an integer > 1, got {scale}")
     h, w = lr_image.shape[:2]
     son = (output_length(h, 1 / s), output_length(w, 1 / s))
-    if min(son) < 2:
+    if min(son) < shift_reach(s):  # the son's up-sampling reads that many pixels past each edge
         raise InputError(f"image {w}x{h} is too small for x{s} (its LR son would be {son[1]}x{son[0]})")
     if degradation.kernel is not None and (h < degradation.kernel.shape[0] or w < degradation.kernel.shape[1]):
         kh, kw = degradation.kernel.shape
@@ -475,13 +476,13 @@ def _forward_graph(params, x):
     return forward(params, x)
 
 
-def super_resolve_tiled(params, lr, scale, output_shape=None, tile: int = 1024):
+def super_resolve_tiled(params, lr, scale, output_shape=None, tile: int = 1024, shift=None):
     """net(bicubic↑(lr)) for an NHWC batch of one, in overlapping tiles of ``tile`` HR pixels.
 
-    The input is upsampled whole (cheap), then the network runs on tiles padded by its
-    receptive-field radius (8 px), so the result equals the untiled one.
+    The input is upsampled whole (cheap; ``shift``: the LR's kernel offset, ``imresize.upscale``), then the network
+    runs on tiles padded by its receptive-field radius (8 px), so the result equals the untiled one.
     """
-    x = upscale(tf.convert_to_tensor(lr, tf.float32), scale, output_shape)
+    x = upscale(tf.convert_to_tensor(lr, tf.float32), scale, output_shape, shift)
     h, w = x.shape[1], x.shape[2]
     if h * w <= tile * tile:
         return _forward_graph(params, x)
@@ -532,9 +533,13 @@ def zero_shot_sr(
     if output_shape is None:
         output_shape = (lr_image.shape[0] * s, lr_image.shape[1] * s)
 
-    def sr_fn(x):
+    offset = None if degradation.kernel is None else kernel_offset(degradation.kernel)  # as in the training pair
+
+    def sr_fn(x, k=0):  # x: the image under dihedral transform k (geometric_self_ensemble)
         shape = output_shape if x.shape[1] == lr_image.shape[0] else output_shape[::-1]
-        return super_resolve_tiled(fast, x, s, shape, config.tile)
+        return super_resolve_tiled(
+            fast, x, s, shape, config.tile, offset if offset is None else dihedral_shift(offset, k, s)
+        )
 
     refine = None
     if config.back_projection_iters:

@@ -75,10 +75,11 @@ def test_kernel_pairs_with_a_fixed_kernel_blur_every_patch_with_it(astronaut_uin
 
 def test_blind_tasks_take_div2krk_style_kernels_and_leave_the_rest(astronaut_uint8):
     """``blind_tasks``: the first tasks' LR = bicubic↑(uint8((HR ⊛ k)↓2)) with k a block-centred DIV2KRK kernel
-    (what blind SR estimates); the other tasks are those of a batch without blind tasks."""
+    (what blind SR estimates), up-sampled with k's phase as at meta-test; the other tasks are those of a batch
+    without blind tasks."""
     from mzsr_tf.data import BLIND_KERNEL_NOISE, BLIND_KERNEL_SIZE, BLIND_LAMBDAS
     from mzsr_tf.degradation import degrade
-    from mzsr_tf.kernels import blind_offset, sample_blind_kernel
+    from mzsr_tf.kernels import blind_offset, kernel_offset, sample_blind_kernel
 
     ((x, y, xq, yq),) = _first(kernel_tasks([astronaut_uint8], 3, 2, 24, 2, seed=0, blind_tasks=2))
     ((x0, y0, _, _),) = _first(kernel_tasks([astronaut_uint8], 3, 2, 24, 2, seed=0))
@@ -89,5 +90,6 @@ def test_blind_tasks_take_div2krk_style_kernels_and_leave_the_rest(astronaut_uin
         k = sample_blind_kernel(seed, BLIND_KERNEL_SIZE, BLIND_LAMBDAS, BLIND_KERNEL_NOISE, blind_offset(2))
         for inputs, hr in ((x[t], y[t]), (xq[t], yq[t])):  # support and query share the task's kernel
             lr = tf.round(tf.clip_by_value(degrade(hr, k, 2, "direct"), 0, 1) * 255) / 255
-            np.testing.assert_allclose(inputs, upscale(lr, 2, (24, 24)), atol=1e-5)
+            np.testing.assert_allclose(inputs, upscale(lr, 2, (24, 24), kernel_offset(k)), atol=1e-5)
+            assert np.abs(kernel_offset(k) - 0.5).max() < 0.1
         assert np.abs(x[t] - x0[t]).max() > 1e-2

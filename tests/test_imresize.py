@@ -177,3 +177,33 @@ def test_non_positive_scale_raises(scale):
 def test_neither_scale_nor_shape_raises():
     with pytest.raises(ValueError):
         imresize(np.zeros((8, 8, 3)))
+
+
+# --- shifted up-sampling (the kernel's phase) -----------------------------------------------------
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_a_zero_shift_is_matlabs_upsampling(scale):
+    x = _random_image(4, 11, 9).astype(np.float32)
+    np.testing.assert_allclose(upscale(x, scale, shift=(0.0, 0.0)), upscale(x, scale), rtol=0, atol=1e-6)  # taps in f32
+
+
+def test_a_block_centred_shift_puts_each_lr_pixel_on_an_hr_pixel():
+    # shift (s - 1)/2 moves MATLAB's placement (s - 1)/2 + s·i to s·i + s - 1: every s-th output is an LR pixel
+    x = _random_image(5, 10, 13).astype(np.float32)
+    for s in (2, 4):
+        out = upscale(x, s, shift=((s - 1) / 2, (s - 1) / 2)).numpy()
+        np.testing.assert_allclose(out[s - 1 :: s, s - 1 :: s], x, rtol=0, atol=1e-6)
+        assert not np.allclose(upscale(x, s).numpy()[s - 1 :: s, s - 1 :: s], x, atol=1e-3)
+
+
+def test_a_shift_moves_the_samples_and_may_be_a_tensor():
+    # a smooth ramp shows the move: the up-sampled ramp goes down by shift / s LR steps per axis
+    ramp = np.add.outer(np.arange(12.0), 2 * np.arange(12.0))[..., None].astype(np.float32) / 40
+    moved = upscale(ramp, 2, shift=(0.5, 0.25)).numpy() - upscale(ramp, 2).numpy()
+    np.testing.assert_allclose(moved[6:-6, 6:-6], -(0.5 * 1 + 0.25 * 2) / 2 / 40, atol=1e-6)
+    graph = tf.function(lambda x, d: upscale(x, 2, shift=d), input_signature=[tf.TensorSpec([None, None, 1]),
+                                                                             tf.TensorSpec([2])])  # fmt: skip
+    np.testing.assert_allclose(graph(ramp, tf.constant([0.5, 0.25])), upscale(ramp, 2, shift=(0.5, 0.25)), atol=1e-6)
+    with pytest.raises(ValueError, match="integer up-scaling"):
+        imresize(ramp, 1.5, shift=(0.5, 0.5))

@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from mzsr_tf.imresize import upscale
 from mzsr_tf.kernel_estimation import estimate_graph
+from mzsr_tf.kernels import kernel_offset
 from mzsr_tf.metrics import to_uint8
 from mzsr_tf.model import PARAM_NAMES, forward
 from mzsr_tf.noise import son_noise_sigma_graph
@@ -135,10 +136,11 @@ class ServingModule(tf.Module):
             self.blind = tf.function(self._blind, input_signature=[image, steps])
             self.blind_png = tf.function(self._blind_png, input_signature=[encoded, steps])
 
-    def _sr_uint8(self, params, lr):
-        """net(bicubic↑s(LR)) at (sH, sW), rounded to uint8 as ``metrics.to_uint8``."""
+    def _sr_uint8(self, params, lr, shift=None):
+        """net(bicubic↑s(LR)) at (sH, sW), rounded to uint8 as ``metrics.to_uint8`` (``shift``: the kernel's
+        offset, as ``zero_shot.zero_shot_sr``)."""
         size = tf.shape(lr)[1:3] * self.scale
-        return to_uint8(forward(params, upscale(lr, self.scale, size)))
+        return to_uint8(forward(params, upscale(lr, self.scale, size, shift)))
 
     def _zero_shot_sr(self, image, kernel, steps):
         """MZSR(steps) on one request: adapt θ_M to the image, then super-resolve it."""
@@ -166,7 +168,7 @@ class ServingModule(tf.Module):
         sigma = son_noise_sigma_graph(lr[0]) if self._config.noise_sigma == "auto" else self._config.noise_sigma
         theta = [v.read_value() for v in self.theta]
         fast, _ = adapt_graph(theta, lr[0], kernel, rates, self.scale, self._config, SUBSAMPLE, sigma)
-        return self._sr_uint8(fast, lr)
+        return self._sr_uint8(fast, lr, kernel_offset(kernel))
 
     def _super_resolve(self, image):
         """net(bicubic↑s(image)) with θ_M (MZSR's "no adaptation" row)."""

@@ -4,16 +4,19 @@ The pattern is LiteRT's on-device training (a ``tf.Module`` with plain ``tf.Vari
 signature per action, https://ai.google.dev/edge/litert/models/ondevice_training); the app runs the
 meta-test loop (paper Algorithm 2) by calling the signatures:
 
-* ``train_step(image, kernel, learning_rate) -> loss``: one SGD update θ_i ← θ_i − lr_i·∇_i L1(net(bicubic↑(son)),
-  image) where son = (image ⊛ kernel)↓s, direct subsampling with a reflect border (``degradation.degrade``);
+* ``train_step(image, kernel, learning_rate) -> loss, offset``: one SGD update
+  θ_i ← θ_i − lr_i·∇_i L1(net(bicubic↑(son)), image) where son = (image ⊛ kernel)↓s, direct subsampling with a
+  reflect border (``degradation.degrade``);
   ``learning_rate`` is float32 [16], one rate per weight tensor in ``get_weights`` order, or [1] for all;
   the gradient is the hand-written ``backward.l1_loss_and_grads`` (``GradientTape`` needs Flex ops);
-  ``loss`` is the L1 before the update, as ``zero_shot.adapt`` reports it.
+  ``loss`` is the L1 before the update, as ``zero_shot.adapt`` reports it; ``offset`` is the kernel's
+  (``kernels.kernel_offset``, float32 [2]): the phase of the son's up-sampling, kept for ``super_resolve``.
 * ``learning_rates() -> learning_rates``: the update rule to run, float32 [K, 16], row i for update i + 1 (updates
   past K reuse the last row): θ_M's meta-learned rates (``AdaptConfig.learned``, MAML++ LSLR) when it has them,
   else the official ``test.py`` schedule for the scale (``AdaptConfig.official``).
-* ``super_resolve(image) -> sr``: clip(net(bicubic↑s(image))) at (sH, sW) with the current weights.
-* ``reset() -> ok``: back to θ_M (TFLite drops signatures without outputs, hence ``ok``).
+* ``super_resolve(image) -> sr``: clip(net(bicubic↑s(image))) at (sH, sW) with the current weights, up-sampled
+  with the last ``train_step``'s kernel offset (as ``zero_shot.zero_shot_sr``).
+* ``reset() -> ok``: back to θ_M and offset 0 (TFLite drops signatures without outputs, hence ``ok``).
 * ``get_weights() -> conv1_kernel, conv1_bias, ..., conv8_bias``: the current weights.
 * ``estimate_kernel(image) -> kernel, covariance`` (with a kernel estimator): blind SR on the device, the
   image's kernel estimated as ``adapt.py`` does without ``--kernel`` (``kernel_estimation.estimate_graph``,
@@ -53,6 +56,7 @@ from mzsr_tf.backward import l1_loss_and_grads
 from mzsr_tf.conv_ops import TAPS
 from mzsr_tf.export.profile import op_name
 from mzsr_tf.kernel_estimation import estimate_graph
+from mzsr_tf.kernels import kernel_offset
 from mzsr_tf.model import PARAM_NAMES, super_resolve
 from mzsr_tf.optim import sgd
 from mzsr_tf.zero_shot import AdaptConfig, rate_matrix, training_pair
@@ -125,6 +129,7 @@ class AdaptationModule(tf.Module):
         # The same arrays initialise the variables and feed reset(): identical data, stored once.
         self._meta_initial = [tf.constant(a) for a in meta_initial]
         self.weights = [tf.Variable(a, name=n) for a, n in zip(meta_initial, WEIGHT_NAMES)]
+        self.offset = tf.Variable(tf.zeros([2]), name="offset")  # the last train_step's kernel offset
         image = tf.TensorSpec([1, None, None, 3], tf.float32, name="image")
         kernel = tf.TensorSpec([kernel_size, kernel_size], tf.float32, name="kernel")
         rate = tf.TensorSpec([None], tf.float32, name="learning_rate")
@@ -147,24 +152,28 @@ class AdaptationModule(tf.Module):
     def _train_step(self, image, kernel, learning_rate):
         """One meta-test update on (son → image): SGD with one rate per tensor (the official ``test.py``: one
         for all; MAML++ LSLR: ``learning_rates``' row)."""
-        son_up, father = training_pair(image, kernel / tf.reduce_sum(kernel), self.scale, SUBSAMPLE)
+        kernel = kernel / tf.reduce_sum(kernel)
+        son_up, father = training_pair(image, kernel, self.scale, SUBSAMPLE)
         values = self._values()
         loss, grads = l1_loss_and_grads(values, son_up, father, ops=TAPS)
         rates = tf.broadcast_to(learning_rate, [len(values)])
         for w, new in zip(self.weights, sgd(values, grads, rates)):
             w.assign(new)
-        return {"loss": loss}
+        self.offset.assign(kernel_offset(kernel))
+        return {"loss": loss, "offset": self.offset.read_value()}
 
     def _learning_rates(self):
         return {"learning_rates": self._rates}
 
     def _super_resolve(self, image):
-        sr = super_resolve(self._values(), image, self.scale, tf.shape(image)[1:3] * self.scale, TAPS)
+        shape = tf.shape(image)[1:3] * self.scale
+        sr = super_resolve(self._values(), image, self.scale, shape, TAPS, self.offset.read_value())
         return {"sr": tf.clip_by_value(sr, 0.0, 1.0)}
 
     def _reset(self):
         for w, a in zip(self.weights, self._meta_initial):
             w.assign(a)
+        self.offset.assign(tf.zeros([2]))
         return {"ok": tf.constant(True)}
 
     def _get_weights(self):
@@ -255,7 +264,8 @@ def check_tflite(model: bytes, signatures=SIGNATURES) -> None:
 
 
 class InferenceModule(tf.Module):
-    """``super_resolve(image) -> sr`` with θ as constants: CONV_2D with constant filters, XNNPACK's own kernels.
+    """``super_resolve(image, offset) -> sr`` with θ as constants: CONV_2D with constant filters, XNNPACK's own
+    kernels; ``offset`` float32 [2] is the up-sampling's phase, the adaptation's ``train_step`` offset (0: none).
 
     The device's fast path after adaptation: :func:`bake_weights` writes the adapted weights into the file's
     constant data (a copy of the bytes), then a new interpreter runs it.
@@ -266,11 +276,12 @@ class InferenceModule(tf.Module):
         self.scale = int(scale)
         self._params = [tf.constant(np.asarray(p, np.float32)) for p in params]
         image = tf.TensorSpec([1, None, None, 3], tf.float32, name="image")
-        self.super_resolve = tf.function(self._super_resolve, input_signature=[image])
+        offset = tf.TensorSpec([2], tf.float32, name="offset")
+        self.super_resolve = tf.function(self._super_resolve, input_signature=[image, offset])
         self.signatures = SR_SIGNATURES
 
-    def _super_resolve(self, image):
-        sr = super_resolve(self._params, image, self.scale, tf.shape(image)[1:3] * self.scale)
+    def _super_resolve(self, image, offset):
+        sr = super_resolve(self._params, image, self.scale, tf.shape(image)[1:3] * self.scale, shift=offset)
         return {"sr": tf.clip_by_value(sr, 0.0, 1.0)}
 
 

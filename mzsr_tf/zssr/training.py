@@ -57,7 +57,7 @@ def final_test(
     if output_shape is None:
         output_shape = (output_length(h, sh), output_length(w, sw))
 
-    def sr_fn(x):  # x is the input rotated by 0/180 degrees (shape kept) or by 90/270 degrees (shape swapped)
+    def sr_fn(x, k):  # x: the input under transform k (shape swapped by 90/270 degrees); the official alignment
         shape = output_shape if x.shape[1] == h else output_shape[::-1]
         return tf.clip_by_value(super_resolve_tiled(params, x, (sh, sw), shape, tile), 0.0, 1.0)
 
