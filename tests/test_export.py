@@ -41,6 +41,13 @@ MAX_STEPS = 5
 KERNEL = gaussian_kernel(3.0, 1.5, 0.4, 13, offset=0.5).numpy().astype(np.float32)  # 13x13 anisotropic, off-centre
 
 
+def assert_rounds_alike(a, b):
+    """uint8 images equal but for a level at a few pixels: the same arithmetic in another graph (the kernel's
+    phase taps are computed where they run) may round a pixel the other way."""
+    a, b = np.asarray(a, int), np.asarray(b, int)
+    assert a.shape == b.shape and np.abs(a - b).max() <= 1 and np.mean(a != b) < 1e-3, np.abs(a - b).max()
+
+
 def distinct_params(seed):
     """init_params kernels drawn with a different seed per layer, plus small non-zero biases."""
     rng = np.random.default_rng(seed)
@@ -101,7 +108,7 @@ def test_serving_equals_the_library_path(served, image, exported):
         degradation = Degradation(validate_kernel(KERNEL), "direct")
         config = AdaptConfig(steps=steps, precision="float32")
         ref = zero_shot_sr(params, image.astype(np.float32) / 255.0, degradation, 2, config)
-        np.testing.assert_array_equal(serve(served, image, steps=steps)[0], to_uint8(ref.sr).numpy())
+        assert_rounds_alike(serve(served, image, steps=steps)[0], to_uint8(ref.sr).numpy())
     plain = served.signatures["super_resolve"](image=tf.constant(image[None]))["sr"].numpy()
     lr = tf.constant(image[None].astype(np.float32) / 255.0)
     np.testing.assert_array_equal(plain, to_uint8(tf.clip_by_value(super_resolve(params, lr, 2), 0, 1)).numpy())
@@ -261,8 +268,7 @@ def test_serving_refuses_a_batch(served, image):
 def test_serving_kernel_is_normalised_in_graph(served, image):
     np.testing.assert_array_equal(serve(served, image, KERNEL * 7.0, 1), serve(served, image, KERNEL, 1))
     huge = (KERNEL / KERNEL.max() * 3e38).astype(np.float32)  # near float32.max: a float32 sum would overflow
-    a, b = serve(served, image, huge, 1).astype(int), serve(served, image, KERNEL, 1).astype(int)
-    assert np.abs(a - b).max() <= 1 and np.mean(a != b) < 1e-3  # equal up to float32 rounding of the sum
+    assert_rounds_alike(serve(served, image, huge, 1), serve(served, image, KERNEL, 1))  # float32 sums differ
     box = np.ones((1, 1), np.float32)  # 1x1: no blur
     assert serve(served, image, box, 1).shape == (1, 48, 52, 3)
 
@@ -566,7 +572,7 @@ def test_learned_rates_travel_into_the_weights_files_and_the_servings_adaptation
     served = tf.saved_model.load(str(out / FILES["serving"]))
     config = AdaptConfig.learned(rates, steps=4, precision="float32")
     expected = zero_shot_sr(params, image / np.float32(255), Degradation(validate_kernel(KERNEL), "direct"), 2, config)
-    np.testing.assert_array_equal(serve(served, image, KERNEL, 4)[0], to_uint8(expected.sr).numpy())
+    assert_rounds_alike(serve(served, image, KERNEL, 4)[0], to_uint8(expected.sr).numpy())
 
     # the device runs the same rule (without the guard): its learning_rates, one rate per tensor
     interpreter = Interpreter(model_path=str(out / FILES["tflite"]))
