@@ -7,13 +7,15 @@ Three parts, each its own JSON:
   TensorFlow (the same ops: ``zero_shot.training_pair`` + ``backward.l1_loss_and_grads`` with TF's conv kernels,
   and ``zero_shot.super_resolve_tiled``), both on ``--threads`` threads, best of ``--repeats``; the ratios;
   the model's size; where LiteRT spends the time, per op type, and which ops XNNPACK takes
-  (``mzsr_tf.export.profile``); the peak memory of a 512² adaptation in a process of its own.
+  (``mzsr_tf.export.profile``); the peak memory of a 512² adaptation in a process of its own; the floor: the
+  net's 64→64 convolutions alone in TF and in LiteRT with constant and with variable filters (:func:`conv_floor`).
 * ``--phone-json``: a phone-shaped run, MZSR(10) with the official SGD schedule + SR of a 512² photo,
   through the LiteRT model with 1, 2 and 4 threads, beside the TF library's ``adapt`` + ``super_resolve_tiled``.
 
   python -m benchmarks.export_speed --json benchmarks/results/export_speed.json
   python -m benchmarks.export_speed --sizes "" --phone-json benchmarks/results/export_speed_phone.json
   python -m benchmarks.export_speed --table benchmarks/results/export_speed{,_phone}.json
+  python -m benchmarks.export_speed --table benchmarks/results/export_speed{,_phone}.json --phone
 """
 
 from __future__ import annotations
@@ -109,6 +111,46 @@ def time_size(tf, interpreter, baked, params, kernel, size, repeats):
     for op in ("train_step", "super_resolve"):
         row[f"{op}_ratio"] = round(row[f"tflite_{op}_s"] / row[f"tf_{op}_s"], 2)
     row["baked_super_resolve_ratio"] = round(row["tflite_baked_super_resolve_s"] / row["tf_super_resolve_s"], 2)
+    return row
+
+
+def conv_floor(tf, size: int, threads: int, repeats: int) -> dict:
+    """The net's six 64→64 convolutions (ReLU between) at the SR's size for LR ``size``², three ways: TF (oneDNN on
+    CPU), LiteRT with constant filters (XNNPACK's CONV_2D, as in the baked SR model) and LiteRT with variable
+    filters (``conv_ops.TAPS``, as in the adaptation model): what each formulation can reach on this CPU."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mzsr_tf.conv_ops import TAPS
+    from mzsr_tf.export.tflite import convert
+
+    rng = np.random.default_rng(size)
+    filters = [rng.normal(0, 0.05, (3, 3, 64, 64)).astype(np.float32) for _ in range(6)]
+    spec = tf.TensorSpec([1, None, None, 64], tf.float32, name="x")
+
+    class Stack(tf.Module):
+        def __init__(self, weights, conv):
+            super().__init__()
+            self.weights, self.conv, self.signatures = weights, conv, ("run",)
+            self.run = tf.function(self._run, input_signature=[spec])
+
+        def _run(self, x):
+            for w in self.weights:
+                x = tf.nn.relu(self.conv(x, w))
+            return {"y": x}
+
+    x = rng.random((1, SCALE * size, SCALE * size, 64), dtype=np.float32)
+    constant = Stack([tf.constant(f) for f in filters], lambda x, w: tf.nn.conv2d(x, w, 1, "SAME"))
+    variable = Stack([tf.Variable(f) for f in filters], TAPS.conv)
+    x_tf = tf.constant(x)
+    reference = constant.run(x_tf)["y"].numpy()
+    row = {"lr_size": size, "tf_s": best_of(lambda: constant.run(x_tf)["y"].numpy(), repeats)}
+    for name, module in (("litert_constant_s", constant), ("litert_variable_s", variable)):
+        runner = Interpreter(model_content=convert(module), num_threads=threads).get_signature_runner("run")
+        np.testing.assert_allclose(runner(x=x)["y"], reference, rtol=1e-4, atol=1e-4)  # the same computation
+        row[name] = best_of(lambda runner=runner: runner(x=x), repeats)
+    row = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
+    row["constant_ratio"] = round(row["litert_constant_s"] / row["tf_s"], 2)
+    row["variable_ratio"] = round(row["litert_variable_s"] / row["tf_s"], 2)
     return row
 
 
@@ -247,18 +289,31 @@ def render(speed: dict, phone: dict | None = None) -> str:
         if prof:
             notes.append(f"{name.replace('_', ' ')}: {prof['delegated_ops']} of {prof['ops']} ops on XNNPACK")
     lines += ["", "; ".join(notes) + "."]
-    if phone:
-        runs = ", ".join(
-            f"{r['threads']} thread(s) {r['seconds']:.1f} s ({r['baked_seconds']:.1f} s with the baked SR model)"
-            for r in phone["litert"]
+    if speed.get("conv_floor"):
+        cells = ", ".join(
+            f"LR {r['lr_size']}²: {r['constant_ratio']:.2f}× / {r['variable_ratio']:.2f}×" for r in speed["conv_floor"]
         )
         lines += [
             "",
-            f"MZSR({phone['steps']}) + SR of a {phone['lr_size']}² photo through the LiteRT model on this "
-            f"{speed['cpu_count']}-core CPU: {runs}; "
-            f"the TF library path ({phone.get('tf_threads', 1)} thread): {phone['tf_seconds']:.1f} s.",
+            "The net's six 64→64 convolutions alone at the SR's size, LiteRT against TF, with constant filters "
+            f"(XNNPACK's CONV_2D) / with variable filters (`conv_ops.TAPS`, 9 batch matmuls and their sums): {cells}.",
         ]
+    if phone:
+        lines += ["", phone_sentence(speed, phone)]
     return "\n".join(lines)
+
+
+def phone_sentence(speed: dict, phone: dict) -> str:
+    """The phone-shaped run in one sentence (``--table SPEED PHONE --phone``: the README's export section)."""
+    runs = ", ".join(
+        f"{r['threads']} thread(s) {r['seconds']:.1f} s ({r['baked_seconds']:.1f} s with the baked SR model)"
+        for r in phone["litert"]
+    )
+    return (
+        f"MZSR({phone['steps']}) + SR of a {phone['lr_size']}² photo through the LiteRT model on this "
+        f"{speed['cpu_count']}-core CPU: {runs}; "
+        f"the TF library path ({phone.get('tf_threads', 1)} thread): {phone['tf_seconds']:.1f} s."
+    )
 
 
 def main(argv=None):
@@ -272,10 +327,16 @@ def main(argv=None):
     p.add_argument("--json", type=Path)
     p.add_argument("--phone-json", type=Path, help="run the phone-shaped MZSR(10)+SR and write it here")
     p.add_argument("--table", nargs="+", type=Path, metavar="JSON", help="print the README markdown of these reports")
+    p.add_argument("--phone", action="store_true", help="with --table: only the phone-shaped run's sentence")
     args = p.parse_args(argv)
     if args.table:
         reports = [json.loads(path.read_text()) for path in args.table]
-        print(render(*reports))
+        if args.phone:
+            if len(reports) != 2:
+                p.error("--phone needs --table SPEED_JSON PHONE_JSON")
+            print(phone_sentence(*reports))
+        else:
+            print(render(*reports))
         return None
     tf = _tf_setup(args.threads)
     from ai_edge_litert.interpreter import Interpreter
@@ -298,8 +359,12 @@ def main(argv=None):
         baked_interpreter = Interpreter(model_content=baked, num_threads=args.threads)
         rows = [time_size(tf, interpreter, baked_interpreter, params, kernel, s, args.repeats) for s in sizes]
         print_table(rows)
+        floor = [conv_floor(tf, s, args.threads, args.repeats) for s in sizes]
+        for r in floor:
+            print(f"six 64->64 convs at {SCALE * r['lr_size']}²: {r}")
         report = {
             "rows": rows,
+            "conv_floor": floor,
             "threads": args.threads,
             "repeats": args.repeats,
             "model_bytes": len(model),

@@ -99,12 +99,13 @@ def _taps_input_grad(dy, kernel):
 def _taps_filter_grad(x, dy):
     """:func:`_conv_filter_grad` as 3 batch matmuls ``xᵀ · rows(columns(dy))``: tap (i, j) pairs x[q] with
     dy[q - (i-1, j-1)], i.e. row 2-i and column 2-j of the 1-padded dy. Shifting dy rather than x keeps the
-    copies out of the forward pass (LiteRT runs ops in graph order: copies of x would live until the backward)."""
+    copies out of the forward pass (LiteRT runs ops in graph order: copies of x would live until the backward).
+    Each product is batched over image rows, then summed over them: XNNPACK's matmul is slow when the
+    contracted side is the whole image."""
     cin, cout = x.shape[-1], dy.shape[-1]
-    cols, xf = _columns(dy), tf.reshape(x, [1, -1, cin])
-    rows = []
+    cols, rows = _columns(dy), []
     for i in range(3):
-        m = tf.matmul(xf, tf.reshape(_rows(cols, 2 - i), [1, -1, 3 * cout]), transpose_a=True)  # [1, cin, (j', o)]
+        m = tf.reduce_sum(tf.matmul(x, _rows(cols, 2 - i), transpose_a=True), [0, 1])  # [N, H, cin, (j', o)]
         rows.append(tf.transpose(tf.reverse(tf.reshape(m, [cin, 3, cout]), [1]), [1, 0, 2]))  # j' = 2 - j
     return tf.stack(rows)
 

@@ -13,7 +13,8 @@ from mzsr_tf.model import PARAM_NAMES, forward, init_params
 
 @pytest.mark.parametrize("ops", [BUILTIN, NATIVE, TAPS], ids=["builtin", "native", "taps"])
 @pytest.mark.parametrize(
-    "batch,height,width,dynamic", [(1, 12, 10, False), (2, 7, 9, False), (3, 1, 2, False), (2, 5, 3, True)]
+    "batch,height,width,dynamic",
+    [(1, 12, 10, False), (2, 7, 9, False), (3, 1, 2, False), (2, 5, 3, True), (2, 40, 37, True)],
 )
 def test_hand_written_backward_matches_gradient_tape(batch, height, width, dynamic, ops):
     params = [p + 0.01 * tf.random.normal(p.shape, seed=i) for i, p in enumerate(init_params(3))]

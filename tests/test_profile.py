@@ -60,3 +60,11 @@ def test_summary_adds_up_per_op_type():
     rows = summarise(timings)
     assert [r["op"] for r in rows] == ["CONV_2D", "ADD"]  # slowest first
     assert rows[1] == {"op": "ADD", "seconds": 0.75, "calls": 2, "delegated": 1}
+
+
+def test_conv_floor_times_one_computation_three_ways():
+    from benchmarks.export_speed import conv_floor
+
+    row = conv_floor(tf, 6, threads=1, repeats=1)  # asserts that the three outputs agree
+    assert row["lr_size"] == 6 and min(row["tf_s"], row["litert_constant_s"], row["litert_variable_s"]) > 0
+    assert row["variable_ratio"] == round(row["litert_variable_s"] / row["tf_s"], 2)
