@@ -1,0 +1,129 @@
+"""How close the blind kernel estimate is to the true kernel, per image, on the DIV2KRK-recipe benchmark.
+
+The estimator alone (no SR): for each HR image of ``--hr`` its ``blind_set`` kernel and LR, the estimate
+(``kernel_estimation.estimate_kernel``), its kernel PSNR (FKP) and its size against the true kernel's: the log
+of the ratio of their areas, ½·log(det Σ_est / det Σ_true) (0: the right size; +0.35: twice the area, too blurry;
+negative: too sharp). The summary gives the mean (the estimator's bias on these photos) and the spread.
+
+The estimator measures blur against sharp photos, and a test image's HR may be soft itself. So each image's
+own blur is estimated too, from its HR subsampled without any blur, and the size is also compared with the
+true kernel plus that own blur (covariances add under convolution): ``log_area_ratio_own``::
+
+    python -m benchmarks.kernel_accuracy --hr ../shared/datasets/test/BSD100/HR --scale 2 \\
+        --json benchmarks/results/kernel_accuracy_bsd100_x2.json
+    python -m benchmarks.kernel_accuracy --table benchmarks/results/kernel_accuracy_*.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.blind_set import blind_degradation
+from benchmarks.common import format_table, save_json
+from mzsr_tf.errors import InputError
+
+
+def covariance(kernel) -> np.ndarray:
+    """A kernel's 2×2 covariance in pixels (``kernels.kernel_moments``)."""
+    from mzsr_tf.kernels import kernel_moments
+
+    return np.asarray(kernel_moments(kernel)[1])
+
+
+def log_area_ratio(estimate, true, own=None) -> float:
+    """½·log(det Σ_estimate / det Σ_true) of two kernels' covariances; with ``own``, against Σ_true + Σ_own."""
+    reference = covariance(true) + (0 if own is None else covariance(own))
+    return float(0.5 * np.log(np.linalg.det(covariance(estimate)) / np.linalg.det(reference)))
+
+
+def measure(hr_folder: Path, scale: int, limit: int | None = None) -> dict:
+    """Per image: kernel PSNR and log area ratio of the estimate; the set's mean, spread and extremes."""
+    from benchmarks.paper_table import load_hr, make_lr
+    from mzsr_tf.io import list_images
+    from mzsr_tf.kernel_estimation import estimate_kernel, kernel_psnr
+    from mzsr_tf.kernels import Degradation
+
+    images = {}
+    for path in list_images(hr_folder)[:limit]:
+        degradation = blind_degradation(path.name, scale)
+        lr = make_lr(load_hr(path, scale), degradation, scale).astype(np.float32) / 255.0
+        estimate = estimate_kernel(lr, scale).kernel
+        sharp = make_lr(load_hr(path, scale), Degradation(np.ones((1, 1)), "direct"), scale)  # no blur: its own
+        own = estimate_kernel(sharp.astype(np.float32) / 255.0, scale).kernel
+        images[path.name] = {
+            "kernel_psnr": kernel_psnr(estimate, degradation.kernel),
+            "log_area_ratio": log_area_ratio(estimate, degradation.kernel),
+            "log_area_ratio_own": log_area_ratio(estimate, degradation.kernel, own),
+        }
+        print(f"{path.name}: {images[path.name]}", flush=True)
+    ratios = np.array([v["log_area_ratio"] for v in images.values()])
+    own = np.array([v["log_area_ratio_own"] for v in images.values()])
+    return {
+        "set": hr_folder.parent.name if hr_folder.name == "HR" else hr_folder.name,
+        "scale": scale,
+        "images": len(images),
+        "kernel_psnr": float(np.mean([v["kernel_psnr"] for v in images.values()])),
+        "log_area_ratio_mean": float(ratios.mean()),
+        "log_area_ratio_std": float(ratios.std()),
+        "log_area_ratio_own_mean": float(own.mean()),
+        "log_area_ratio_own_std": float(own.std()),
+        "too_blurry": int(np.sum(ratios > np.log(2) / 2)),  # estimate more than twice the true area
+        "too_sharp": int(np.sum(ratios < -np.log(2) / 2)),  # less than half
+        "per_image": images,
+    }
+
+
+def render(reports) -> str:
+    """One Markdown row per report."""
+    head = ["set", "scale", "images", "kernel PSNR", "log area ratio, mean ± std", "> 2× area", "< ½ area", "worst"]
+    head += ["against true + own blur"]
+    rows = []
+    for r in reports:
+        worst = max(r["per_image"].items(), key=lambda kv: abs(kv[1]["log_area_ratio"]))
+        rows.append(
+            [
+                r["set"],
+                f"×{r['scale']}",
+                str(r["images"]),
+                f"{r['kernel_psnr']:.2f}",
+                f"{r['log_area_ratio_mean']:+.3f} ± {r['log_area_ratio_std']:.3f}",
+                str(r["too_blurry"]),
+                str(r["too_sharp"]),
+                f"{worst[0]} ({worst[1]['log_area_ratio']:+.2f})",
+                f"{r['log_area_ratio_own_mean']:+.3f} ± {r['log_area_ratio_own_std']:.3f}",
+            ]
+        )
+    return format_table(head, rows)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--hr", type=Path, help="folder of HR images")
+    p.add_argument("--scale", type=int, default=2, choices=(2, 4))
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--json", type=Path)
+    p.add_argument("--table", nargs="+", type=Path, metavar="JSON", help="print the Markdown of saved --json runs")
+    args = p.parse_args(argv)
+    try:
+        if args.table:
+            print(render([json.loads(path.read_text()) for path in args.table]))
+            return 0
+        if args.hr is None or not args.hr.is_dir():
+            raise InputError(f"{args.hr}: HR folder does not exist (--hr)")
+        report = measure(args.hr, args.scale, args.limit)
+        print(render([report]))
+        if args.json:
+            save_json(args.json, report)
+    except InputError as e:
+        print(f"kernel_accuracy: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""The kernel-accuracy benchmark's size measure and table (the estimator itself: test_kernel_estimation.py)."""
+
+import math
+
+import pytest
+
+from benchmarks.kernel_accuracy import log_area_ratio, main, render
+from mzsr_tf.kernels import gaussian_kernel
+
+
+def test_log_area_ratio_is_zero_for_the_same_size_and_log2_for_twice_the_variances():
+    k = gaussian_kernel(1.0, 2.0, 0.3, 31)
+    assert log_area_ratio(k, k) == pytest.approx(0.0, abs=1e-9)
+    assert log_area_ratio(gaussian_kernel(2.0, 1.0, 1.2, 31), k) == pytest.approx(0.0, abs=1e-6)  # size, not shape
+    assert log_area_ratio(gaussian_kernel(2.0, 4.0, 0.3, 31), k) == pytest.approx(math.log(2), abs=1e-4)
+    assert log_area_ratio(k, gaussian_kernel(2.0, 4.0, 0.3, 31)) == pytest.approx(-math.log(2), abs=1e-4)
+    assert log_area_ratio(gaussian_kernel(2.0, 4.0, 0.3, 31), k, own=k) == pytest.approx(0.0, abs=1e-4)  # Σ adds
+
+
+def test_table_names_the_worst_image(tmp_path):
+    per_image = {
+        "a.png": {"kernel_psnr": 50.0, "log_area_ratio": 0.1},
+        "b.png": {"kernel_psnr": 40.0, "log_area_ratio": -0.5},
+    }
+    report = {"set": "S", "scale": 2, "images": 2, "kernel_psnr": 45.0, "log_area_ratio_mean": -0.2,
+              "log_area_ratio_std": 0.3, "too_blurry": 0, "too_sharp": 1, "per_image": per_image,
+              "log_area_ratio_own_mean": 0.01, "log_area_ratio_own_std": 0.2}  # fmt: skip
+    assert "| S | ×2 | 2 | 45.00 | -0.200 ± 0.300 | 0 | 1 | b.png (-0.50) | +0.010 ± 0.200 |" in render([report])
+
+
+def test_a_missing_folder_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["--hr", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
