@@ -16,7 +16,6 @@ true kernel plus that own blur (covariances add under convolution): ``log_area_r
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 
 from benchmarks.blind_set import blind_degradation
 from benchmarks.common import format_table, save_json
+from mzsr_tf import cli
 from mzsr_tf.errors import InputError
 
 
@@ -48,13 +48,14 @@ def measure(hr_folder: Path, scale: int, limit: int | None = None) -> dict:
     from mzsr_tf.kernel_estimation import estimate_kernel, kernel_psnr
     from mzsr_tf.kernels import Degradation
 
+    def estimate_for(hr, degradation):
+        return estimate_kernel(make_lr(hr, degradation, scale).astype(np.float32) / 255.0, scale).kernel
+
     images = {}
     for path in list_images(hr_folder)[:limit]:
-        degradation = blind_degradation(path.name, scale)
-        lr = make_lr(load_hr(path, scale), degradation, scale).astype(np.float32) / 255.0
-        estimate = estimate_kernel(lr, scale).kernel
-        sharp = make_lr(load_hr(path, scale), Degradation(np.ones((1, 1)), "direct"), scale)  # no blur: its own
-        own = estimate_kernel(sharp.astype(np.float32) / 255.0, scale).kernel
+        hr, degradation = load_hr(path, scale), blind_degradation(path.name, scale)
+        estimate = estimate_for(hr, degradation)
+        own = estimate_for(hr, Degradation(np.ones((1, 1)), "direct"))  # no blur: the photo's own
         images[path.name] = {
             "kernel_psnr": kernel_psnr(estimate, degradation.kernel),
             "log_area_ratio": log_area_ratio(estimate, degradation.kernel),
@@ -101,29 +102,24 @@ def render(reports) -> str:
     return format_table(head, rows)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None) -> None:
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hr", type=Path, help="folder of HR images")
     p.add_argument("--scale", type=int, default=2, choices=(2, 4))
     p.add_argument("--limit", type=int, help="only the first N images")
     p.add_argument("--json", type=Path)
     p.add_argument("--table", nargs="+", type=Path, metavar="JSON", help="print the Markdown of saved --json runs")
     args = p.parse_args(argv)
-    try:
-        if args.table:
-            print(render([json.loads(path.read_text()) for path in args.table]))
-            return 0
-        if args.hr is None or not args.hr.is_dir():
-            raise InputError(f"{args.hr}: HR folder does not exist (--hr)")
-        report = measure(args.hr, args.scale, args.limit)
-        print(render([report]))
-        if args.json:
-            save_json(args.json, report)
-    except InputError as e:
-        print(f"kernel_accuracy: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    if args.table:
+        print(render([json.loads(path.read_text()) for path in args.table]))
+        return
+    if args.hr is None or not args.hr.is_dir():
+        raise InputError(f"{args.hr}: HR folder does not exist (--hr)")
+    report = measure(args.hr, args.scale, args.limit)
+    print(render([report]))
+    if args.json:
+        save_json(args.json, report)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

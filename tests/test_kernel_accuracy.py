@@ -5,6 +5,7 @@ import math
 import pytest
 
 from benchmarks.kernel_accuracy import log_area_ratio, main, render
+from mzsr_tf import cli
 from mzsr_tf.kernels import gaussian_kernel
 
 
@@ -29,5 +30,5 @@ def test_table_names_the_worst_image(tmp_path):
 
 
 def test_a_missing_folder_is_one_line_and_exit_2(tmp_path, capsys):
-    assert main(["--hr", str(tmp_path / "nope")]) == 2
+    assert cli.run(main, ["--hr", str(tmp_path / "nope")]) == 2  # as python -m benchmarks.kernel_accuracy
     assert capsys.readouterr().err.count("\n") == 1
