@@ -12,7 +12,6 @@ KernelGAN's ``kernel_shift``), seeded by (``--seed``, the image's name); LR = (H
 
 from __future__ import annotations
 
-import argparse
 import sys
 import zlib
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from mzsr_tf import cli
 from mzsr_tf.errors import InputError
 from mzsr_tf.kernels import Degradation, compose_x4, sample_blind_kernel
 
@@ -43,34 +43,30 @@ def main(argv=None) -> int:
     import scipy.io
 
     from benchmarks.paper_table import load_hr, make_lr
-    from mzsr_tf.io import check_destination, list_images, write_image
+    from mzsr_tf.io import atomic_folder, list_images, write_image
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hr", required=True, type=Path, help="folder of HR images")
     p.add_argument("--scale", type=int, default=2, choices=(2, 4))
     p.add_argument("--seed", type=int, default=SEED)
-    p.add_argument("--out", required=True, type=Path, help="new folder: lr/, hr/, kernels/")
+    p.add_argument("--out", required=True, type=Path, help="new folder: lr/, hr/, kernels/ (whole or not at all)")
     args = p.parse_args(argv)
-    try:
-        if not args.hr.is_dir():
-            raise InputError(f"{args.hr}: HR folder does not exist")
-        check_destination(args.out)
+    if not args.hr.is_dir():
+        raise InputError(f"{args.hr}: HR folder does not exist")
+    with atomic_folder(args.out) as staging:
         for sub in ("lr", "hr", "kernels"):
-            (args.out / sub).mkdir(parents=True)
+            (staging / sub).mkdir()
         for path in list_images(args.hr):
             hr = load_hr(path, args.scale)
             deg = blind_degradation(path.name, args.scale, args.seed)
             lr = make_lr(hr, deg, args.scale)
-            write_image(args.out / "lr" / f"{path.stem}.png", lr.astype(np.float32) / 255.0)
-            write_image(args.out / "hr" / f"{path.stem}.png", hr.astype(np.float32) / 255.0)
-            np.save(args.out / "kernels" / f"{path.stem}.npy", deg.kernel)
-            scipy.io.savemat(args.out / "kernels" / f"{path.stem}.mat", {"Kernel": deg.kernel})
-        print(f"wrote {args.out}")
-    except InputError as e:
-        print(f"blind_set: error: {e}", file=sys.stderr)
-        return 2
+            write_image(staging / "lr" / f"{path.stem}.png", lr.astype(np.float32) / 255.0)
+            write_image(staging / "hr" / f"{path.stem}.png", hr.astype(np.float32) / 255.0)
+            np.save(staging / "kernels" / f"{path.stem}.npy", deg.kernel)
+            scipy.io.savemat(staging / "kernels" / f"{path.stem}.mat", {"Kernel": deg.kernel})
+    print(f"wrote {args.out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

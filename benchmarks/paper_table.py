@@ -432,8 +432,8 @@ def write_json(path: Path, results: list[Result], overwrite: bool) -> None:
 # === CLI ===
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> cli.ArgumentParser:
+    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--hr", nargs="+", type=Path, help="folders of HR images (.png/.jpg/.bmp)")
     p.add_argument(
         "--table", nargs="+", type=Path, metavar="JSON", help="print one Markdown table of these runs beside the paper"
@@ -496,46 +496,42 @@ def _load_sets(folders: list[Path], scale: int, limit: int | None) -> dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.table and args.hr:
+        raise InputError("--table tabulates saved runs; it does not go with --hr")
+    if args.table:
+        print(markdown_table([row for path in args.table for row in _read_results(path)]))
+        return 0
+    if not args.hr:
+        raise InputError("give --hr folders to evaluate, or --table JSON files to tabulate")
+    if args.scale < 1 or (args.limit is not None and args.limit < 1):
+        raise InputError("--scale and --limit must be positive")
+    if args.json is not None:
+        check_destination(args.json, args.overwrite)
     try:
-        if args.table and args.hr:
-            raise InputError("--table tabulates saved runs; it does not go with --hr")
-        if args.table:
-            print(markdown_table([row for path in args.table for row in _read_results(path)]))
-            return 0
-        if not args.hr:
-            raise InputError("give --hr folders to evaluate, or --table JSON files to tabulate")
-        if args.scale < 1 or (args.limit is not None and args.limit < 1):
-            raise InputError("--scale and --limit must be positive")
-        if args.json is not None:
-            check_destination(args.json, args.overwrite)
-        try:
-            noises = [float(v) for v in _split(args.noise)]
-        except ValueError:
-            raise InputError(f"--noise: expected comma-separated numbers, got {args.noise!r}") from None
-        if not noises or any(not 0 <= v < math.inf for v in noises):
-            raise InputError(f"--noise levels must be >= 0 and finite, got {args.noise!r}")
-        kernels = _split(args.kernels)
-        for kernel in kernels:
-            if kernel != "div2krk":
-                resolve_degradation(kernel)  # fail before any work on a bad name or file
-            elif args.scale not in (2, 4):
-                raise InputError(f"--kernels div2krk has x2 and x4, not x{args.scale}")
-        methods = {name: make_method(name, args) for name in _split(args.methods)}
-        sets = _load_sets(args.hr, args.scale, args.limit)
-        print(HEADER, flush=True)
-        results = []
-        for set_label, images in sets.items():
-            for kernel, noise in ((k, n) for k in kernels for n in noises):
-                for name, method in methods.items():
-                    results.append(evaluate(set_label, images, kernel, name, method, args.scale, noise))
-                    print(format_row(results[-1]), flush=True)
-                    if args.json is not None:  # after every row: a long run that stops keeps what it measured
-                        write_json(args.json, results, overwrite=args.overwrite or len(results) > 1)
-    except InputError as e:
-        print(f"paper_table: error: {e}", file=sys.stderr)
-        return 2
+        noises = [float(v) for v in _split(args.noise)]
+    except ValueError:
+        raise InputError(f"--noise: expected comma-separated numbers, got {args.noise!r}") from None
+    if not noises or any(not 0 <= v < math.inf for v in noises):
+        raise InputError(f"--noise levels must be >= 0 and finite, got {args.noise!r}")
+    kernels = _split(args.kernels)
+    for kernel in kernels:
+        if kernel != "div2krk":
+            resolve_degradation(kernel)  # fail before any work on a bad name or file
+        elif args.scale not in (2, 4):
+            raise InputError(f"--kernels div2krk has x2 and x4, not x{args.scale}")
+    methods = {name: make_method(name, args) for name in _split(args.methods)}
+    sets = _load_sets(args.hr, args.scale, args.limit)
+    print(HEADER, flush=True)
+    results = []
+    for set_label, images in sets.items():
+        for kernel, noise in ((k, n) for k in kernels for n in noises):
+            for name, method in methods.items():
+                results.append(evaluate(set_label, images, kernel, name, method, args.scale, noise))
+                print(format_row(results[-1]), flush=True)
+                if args.json is not None:  # after every row: a long run that stops keeps what it measured
+                    write_json(args.json, results, overwrite=args.overwrite or len(results) > 1)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import threading
 import warnings
@@ -36,6 +37,8 @@ __all__ = [
     "read_image",
     "write_image",
     "atomic_write",
+    "atomic_folder",
+    "make_staging",
     "list_images",
 ]
 
@@ -195,6 +198,32 @@ def atomic_write(path, overwrite: bool = False):
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def make_staging(out) -> Path:
+    """A new folder next to ``out`` (same file system, so the final rename is atomic), umask permissions."""
+    out = Path(out)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it 0700
+    return staging
+
+
+@contextlib.contextmanager
+def atomic_folder(path):
+    """Yield a staging folder next to the new folder ``path``; on success rename it into place, so ``path`` appears
+    whole or not at all. An existing ``path`` is an InputError (checked before and at the rename)."""
+    path = check_destination(path)
+    staging = make_staging(path)
+    try:
+        yield staging
+        try:
+            os.rename(staging, path)  # fails onto a non-empty folder: one made meanwhile
+        except OSError:
+            raise InputError(f"{path}: exists (choose a new folder)") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _quantise(x: np.ndarray, bit_depth: int) -> np.ndarray:

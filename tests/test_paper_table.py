@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from benchmarks import paper_table
+from mzsr_tf import cli
 from mzsr_tf.kernels import NAMED_DEGRADATIONS
 from mzsr_tf.metrics import psnr_y
 from mzsr_tf.zero_shot import AdaptConfig
@@ -30,7 +31,7 @@ def hr_folder(tmp_path, astronaut_uint8, chelsea_uint8):
 
 
 def _run(capsys, *argv):
-    code = paper_table.main([str(a) for a in argv])
+    code = cli.run(paper_table.main, [str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -364,9 +365,8 @@ def test_precision_flag_reaches_mzsr_but_not_the_official_schedule(hr_folder, tm
         assert settings["mzsr1_official"] == official
     assert rows["float32"]["mzsr1"] != rows["bfloat16"]["mzsr1"]
     assert rows["float32"]["mzsr1_official"] == rows["bfloat16"]["mzsr1_official"]
-    with pytest.raises(SystemExit) as exit_info:
-        _run(capsys, "--hr", hr_folder, "--precision", "float16")
-    assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    code, _, err = _run(capsys, "--hr", hr_folder, "--precision", "float16")
+    assert code == 2 and "invalid choice" in err
 
 
 def test_official_methods_take_the_rates_of_the_kernels_model(hr_folder, tmp_path, capsys, astronaut_uint8):
@@ -426,12 +426,24 @@ def test_blind_set_writes_lr_hr_and_kernels_and_refuses_an_existing_folder(hr_fo
     from benchmarks import blind_set
 
     out = tmp_path / "blind"
-    assert blind_set.main(["--hr", str(hr_folder), "--scale", "2", "--out", str(out)]) == 0
+    assert cli.run(blind_set.main, ["--hr", str(hr_folder), "--scale", "2", "--out", str(out)]) == 0
     lr = np.asarray(Image.open(out / "lr" / "astronaut.png"))
     hr = np.asarray(Image.open(out / "hr" / "astronaut.png"))
     kernel = np.load(out / "kernels" / "astronaut.npy")
     assert lr.shape == (24, 20, 3) and hr.shape == (48, 40, 3)
     np.testing.assert_array_equal(lr, paper_table.make_lr(hr, blind_set.blind_degradation("astronaut.png", 2), 2))
     np.testing.assert_allclose(scipy.io.loadmat(out / "kernels" / "astronaut.mat")["Kernel"], kernel)
-    assert blind_set.main(["--hr", str(hr_folder), "--out", str(out)]) == 2
+    assert cli.run(blind_set.main, ["--hr", str(hr_folder), "--out", str(out)]) == 2
     assert "exists" in capsys.readouterr().err
+
+
+def test_blind_set_writes_nothing_when_an_image_is_bad(hr_folder, tmp_path, capsys):
+    """An unreadable HR image stops the set with one line and exit 2, leaving no half-written folder."""
+    from benchmarks import blind_set
+
+    (hr_folder / "zz_broken.png").write_bytes(b"not a png")
+    out = tmp_path / "blind"
+    assert cli.run(blind_set.main, ["--hr", str(hr_folder), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "zz_broken.png" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".blind")] == []

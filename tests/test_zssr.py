@@ -11,6 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 from benchmarks import paper_table
+from mzsr_tf import cli
 from mzsr_tf.commands import adapt
 from mzsr_tf.degradation import degrade
 from mzsr_tf.errors import InputError
@@ -435,10 +436,10 @@ def test_paper_table_registers_zssr(tiny_presets, astronaut_uint8, tmp_path, cap
     Image.fromarray(astronaut_uint8[:40, :40]).save(folder / "a.png")
     np.save(tmp_path / "k.npy", KERNEL.kernel)
     argv = ["--hr", folder, "--kernels", tmp_path / "k.npy", "--methods", "zssr_fast", "--zssr-max-iters", "2"]
-    code = paper_table.main([str(a) for a in argv + ["--json", tmp_path / "t.json"]])
+    code = cli.run(paper_table.main, [str(a) for a in argv + ["--json", tmp_path / "t.json"]])
     out, err = capsys.readouterr()
     assert code == 0, err
     (row,) = json.loads((tmp_path / "t.json").read_text())["results"]
     assert row["method"] == "zssr_fast" and 15 < row["psnr_y"] < 50
     assert "2 iterations" in err
-    assert paper_table.main([str(a) for a in argv[:4] + ["--methods", "zssr", "--zssr-preset", "nope"]]) == 2
+    assert cli.run(paper_table.main, [str(a) for a in argv[:4] + ["--methods", "zssr", "--zssr-preset", "nope"]]) == 2

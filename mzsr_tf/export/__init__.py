@@ -19,11 +19,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from mzsr_tf.errors import InputError
+from mzsr_tf.io import make_staging
 
 __all__ = ["ExportConfig", "FILES", "export_all", "check_output_folder"]
 
@@ -44,15 +44,6 @@ class ExportConfig:
     kernel_size: int = 21  # TFLite kernel input is k×k: 21 like the official kernel.mat and g_d_2.0
     max_pixels: int = 512 * 512  # serving: largest LR request, H·W (= AdaptConfig.max_pixels: trained whole)
     max_steps: int = 20  # serving: most adaptation steps per request (paper: 1 or 10)
-
-
-def _make_staging(out: Path) -> Path:
-    """A new folder next to ``out`` (same file system, so the final rename is atomic), umask permissions."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it 0700
-    return staging
 
 
 def _publish(staging: Path, out: Path, overwrite: bool) -> None:
@@ -146,7 +137,7 @@ def export_all(
     from mzsr_tf.weights import save_params
 
     out = check_output_folder(out, overwrite, inputs)
-    staging = _make_staging(out)
+    staging = make_staging(out)
     try:
         save_params(params, staging / FILES["weights_h5"], inner_lr=inner_lr)
         save_params(params, staging / FILES["weights_npz"], inner_lr=inner_lr)
