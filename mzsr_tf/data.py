@@ -7,7 +7,8 @@ at step k sees exactly the batches an uninterrupted run would (``train.py --resu
 * bicubic pairs (large-scale training, θ_T): HR patch → MATLAB-bicubic LR (rounded to uint8 levels)
   → bicubic-upsampled network input (MZSR ``Large-Scale_Training``);
 * kernel tasks (meta-transfer learning, θ_M): per task one random anisotropic kernel shared by
-  its support (D_tr) and query (D_te) patches (MZSR ``dataGenerator``).
+  its support (D_tr) and query (D_te) patches (MZSR ``dataGenerator``), or support pairs made as the meta-test
+  makes its own, LR son → LR of the query patches (``support='son'``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from mzsr_tf.degradation import degrade
 from mzsr_tf.errors import InputError
 from mzsr_tf.imresize import downscale, upscale
 from mzsr_tf.io import IMAGE_SUFFIXES
-from mzsr_tf.kernels import blind_offset, kernel_moments, kernel_offset, sample_blind_kernel, sample_kernel
+from mzsr_tf.kernels import (
+    blind_offset,
+    compose_x4,
+    kernel_moments,
+    kernel_offset,
+    sample_blind_kernel,
+    sample_kernel,
+)
 
 __all__ = [
     "load_images",
@@ -115,14 +123,20 @@ def _bicubic_input(hr, scale):
     return upscale(_quantise(downscale(hr, scale)), scale, tf.shape(hr)[1:3])
 
 
-def _random_kernel_input(hr, stream: int, step, scale, subsample, kernel_size, noise, min_variance=1.0, kernel=None):
-    """bicubic↑(uint8((hr ⊛ k)↓s + n)) for patches sharing one k ~ p(k), drawn from seed (stream, step), or
-    the fixed ``kernel``."""
+def _random_kernel_lr(hr, stream: int, step, scale, subsample, kernel_size, noise, min_variance=1.0, kernel=None):
+    """(uint8((hr ⊛ k)↓s + n), k) for patches sharing one k ~ p(k), drawn from seed (stream, step), or the fixed
+    ``kernel``."""
     seed = tf.stack([tf.constant(stream, tf.int64), step])
     if kernel is None:
         kernel = sample_kernel(tf.cast(seed, tf.int32), scale, kernel_size, min_variance=min_variance)
     lr = degrade(hr, kernel, scale, subsample, noise, tf.cast(seed[::-1], tf.int32) if noise else None)
-    return upscale(_quantise(lr), scale, tf.shape(hr)[1:3])
+    return _quantise(lr), kernel
+
+
+def _random_kernel_input(hr, stream: int, step, scale, subsample, kernel_size, noise, min_variance=1.0, kernel=None):
+    """bicubic↑ of :func:`_random_kernel_lr`'s LR."""
+    lr, _ = _random_kernel_lr(hr, stream, step, scale, subsample, kernel_size, noise, min_variance, kernel)
+    return upscale(lr, scale, tf.shape(hr)[1:3])
 
 
 def _blind_seed(stream: int, step):
@@ -138,13 +152,24 @@ def _div2krk_lr(hr, seed, scale: int, kernel_size=BLIND_KERNEL_SIZE, lambda_rang
     return degrade(lr, k, 2, "direct", noise, noise_seed), k
 
 
-def _blind_kernel_input(hr, stream: int, step, scale, noise):
-    """bicubic↑(uint8(LR + n)) for patches sharing one DIV2KRK-style kernel (:func:`_div2krk_lr`), the kernels
-    blind SR estimates, up-sampled with the kernel's phase (``kernels.kernel_offset``)."""
+def _blind_kernel_lr(hr, stream: int, step, scale, noise):
+    """(uint8(LR + n), the ×2 kernel k) for patches sharing one DIV2KRK-style kernel (:func:`_div2krk_lr`), the
+    kernels blind SR estimates."""
     seed = _blind_seed(stream, step)
     lr, k = _div2krk_lr(hr, seed, scale, noise=noise, noise_seed=seed[::-1] if noise else None)
-    # up-sampled with the kernel's phase, as the meta-test does (two ×2 steps at ×4: δ + 2δ)
-    return upscale(_quantise(lr), scale, tf.shape(hr)[1:3], kernel_offset(k) * (scale - 1))
+    return _quantise(lr), k
+
+
+def _blind_upscale(lr, k, scale, shape):
+    """bicubic↑(lr) with the kernel's phase (``kernels.kernel_offset``), as the meta-test up-samples (two ×2 steps
+    at ×4: δ + 2δ)."""
+    return upscale(lr, scale, shape, kernel_offset(k) * (scale - 1))
+
+
+def _blind_kernel_input(hr, stream: int, step, scale, noise):
+    """bicubic↑ of :func:`_blind_kernel_lr`'s LR, in phase with its kernel."""
+    lr, k = _blind_kernel_lr(hr, stream, step, scale, noise)
+    return _blind_upscale(lr, k, scale, tf.shape(hr)[1:3])
 
 
 def kernel_pairs(
@@ -195,16 +220,43 @@ def kernel_tasks(
     start_step: int = 0,
     min_variance: float = 1.0,
     blind_tasks: int = 0,
+    support: str = "external",
 ):
     """Batches of ``meta_batch`` tasks; each is (x_tr, y_tr, x_te, y_te) with ``task_batch`` patches apiece.
 
     One kernel k ~ p(k) per task (paper Sec. 4.2; eigenvalues from ``min_variance``, ``sample_kernel``);
     LR = (HR ⊛ k)↓s (+ noise), rounded to uint8 levels; x = bicubic↑(LR), y = HR. The first ``blind_tasks``
     tasks draw a DIV2KRK-style kernel instead (block-centred, kernel noise: what blind SR estimates and adapts to).
+
+    ``support``: 'external' (official): D_tr and D_te are (x, y) pairs of different HR patches. 'son': D_te is
+    (x, y) of the task's patches and D_tr their LRs' own training pairs, bicubic↑(LR son) → LR
+    (``zero_shot.training_pair``, as the meta-test adapts; MLSR, Park et al. 2020), so the inner loop learns on the
+    pairs it will see at test time.
     """
+    from mzsr_tf.zero_shot import training_pair
+
+    per_task = task_batch if support == "son" else 2 * task_batch
+
+    def lr_of(hr, t, step):
+        if t < blind_tasks:
+            return _blind_kernel_lr(hr, seed * 1000 + 700 + t, step, scale, noise)
+        return _random_kernel_lr(hr, seed * 1000 + t, step, scale, subsample, kernel_size, noise, min_variance)
 
     def tasks(step, hr):
-        hr = tf.reshape(hr, [meta_batch, 2 * task_batch, patch, patch, 3])
+        hr = tf.reshape(hr, [meta_batch, per_task, patch, patch, 3])
+        if support == "son":
+            x_tr, y_tr, x_te = [], [], []
+            for t in range(meta_batch):
+                lr, k = lr_of(hr[t], t, step)
+                if t < blind_tasks:  # the kernel at the task's scale, as the meta-test is given it
+                    x_te.append(_blind_upscale(lr, k, scale, [patch, patch]))
+                    k = tf.cast(compose_x4(k) if scale == 4 else k, tf.float32)
+                else:
+                    x_te.append(upscale(lr, scale, [patch, patch]))
+                son, father = training_pair(lr, k, scale, subsample)
+                x_tr.append(son)
+                y_tr.append(father)
+            return tf.stack(x_tr), tf.stack(y_tr), tf.stack(x_te), hr
         x = tf.stack(
             [_blind_kernel_input(hr[t], seed * 1000 + 700 + t, step, scale, noise) if t < blind_tasks else
              _random_kernel_input(hr[t], seed * 1000 + t, step, scale, subsample, kernel_size, noise, min_variance)
@@ -212,7 +264,7 @@ def kernel_tasks(
         )  # fmt: skip
         return x[:, :task_batch], hr[:, :task_batch], x[:, task_batch:], hr[:, task_batch:]
 
-    ds = _patch_dataset(images, meta_batch * 2 * task_batch, patch, seed, start_step)
+    ds = _patch_dataset(images, meta_batch * per_task, patch, seed, start_step)
     return ds.map(tasks, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
 
 

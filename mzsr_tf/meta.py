@@ -47,6 +47,7 @@ class MetaConfig:
     min_variance: float = 1.0  # p(k) eigenvalues from this (paper 1; < 1 adds sharp kernels)
     noise: float = 0.0  # std of Gaussian noise on the LR (official train.py: 0)
     blind_tasks: int = 0  # tasks per meta-batch under DIV2KRK-style kernels (block-centred, noisy: blind SR's)
+    support: str = "external"  # D_tr: 'external' HR patch pairs (official) or 'son': LR son → LR, as the meta-test
     learn_inner_lr: bool = False  # MAML++ LSLR: α per tensor and inner step, learned (initialised to inner_lr)
     inner_lr_meta_lr: float | None = None  # Adam rate of the learned α (None: meta_lr)
     first_order: bool = False  # FOMAML throughout
@@ -58,6 +59,10 @@ class MetaConfig:
     def __post_init__(self):
         if not 0 <= self.blind_tasks <= self.meta_batch:
             raise InputError(f"blind_tasks must be 0..meta_batch ({self.meta_batch}), got {self.blind_tasks}")
+        if self.support not in ("external", "son"):
+            raise InputError(f"support must be 'external' or 'son', got {self.support!r}")
+        if self.support == "son" and self.patch % (self.scale * self.scale):
+            raise InputError(f"support 'son' needs a patch divisible by scale² ({self.scale**2}), got {self.patch}")
         if self.blind_tasks and self.subsample != "direct":
             raise InputError("blind_tasks use direct subsampling (the DIV2KRK recipe), not --subsample bicubic")
         if self.step_weights is not None:

@@ -1,6 +1,7 @@
 """Training data: pairs are what their docstrings say, and every batch is a pure function of (seed, step)."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from mzsr_tf.data import bicubic_pairs, kernel_pairs, kernel_tasks
@@ -93,3 +94,38 @@ def test_blind_tasks_take_div2krk_style_kernels_and_leave_the_rest(astronaut_uin
             np.testing.assert_allclose(inputs, upscale(lr, 2, (24, 24), kernel_offset(k)), atol=1e-5)
             assert np.abs(kernel_offset(k) - 0.5).max() < 0.1
         assert np.abs(x[t] - x0[t]).max() > 1e-2
+
+
+@pytest.mark.parametrize("blind_tasks", [0, 1])
+def test_son_support_trains_the_inner_loop_on_the_pairs_the_meta_test_makes(astronaut_uint8, blind_tasks):
+    """``support='son'``: D_te is (bicubic↑(LR), HR) of the task's patches, D_tr is each of those LRs' own training
+    pair (``zero_shot.training_pair``: bicubic↑(LR son) → LR), under the task's kernel, as the meta-test adapts."""
+    from mzsr_tf.kernels import kernel_offset
+    from mzsr_tf.zero_shot import training_pair
+
+    ((x_tr, y_tr, x_te, y_te),) = _first(
+        kernel_tasks([astronaut_uint8], 2, 3, 24, 2, seed=0, blind_tasks=blind_tasks, support="son")
+    )
+    assert x_tr.shape == y_tr.shape == (2, 3, 12, 12, 3) and x_te.shape == y_te.shape == (2, 3, 24, 24, 3)
+    for t in range(2):
+        # the query's LR is on uint8 levels and its own up-sampling is the query input
+        lr = y_tr[t]
+        np.testing.assert_allclose(lr * 255, np.round(lr * 255), atol=1e-4)
+        offset = kernel_offset(_task_kernel(t, blind_tasks)) if t < blind_tasks else None
+        np.testing.assert_allclose(x_te[t], upscale(lr, 2, (24, 24), offset), atol=1e-5)
+        son, father = training_pair(lr, _task_kernel(t, blind_tasks), 2)
+        np.testing.assert_allclose(x_tr[t], son, atol=1e-5)
+        np.testing.assert_array_equal(y_tr[t], father)
+    ((_, _, x_ext, _),) = _first(kernel_tasks([astronaut_uint8], 2, 3, 24, 2, seed=0, blind_tasks=blind_tasks))
+    assert x_ext.shape == (2, 3, 24, 24, 3)  # external support: twice the patches, half of them the query
+
+
+def _task_kernel(t: int, blind_tasks: int):
+    """The kernel of task ``t`` in the first batch of seed 0 (streams as in ``data.kernel_tasks``)."""
+    from mzsr_tf.data import BLIND_KERNEL_NOISE, BLIND_KERNEL_SIZE, BLIND_LAMBDAS
+    from mzsr_tf.kernels import blind_offset, sample_blind_kernel, sample_kernel
+
+    if t < blind_tasks:
+        seed = tf.constant([700 + t, 0], tf.int32)
+        return sample_blind_kernel(seed, BLIND_KERNEL_SIZE, BLIND_LAMBDAS, BLIND_KERNEL_NOISE, blind_offset(2))
+    return sample_kernel(tf.constant([t, 0], tf.int32), 2, 15)

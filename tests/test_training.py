@@ -253,6 +253,8 @@ def test_resume_refuses_other_data_and_a_failed_start_leaves_no_record(data_dir,
         (["--steps", "2", "--degradation", "kernels"], "--degradation does not apply to --stage meta"),
         (["--steps", "2", "--blind-tasks", "9"], "blind_tasks must be 0..meta_batch"),
         (["--steps", "2", "--blind-tasks", "1", "--subsample", "bicubic"], "blind_tasks use direct subsampling"),
+        (["--steps", "2", "--support", "son", "--patch", "18"], "patch divisible by scale² (4)"),
+        (["--steps", "2", "--support", "self"], "invalid choice"),
     ],
 )
 def test_bad_flags(data_dir, tmp_path, capsys, argv, match):
@@ -286,6 +288,17 @@ def test_meta_tasks_take_min_variance(data_dir, tmp_path, capsys):
     code, err = run(TINY_META + ["--data", data_dir, "--out", out, "--steps", "1", "--min-variance", "0.2"], capsys)
     assert code == 0, err
     assert json.loads((out / "config.json").read_text())["stage_config"]["min_variance"] == 0.2
+
+
+def test_meta_training_on_son_support_runs_and_is_recorded(data_dir, tmp_path, capsys):
+    """``--support son``: the inner loop on LR son → LR pairs (half the query's size), validation included."""
+    out = tmp_path / "son"
+    argv = TINY_META + ["--data", data_dir, "--out", out, "--steps", "2", "--support", "son", "--blind-tasks", "1",
+                        "--val-every", "2", "--val-batches", "1"]  # fmt: skip
+    code, err = run(argv, capsys)
+    assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["stage_config"]["support"] == "son"
+    assert (out / "final.weights.h5").exists()
 
 
 def test_missing_data_folder(tmp_path, capsys):

@@ -86,6 +86,11 @@ def build_parser(only_given: bool = False):
         "--blind-tasks", type=int, help="tasks per meta-batch under DIV2KRK-style kernels, as blind SR sees (0)"
     )
     meta.add_argument(
+        "--support",
+        choices=("external", "son"),
+        help="inner-loop pairs: external HR patch pairs (official) or each LR's son -> LR, as the meta-test adapts",
+    )
+    meta.add_argument(
         "--learn-inner-lr",
         action="store_true",
         default=None,
@@ -204,6 +209,7 @@ def main(argv=None):
         task_batch=args.task_batch,
         noise=args.noise,
         blind_tasks=args.blind_tasks,
+        support=args.support,
         learn_inner_lr=args.learn_inner_lr,
         inner_lr_meta_lr=args.inner_lr_meta_lr,
         first_order=args.first_order,
