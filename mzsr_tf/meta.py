@@ -11,6 +11,10 @@ formula but its step counter never advanced, so it trained with uniform weights;
 or stay at given ``step_weights`` w_0..w_N, where w_0 weighs the query loss of θ itself (no update): weight
 on θ keeps the un-adapted net a good one, weight on step 1 serves MZSR(1), the paper's headline.
 
+The inner loop's pairs (D_tr) are external LR → HR pairs of other patches under the task's kernel (official), or
+with ``support='son'`` each query LR's own (LR son → LR) pair, the pair the meta-test adapts on (MLSR, Park et al.
+2020; ``data.kernel_tasks``).
+
 With ``learn_inner_lr`` the inner learning rate is learned per tensor and per inner step (MAML++'s
 LSLR, after Meta-SGD, Li et al. 2017): α becomes a [inner_steps, 16] array, trained by the outer loop
 with θ and shipped with θ_M, so the meta-test can run exactly the update rule θ_M was trained for.
