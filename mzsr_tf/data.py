@@ -166,12 +166,6 @@ def _blind_upscale(lr, k, scale, shape):
     return upscale(lr, scale, shape, kernel_offset(k) * (scale - 1))
 
 
-def _blind_kernel_input(hr, stream: int, step, scale, noise):
-    """bicubic↑ of :func:`_blind_kernel_lr`'s LR, in phase with its kernel."""
-    lr, k = _blind_kernel_lr(hr, stream, step, scale, noise)
-    return _blind_upscale(lr, k, scale, tf.shape(hr)[1:3])
-
-
 def kernel_pairs(
     images,
     batch: int,
@@ -237,31 +231,22 @@ def kernel_tasks(
 
     per_task = task_batch if support == "son" else 2 * task_batch
 
-    def lr_of(hr, t, step):
+    def task(hr, t, step):
+        """(bicubic↑(LR), LR, the LR's kernel at ``scale`` as the meta-test is given it) of task ``t``."""
         if t < blind_tasks:
-            return _blind_kernel_lr(hr, seed * 1000 + 700 + t, step, scale, noise)
-        return _random_kernel_lr(hr, seed * 1000 + t, step, scale, subsample, kernel_size, noise, min_variance)
+            lr, k = _blind_kernel_lr(hr, seed * 1000 + 700 + t, step, scale, noise)
+            x = _blind_upscale(lr, k, scale, tf.shape(hr)[1:3])
+            return x, lr, tf.cast(compose_x4(k), tf.float32) if scale == 4 else k
+        lr, k = _random_kernel_lr(hr, seed * 1000 + t, step, scale, subsample, kernel_size, noise, min_variance)
+        return upscale(lr, scale, tf.shape(hr)[1:3]), lr, k
 
     def tasks(step, hr):
         hr = tf.reshape(hr, [meta_batch, per_task, patch, patch, 3])
+        x, lr, k = zip(*(task(hr[t], t, step) for t in range(meta_batch)))
         if support == "son":
-            x_tr, y_tr, x_te = [], [], []
-            for t in range(meta_batch):
-                lr, k = lr_of(hr[t], t, step)
-                if t < blind_tasks:  # the kernel at the task's scale, as the meta-test is given it
-                    x_te.append(_blind_upscale(lr, k, scale, [patch, patch]))
-                    k = tf.cast(compose_x4(k) if scale == 4 else k, tf.float32)
-                else:
-                    x_te.append(upscale(lr, scale, [patch, patch]))
-                son, father = training_pair(lr, k, scale, subsample)
-                x_tr.append(son)
-                y_tr.append(father)
-            return tf.stack(x_tr), tf.stack(y_tr), tf.stack(x_te), hr
-        x = tf.stack(
-            [_blind_kernel_input(hr[t], seed * 1000 + 700 + t, step, scale, noise) if t < blind_tasks else
-             _random_kernel_input(hr[t], seed * 1000 + t, step, scale, subsample, kernel_size, noise, min_variance)
-             for t in range(meta_batch)]
-        )  # fmt: skip
+            son, father = zip(*(training_pair(lr[t], k[t], scale, subsample) for t in range(meta_batch)))
+            return tf.stack(son), tf.stack(father), tf.stack(x), hr
+        x = tf.stack(x)
         return x[:, :task_batch], hr[:, :task_batch], x[:, task_batch:], hr[:, task_batch:]
 
     ds = _patch_dataset(images, meta_batch * per_task, patch, seed, start_step)
