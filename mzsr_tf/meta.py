@@ -43,7 +43,7 @@ class MetaConfig:
     subsample: str = "direct"  # 'direct' (Directx2) or 'bicubic' (Bicubicx2)
     inner_steps: int = 5  # TASK_ITER
     inner_lr: float = 1e-2  # α, TASK_LR
-    meta_lr: float = 1e-4  # β, META_LR
+    meta_lr: float = 1e-4  # β, META_LR; 0 freezes θ and meta-learns only the inner rates (needs learn_inner_lr)
     meta_batch: int = 5  # tasks per meta-batch (released Directx2: 5)
     task_batch: int = 4  # patches in each of D_tr and D_te (released Directx2: 4)
     patch: int = 64  # HR patch size
@@ -61,6 +61,8 @@ class MetaConfig:
     precision: str = "float32"  # or 'bfloat16': mixed-precision convolutions in the inner and outer loops
 
     def __post_init__(self):
+        if self.meta_lr == 0 and not (self.learn_inner_lr and (self.inner_lr_meta_lr or 0) > 0):
+            raise InputError("meta_lr 0 (θ frozen) needs learned inner rates with a positive inner_lr_meta_lr")
         if not 0 <= self.blind_tasks <= self.meta_batch:
             raise InputError(f"blind_tasks must be 0..meta_batch ({self.meta_batch}), got {self.blind_tasks}")
         if self.support not in ("external", "son"):

@@ -246,6 +246,8 @@ class MetaStage(Stage):
             objective, per_step = meta_objective(
                 params, batch, step, self.config, first_order, global_size, self.conv_ops, inner_lr
             )
+        if self.config.meta_lr == 0:  # θ frozen: only the inner rates are meta-learned
+            return objective, [tf.zeros_like(p) for p in params] + [tape.gradient(objective, inner_lr)], per_step
         return objective, tape.gradient(objective, variables), per_step
 
     def validate(self, variables, batch):

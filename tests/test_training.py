@@ -255,6 +255,9 @@ def test_resume_refuses_other_data_and_a_failed_start_leaves_no_record(data_dir,
         (["--steps", "2", "--blind-tasks", "1", "--subsample", "bicubic"], "blind_tasks use direct subsampling"),
         (["--steps", "2", "--support", "son", "--patch", "18"], "patch divisible by scale² (4)"),
         (["--steps", "2", "--support", "self"], "invalid choice"),
+        (["--steps", "2", "--meta-lr", "0"], "meta_lr 0 (θ frozen) needs learned inner rates"),
+        (["--steps", "2", "--meta-lr", "0", "--learn-inner-lr"], "meta_lr 0 (θ frozen) needs learned inner rates"),
+        (["--steps", "2", "--meta-lr", "-1"], "--meta-lr must be positive"),
     ],
 )
 def test_bad_flags(data_dir, tmp_path, capsys, argv, match):
@@ -339,6 +342,23 @@ def test_learned_inner_rates_train_resume_and_ship_with_the_weights(data_dir, tm
     np.testing.assert_allclose(
         load_inner_lr(again / "final.weights.h5"), load_inner_lr(out / "final.weights.h5"), atol=1e-9
     )
+
+
+@pytest.mark.slow
+def test_meta_lr_0_calibrates_the_inner_rates_and_leaves_theta_as_it_was(data_dir, tmp_path, capsys):
+    from mzsr_tf.weights import load_inner_lr, load_params
+
+    start = tmp_path / "start"
+    argv = TINY_META + ["--data", data_dir, "--learn-inner-lr", "--steps", "1"]
+    assert run(argv + ["--out", start, "--meta-lr", "1e-3"], capsys)[0] == 0
+    init = start / "final.weights.h5"
+    out = tmp_path / "rates"
+    frozen = ["--out", out, "--init", init, "--meta-lr", "0", "--inner-lr-meta-lr", "1e-3", "--steps", "2"]
+    code, err = run(argv[:-2] + frozen, capsys)
+    assert code == 0, err
+    for a, b in zip(load_params(out / "final.weights.h5"), load_params(init)):
+        np.testing.assert_array_equal(a, b)  # θ bit for bit
+    assert np.abs(load_inner_lr(out / "final.weights.h5") - load_inner_lr(init)).max() > 1e-4
 
 
 @pytest.mark.slow

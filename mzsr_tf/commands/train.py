@@ -78,7 +78,9 @@ def build_parser(only_given: bool = False):
     meta.add_argument("--subsample", choices=("direct", "bicubic"))
     meta.add_argument("--inner-steps", type=int, help="inner SGD steps (5)")
     meta.add_argument("--inner-lr", type=float, help="inner learning rate alpha (0.01)")
-    meta.add_argument("--meta-lr", type=float, help="Adam learning rate beta (1e-4)")
+    meta.add_argument(
+        "--meta-lr", type=float, help="Adam learning rate beta (1e-4); 0 freezes theta and learns only the inner rates"
+    )
     meta.add_argument("--meta-batch", type=int, help="tasks per meta-batch (5)")
     meta.add_argument("--task-batch", type=int, help="patches per task in each of D_tr and D_te (4)")
     meta.add_argument("--noise", type=float, help="std of Gaussian noise on the LR (0)")
@@ -173,6 +175,8 @@ def main(argv=None):
             raise InputError(f"{_flag(name)} must be positive, got {value}")
     for name in ("lr", "lr_floor", "inner_lr", "meta_lr", "inner_lr_meta_lr", "min_variance"):
         value = getattr(args, name)
+        if name == "meta_lr" and value == 0:  # θ frozen, the rates alone meta-learn (checked by MetaConfig)
+            continue
         if value is not None and not value > 0:
             raise InputError(f"{_flag(name)} must be positive, got {value}")
     if args.stage == "pretrain" and args.degradation in (None, "bicubic"):
