@@ -548,6 +548,16 @@ def _stop_after_nonfinite(nonfinite: int, step: int, ckpt_dir: Path):
     )
 
 
+def _first_batches(stage: Stage, count: int, config) -> list:
+    """The stage's first ``count`` batches; a data pipeline that cannot make them is an :class:`InputError`."""
+    try:
+        return list(stage.dataset(0).take(count))
+    except tf.errors.InvalidArgumentError:
+        scale = getattr(config, "scale", None)
+        at = f" at x{scale}" if scale else ""
+        raise InputError(f"--patch {config.patch} is too small for the kernels{at}: use a larger --patch") from None
+
+
 def train(run: RunConfig, config, log=print) -> Path:
     """Run (or resume) a training stage up to ``run.steps``; returns ``RUN_DIR/final.weights.h5``."""
     stage = make_stage(run, config)
@@ -565,9 +575,14 @@ def train(run: RunConfig, config, log=print) -> Path:
 
     record, changed_recipe = _check_run_dir(run, config)
     ckpt_dir = Path(run.out) / "ckpt"
+    stage.images = data_lib.load_images(run.data, stage.min_image_size)
+    # Fixed validation batches from their own seed, not batches of the training stream; drawn before anything is
+    # written, so settings the data pipeline cannot make (a patch too small for its kernels) fail cleanly.
+    val_stage = make_stage(dataclasses.replace(run, seed=run.seed + 10_007), config, stage.images)
+    val_batches = _first_batches(val_stage, run.val_batches, config)
+    val_batch = val_batches[0]
     # Every worker saves (saving may need collectives); the others into a folder of their own, removed at the end.
     with _save_dir(chief, ckpt_dir) as save_dir:
-        stage.images = data_lib.load_images(run.data, stage.min_image_size)
         state = _build_state(stage, run, config, strategy)
         _restore_or_init(state, stage, run, config, ckpt_dir, changed_recipe, log)
         # An unreadable state file: TF logs it and starts anew (the checkpoints were found from their .index files).
@@ -591,10 +606,6 @@ def train(run: RunConfig, config, log=print) -> Path:
         second_order_step = None
         if not all(stage.first_order(step) for step in range(start, run.steps)):
             second_order_step = make_step_fn(stage, variables, optimizers, strategy, False, run.jit)
-        # Fixed validation batches from their own seed, not batches of the training stream.
-        val_stage = make_stage(dataclasses.replace(run, seed=run.seed + 10_007), config, stage.images)
-        val_batches = list(val_stage.dataset(0).take(run.val_batches))
-        val_batch = val_batches[0]
         validate = tf.function(stage.validate)
         writer = (
             tf.summary.create_file_writer(str(Path(run.out) / "logs")) if chief else tf.summary.create_noop_writer()

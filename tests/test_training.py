@@ -258,11 +258,14 @@ def test_resume_refuses_other_data_and_a_failed_start_leaves_no_record(data_dir,
         (["--steps", "2", "--meta-lr", "0"], "meta_lr 0 (θ frozen) needs learned inner rates"),
         (["--steps", "2", "--meta-lr", "0", "--learn-inner-lr"], "meta_lr 0 (θ frozen) needs learned inner rates"),
         (["--steps", "2", "--meta-lr", "-1"], "--meta-lr must be positive"),
+        (["--steps", "2", "--support", "son", "--patch", "4"], "--patch 4 is too small for the kernels at x2"),
+        (["--steps", "2", "--scale", "4", "--support", "son"], "--patch 16 is too small for the kernels at x4"),
     ],
 )
 def test_bad_flags(data_dir, tmp_path, capsys, argv, match):
     code, err = run(TINY_META + ["--data", data_dir, "--out", tmp_path / "x"] + argv, capsys)
     assert code == 2 and match in err and err.count("\n") == 1
+    assert not (tmp_path / "x").exists()  # nothing written
 
 
 def test_min_variance_on_bicubic_pretraining_is_an_error(data_dir, tmp_path, capsys):
