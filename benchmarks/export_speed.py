@@ -107,11 +107,18 @@ def time_size(tf, interpreter, baked, params, kernel, size, repeats):
         "tflite_baked_super_resolve_s": best_of(lambda: baked_sr(image=lr, offset=NO_OFFSET), repeats),
         "tf_super_resolve_s": best_of(lambda: super_resolve_tiled(tensors, tf_lr, SCALE).numpy(), repeats),
     }
+    return with_ratios(
+        row,
+        train_step_ratio=("tflite_train_step_s", "tf_train_step_s"),
+        super_resolve_ratio=("tflite_super_resolve_s", "tf_super_resolve_s"),
+        baked_super_resolve_ratio=("tflite_baked_super_resolve_s", "tf_super_resolve_s"),
+    )
+
+
+def with_ratios(row: dict, **ratios) -> dict:
+    """``row`` with its seconds rounded to 0.1 ms and each ``name=(numerator, denominator)`` ratio (2 decimals)."""
     row = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
-    for op in ("train_step", "super_resolve"):
-        row[f"{op}_ratio"] = round(row[f"tflite_{op}_s"] / row[f"tf_{op}_s"], 2)
-    row["baked_super_resolve_ratio"] = round(row["tflite_baked_super_resolve_s"] / row["tf_super_resolve_s"], 2)
-    return row
+    return {**row, **{name: round(row[a] / row[b], 2) for name, (a, b) in ratios.items()}}
 
 
 def conv_floor(tf, size: int, threads: int, repeats: int) -> dict:
@@ -148,10 +155,7 @@ def conv_floor(tf, size: int, threads: int, repeats: int) -> dict:
         runner = Interpreter(model_content=convert(module), num_threads=threads).get_signature_runner("run")
         np.testing.assert_allclose(runner(x=x)["y"], reference, rtol=1e-4, atol=1e-4)  # the same computation
         row[name] = best_of(lambda runner=runner: runner(x=x), repeats)
-    row = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
-    row["constant_ratio"] = round(row["litert_constant_s"] / row["tf_s"], 2)
-    row["variable_ratio"] = round(row["litert_variable_s"] / row["tf_s"], 2)
-    return row
+    return with_ratios(row, constant_ratio=("litert_constant_s", "tf_s"), variable_ratio=("litert_variable_s", "tf_s"))
 
 
 def print_table(rows):
