@@ -352,12 +352,12 @@ def test_meta_lr_0_calibrates_the_inner_rates_and_leaves_theta_as_it_was(data_di
     from mzsr_tf.weights import load_inner_lr, load_params
 
     start = tmp_path / "start"
-    argv = TINY_META + ["--data", data_dir, "--learn-inner-lr", "--steps", "1"]
-    assert run(argv + ["--out", start, "--meta-lr", "1e-3"], capsys)[0] == 0
+    argv = TINY_META + ["--data", data_dir, "--learn-inner-lr"]
+    assert run(argv + ["--out", start, "--meta-lr", "1e-3", "--steps", "1"], capsys)[0] == 0
     init = start / "final.weights.h5"
     out = tmp_path / "rates"
     frozen = ["--out", out, "--init", init, "--meta-lr", "0", "--inner-lr-meta-lr", "1e-3", "--steps", "2"]
-    code, err = run(argv[:-2] + frozen, capsys)
+    code, err = run(argv + frozen, capsys)
     assert code == 0, err
     for a, b in zip(load_params(out / "final.weights.h5"), load_params(init)):
         np.testing.assert_array_equal(a, b)  # θ bit for bit
