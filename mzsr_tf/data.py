@@ -215,12 +215,15 @@ def kernel_tasks(
     min_variance: float = 1.0,
     blind_tasks: int = 0,
     support: str = "external",
+    bicubic_tasks: int = 0,
 ):
     """Batches of ``meta_batch`` tasks; each is (x_tr, y_tr, x_te, y_te) with ``task_batch`` patches apiece.
 
     One kernel k ~ p(k) per task (paper Sec. 4.2; eigenvalues from ``min_variance``, ``sample_kernel``);
     LR = (HR ⊛ k)↓s (+ noise), rounded to uint8 levels; x = bicubic↑(LR), y = HR. The first ``blind_tasks``
-    tasks draw a DIV2KRK-style kernel instead (block-centred, kernel noise: what blind SR estimates and adapts to).
+    tasks draw a DIV2KRK-style kernel instead (block-centred, kernel noise: what blind SR estimates and adapts to),
+    the last ``bicubic_tasks`` none (k = [[1]] under ``subsample='bicubic'``: plain MATLAB bicubic, the benchmarks'
+    standard degradation and the meta-test's kernel 'bicubic').
 
     ``support``: 'external' (official): D_tr and D_te are (x, y) pairs of different HR patches. 'son': D_te is
     (x, y) of the task's patches and D_tr their LRs' own training pairs, bicubic↑(LR son) → LR
@@ -237,7 +240,8 @@ def kernel_tasks(
             lr, k = _blind_kernel_lr(hr, seed * 1000 + 700 + t, step, scale, noise)
             x = _blind_upscale(lr, k, scale, tf.shape(hr)[1:3])
             return x, lr, tf.cast(compose_x4(k), tf.float32) if scale == 4 else k
-        lr, k = _random_kernel_lr(hr, seed * 1000 + t, step, scale, subsample, kernel_size, noise, min_variance)
+        plain = tf.ones([1, 1]) if t >= meta_batch - bicubic_tasks else None
+        lr, k = _random_kernel_lr(hr, seed * 1000 + t, step, scale, subsample, kernel_size, noise, min_variance, plain)
         return upscale(lr, scale, tf.shape(hr)[1:3]), lr, k
 
     def tasks(step, hr):

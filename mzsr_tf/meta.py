@@ -51,6 +51,7 @@ class MetaConfig:
     min_variance: float = 1.0  # p(k) eigenvalues from this (paper 1; < 1 adds sharp kernels)
     noise: float = 0.0  # std of Gaussian noise on the LR (official train.py: 0)
     blind_tasks: int = 0  # tasks per meta-batch under DIV2KRK-style kernels (block-centred, noisy: blind SR's)
+    bicubic_tasks: int = 0  # tasks per meta-batch under plain bicubic (no blur; needs subsample 'bicubic')
     support: str = "external"  # D_tr: 'external' HR patch pairs (official) or 'son': LR son → LR, as the meta-test
     learn_inner_lr: bool = False  # MAML++ LSLR: α per tensor and inner step, learned (initialised to inner_lr)
     inner_lr_meta_lr: float | None = None  # Adam rate of the learned α (None: meta_lr)
@@ -65,6 +66,13 @@ class MetaConfig:
             raise InputError("meta_lr 0 (θ frozen) needs learned inner rates with a positive inner_lr_meta_lr")
         if not 0 <= self.blind_tasks <= self.meta_batch:
             raise InputError(f"blind_tasks must be 0..meta_batch ({self.meta_batch}), got {self.blind_tasks}")
+        if not 0 <= self.bicubic_tasks <= self.meta_batch - self.blind_tasks:
+            raise InputError(
+                f"bicubic_tasks must be 0..meta_batch - blind_tasks ({self.meta_batch - self.blind_tasks}), "
+                f"got {self.bicubic_tasks}"
+            )
+        if self.bicubic_tasks and self.subsample != "bicubic":
+            raise InputError("bicubic_tasks are plain bicubic subsampling: they need --subsample bicubic")
         if self.support not in ("external", "son"):
             raise InputError(f"support must be 'external' or 'son', got {self.support!r}")
         if self.support == "son" and self.patch % (self.scale * self.scale):

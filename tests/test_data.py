@@ -96,6 +96,30 @@ def test_blind_tasks_take_div2krk_style_kernels_and_leave_the_rest(astronaut_uin
         assert np.abs(x[t] - x0[t]).max() > 1e-2
 
 
+@pytest.mark.parametrize("support", ["external", "son"])
+def test_bicubic_tasks_are_plain_bicubic_and_leave_the_rest(astronaut_uint8, support):
+    """``bicubic_tasks``: the last tasks' LR = uint8(MATLAB-bicubic↓2(HR)), no blur (the meta-test's kernel
+    'bicubic'), in the query and, for 'son' support, the son made the same way; the other tasks are unchanged."""
+    from mzsr_tf.zero_shot import training_pair
+
+    kw = dict(seed=0, subsample="bicubic", support=support)
+    ((x, y, xq, yq),) = _first(kernel_tasks([astronaut_uint8], 3, 2, 24, 2, bicubic_tasks=1, **kw))
+    ((x0, y0, _, yq0),) = _first(kernel_tasks([astronaut_uint8], 3, 2, 24, 2, **kw))
+    np.testing.assert_array_equal(yq, yq0)
+    np.testing.assert_array_equal(y[:2], y0[:2])
+    np.testing.assert_array_equal(x[:2], x0[:2])
+    assert np.abs(x[2] - x0[2]).max() > 1e-2
+    lr = tf.round(tf.clip_by_value(downscale(yq[2], 2), 0, 1) * 255) / 255
+    np.testing.assert_allclose(xq[2], upscale(lr, 2, (24, 24)), atol=1e-5)
+    if support == "son":
+        np.testing.assert_allclose(y[2], lr, atol=1e-6)
+        np.testing.assert_allclose(x[2], training_pair(lr, np.ones((1, 1), np.float32), 2, "bicubic")[0], atol=1e-5)
+        np.testing.assert_allclose(x[2], upscale(downscale(lr, 2), 2, (12, 12)), atol=1e-5)
+    else:
+        lr_support = tf.round(tf.clip_by_value(downscale(y[2], 2), 0, 1) * 255) / 255
+        np.testing.assert_allclose(x[2], upscale(lr_support, 2, (24, 24)), atol=1e-5)
+
+
 @pytest.mark.parametrize("blind_tasks", [0, 1])
 def test_son_support_trains_the_inner_loop_on_the_pairs_the_meta_test_makes(astronaut_uint8, blind_tasks):
     """``support='son'``: D_te is (bicubic↑(LR), HR) of the task's patches, D_tr is each of those LRs' own training

@@ -88,6 +88,9 @@ def build_parser(only_given: bool = False):
         "--blind-tasks", type=int, help="tasks per meta-batch under DIV2KRK-style kernels, as blind SR sees (0)"
     )
     meta.add_argument(
+        "--bicubic-tasks", type=int, help="tasks per meta-batch under plain bicubic, no blur (0; --subsample bicubic)"
+    )
+    meta.add_argument(
         "--support",
         choices=("external", "son"),
         help="inner-loop pairs: external HR patch pairs (official) or each LR's son -> LR, as the meta-test adapts",
@@ -213,6 +216,7 @@ def main(argv=None):
         task_batch=args.task_batch,
         noise=args.noise,
         blind_tasks=args.blind_tasks,
+        bicubic_tasks=args.bicubic_tasks,
         support=args.support,
         learn_inner_lr=args.learn_inner_lr,
         inner_lr_meta_lr=args.inner_lr_meta_lr,
