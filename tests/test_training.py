@@ -397,6 +397,10 @@ def test_a_runs_config_json_is_a_recipe_and_resumes_its_run(data_dir, tmp_path, 
     assert code == 0 and "changed on resume: precision -> bfloat16" in err, err
     history = json.loads((out / "config.json").read_text())["history"]
     assert history[-1] == {"step": 4, "precision": ["float32", "bfloat16"]}
+    # and the task mix
+    code, err = run(["--config", out / "config.json", "--steps", "6", "--resume", "--blind-tasks", "1"], capsys)
+    assert code == 0 and "changed on resume: blind_tasks -> 1" in err, err
+    assert json.loads((out / "config.json").read_text())["history"][-1] == {"step": 5, "blind_tasks": [0, 1]}
     (tmp_path / "bad.json").write_text("{not json")
     assert run(["--config", tmp_path / "bad.json"], capsys)[0] == 2
     code, err = run(["--stage", "meta", "--steps", "1"], capsys)
