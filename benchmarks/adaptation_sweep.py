@@ -19,11 +19,16 @@ the image's own, ``mzsr_tf.noise``) and ``/guard=0|1`` (``AdaptConfig.keep_best`
 ``--steps 1,3,10`` runs every setting at each step count (a fresh adaptation each), ``--noise`` adds
 Gaussian noise (σ in 0–255 units) to the LR as ``paper_table --noise``. Rows also hold the median
 adaptation seconds per image (the first call of a setting traces its graph).
+
+A kernel ``K:estimated`` makes the LR under K but adapts with the kernel estimated from the LR (blind SR,
+``kernel_estimation``; direct subsampling), ``K:estimated*F`` with the estimate's covariance times F (an
+ablation of its size). ``--photos more`` adds six scikit-image photos (grey ones as RGB) to the five.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -36,11 +41,13 @@ from benchmarks.paper_table import make_lr
 from mzsr_tf import cli
 from mzsr_tf.errors import InputError
 from mzsr_tf.io import check_destination
-from mzsr_tf.kernels import resolve_degradation
+from mzsr_tf.kernels import Degradation, resolve_degradation
 from mzsr_tf.metrics import modcrop, psnr_y
 from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")
+MORE_PHOTOS = (*PHOTOS, "stereo_motorcycle", "camera", "moon", "clock", "coins", "hubble_deep_field")
+ESTIMATED = re.compile(r"estimated(?:\*(?P<factor>\d+(?:\.\d+)?))?")
 PAPER_KERNELS = "g_d_0.2,g_d_2.0,g_d_ani,g_b_1.3"
 
 
@@ -84,20 +91,50 @@ def parse_setting(text: str, steps: int, inner_lr=None) -> AdaptConfig:
 
 
 def photos(scale: int, names=PHOTOS) -> dict[str, np.ndarray]:
+    """scikit-image's photos by name, RGB uint8 (a stereo pair's left view, grey as three channels), modcropped."""
     import skimage.data
 
-    return {name: modcrop(getattr(skimage.data, name)(), scale) for name in names}
+    def rgb(image):
+        image = image[0] if isinstance(image, tuple) else image
+        return np.repeat(image[..., None], 3, -1) if image.ndim == 2 else image[..., :3]
+
+    return {name: modcrop(rgb(getattr(skimage.data, name)()), scale) for name in names}
+
+
+def parse_kernel(text: str) -> tuple[str, float | None]:
+    """``'K'`` → (K, None); ``'K:estimated'`` / ``'K:estimated*F'`` → (K, F): adapt with the estimate, Σ × F."""
+    base, _, blind = text.partition(":")
+    match = ESTIMATED.fullmatch(blind)
+    if blind and match is None:
+        raise InputError(f"bad kernel {text!r}: use K, K:estimated or K:estimated*F")
+    if base != BLIND:
+        degradation = resolve_degradation(base)
+        if blind and degradation.subsample != "direct":
+            raise InputError(f"{text!r}: blind SR estimates kernels for direct subsampling")
+    return base, None if not blind else float(match["factor"] or 1.0)
+
+
+def _estimated(lr, scale: int, factor: float, estimator) -> Degradation:
+    from mzsr_tf.kernel_estimation import estimate_kernel, kernel_from_covariance
+
+    covariance = estimate_kernel(lr, scale, estimator).covariance * factor
+    return Degradation(kernel_from_covariance(covariance, scale).numpy(), "direct", "estimated")
 
 
 def sweep(params, images, kernels, settings, scale: int, noise: float = 0.0):
     """Rows of mean PSNR-Y per (kernel, setting), with each image's figure; kernel ``div2krk``: each image its own
-    random DIV2KRK-style kernel (``blind_set``, seeded by the image's name)."""
+    random DIV2KRK-style kernel (``blind_set``, seeded by the image's name); ``K:estimated[*F]`` (:func:`parse_kernel`)
+    adapts with the kernel estimated from each LR."""
+    from mzsr_tf.kernel_estimation import default_estimator, load_estimator
+
     rows = []
     for kernel in kernels:
-        degradations = {
-            n: blind_degradation(n, scale) if kernel == BLIND else resolve_degradation(kernel) for n in images
-        }
+        base, factor = parse_kernel(kernel)
+        degradations = {n: blind_degradation(n, scale) if base == BLIND else resolve_degradation(base) for n in images}
         lrs = {n: make_lr(hr, degradations[n], scale, noise, n).astype(np.float32) / 255.0 for n, hr in images.items()}
+        if factor is not None:
+            estimator = load_estimator(default_estimator())
+            degradations = {n: _estimated(lrs[n], scale, factor, estimator) for n in images}
         for label, config in settings:
             per_image, seconds = {}, []
             for n, hr in images.items():
@@ -159,6 +196,7 @@ def main(argv=None):
     p.add_argument("--kernels", default=PAPER_KERNELS)
     p.add_argument("--scale", type=int, default=2)
     p.add_argument("--weights", type=Path, help="default: the shipped meta-weights")
+    p.add_argument("--photos", default="", help="comma list of scikit-image photos, or 'more' (default: the five)")
     p.add_argument("--limit", type=int, help="only the first N photos")
     p.add_argument("--json", type=Path)
     p.add_argument("--overwrite", action="store_true")
@@ -179,11 +217,15 @@ def main(argv=None):
     inner_lr = load_inner_lr(weights)
     settings = [(s, parse_setting(s, n, inner_lr)) for n in steps for s in args.settings.split(";")]
     kernels = args.kernels.split(",")
+    names = MORE_PHOTOS if args.photos == "more" else tuple(filter(None, args.photos.split(","))) or PHOTOS
+    import skimage.data
+
+    if unknown := [n for n in names if not callable(getattr(skimage.data, n, None))]:
+        raise InputError(f"--photos: not a scikit-image photo: {', '.join(unknown)}")
     for k in kernels:
-        if k != BLIND:  # each photo its own kernel
-            resolve_degradation(k)
+        parse_kernel(k)
     params = load_params(weights)
-    images = photos(args.scale, PHOTOS[: args.limit])
+    images = photos(args.scale, names[: args.limit])
     rows = sweep(params, images, kernels, settings, args.scale, args.noise)
     print(f"{args.steps} steps, mean PSNR-Y (dB) over {', '.join(images)}\n" + table(rows))
     if args.json:

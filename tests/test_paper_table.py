@@ -296,6 +296,29 @@ def test_adaptation_sweep_takes_learned_rates_step_lists_and_noise(tmp_path, cap
     assert "| learned (2) |" in capsys.readouterr().out
 
 
+def test_adaptation_sweep_adapts_blind_with_the_estimated_kernel(tmp_path, capsys):
+    """``K:estimated``: the LR made under K, the adaptation under the kernel estimated from it; ``*F`` scales the
+    estimate's covariance; grey photos come as RGB; bad kernels and photos refused."""
+    from benchmarks import adaptation_sweep
+    from mzsr_tf.errors import InputError
+
+    out = tmp_path / "sweep.json"
+    kernels = "div2krk,div2krk:estimated,div2krk:estimated*0.5"
+    argv = ["--photos", "camera", "--kernels", kernels, "--steps", "1", "--settings", "learned", "--json", str(out)]
+    adaptation_sweep.main(argv)
+    rows = {r["kernel"]: r["psnr_y"] for r in json.loads(out.read_text())["rows"]}
+    assert list(rows) == kernels.split(",") and len(set(rows.values())) == 3  # the son: each its own kernel
+    assert rows["div2krk:estimated*0.5"] < rows["div2krk:estimated"]  # half the blur: a worse son
+    assert "| learned |" in capsys.readouterr().out
+    assert adaptation_sweep.parse_kernel("g_d_2.0:estimated*1.5") == ("g_d_2.0", 1.5)
+    assert adaptation_sweep.parse_kernel("div2krk") == ("div2krk", None)
+    for bad in ("g_b_1.3:estimated", "div2krk:guessed", "div2krk:estimated*x"):
+        with pytest.raises(InputError):
+            adaptation_sweep.parse_kernel(bad)
+    with pytest.raises(InputError, match="not a scikit-image photo"):
+        adaptation_sweep.main(["--photos", "nosuchphoto", "--steps", "0"])
+
+
 def test_speed_benchmark_times_every_precision(tmp_path, monkeypatch, capsys):
     from benchmarks import speed
     from mzsr_tf.zero_shot import native_bfloat16
