@@ -23,6 +23,7 @@ import tensorflow as tf
 from mzsr_tf.errors import InputError
 from mzsr_tf.kernels import blind_offset, gaussian_from_covariance
 from mzsr_tf.metrics import rgb_to_y
+from mzsr_tf.model import ParamList
 
 __all__ = [
     "EstimatorConfig",
@@ -147,21 +148,13 @@ def covariance_loss(pred, true):
     return tf.reduce_mean(tf.reduce_sum(tf.abs(pred - true), axis=[-2, -1]) / trace)
 
 
-class KernelEstimator(tf.Module):
+class KernelEstimator(ParamList, tf.Module):
     """Variables for training and checkpoints; :func:`estimate_covariance` is the computation."""
 
     def __init__(self, width: int = 32, seed: int = 0):
         super().__init__(name="kernel_estimator")
         self.width = width
         self._params = [tf.Variable(p, name=f"p{i}") for i, p in enumerate(init_estimator(width, seed))]
-
-    @property
-    def params(self) -> list:
-        return list(self._params)
-
-    def set_params(self, values) -> None:
-        for var, value in zip(self._params, values, strict=True):
-            var.assign(value)
 
 
 def luminance(rgb):

@@ -28,6 +28,7 @@ __all__ = [
     "forward",
     "super_resolve",
     "MZSRNet",
+    "ParamList",
 ]
 
 DEPTH, WIDTH, CHANNELS = 8, 64, 3
@@ -89,8 +90,22 @@ def super_resolve(params, lr, scale, output_shape=None, ops: ConvOps = BUILTIN, 
     return forward(params, upscale(lr, scale, output_shape, shift), ops=ops)
 
 
+class ParamList:
+    """``params``, the module's weights as the plain list the functional computation takes, and ``set_params``."""
+
+    _params: list
+
+    @property
+    def params(self) -> list:
+        return list(self._params)
+
+    def set_params(self, values) -> None:
+        for var, value in zip(self._params, values, strict=True):
+            var.assign(value)
+
+
 @keras.saving.register_keras_serializable(package="mzsr_tf")
-class MZSRNet(keras.Model):
+class MZSRNet(ParamList, keras.Model):
     """Keras wrapper: ``net(lr)`` super-resolves by ``scale``; ``net.params`` feed ``forward``.
 
     Example:
@@ -108,14 +123,6 @@ class MZSRNet(keras.Model):
             for n, v in zip(PARAM_NAMES, init)
         ]
         self.built = True
-
-    @property
-    def params(self) -> list:
-        return list(self._params)
-
-    def set_params(self, values) -> None:
-        for var, value in zip(self._params, values, strict=True):
-            var.assign(value)
 
     def call(self, lr):
         return super_resolve(self.params, lr, self.scale)
