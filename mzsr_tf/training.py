@@ -425,7 +425,7 @@ def _check_run_dir(run: RunConfig, config) -> tuple[dict, list[str]]:
         record["history"] = previous.get("history", [])
         if changed_recipe:
             record["history"].append(
-                {k: [previous["stage_config"].get(k), record["stage_config"][k]] for k in changed_recipe}
+                {k: [previous["stage_config"].get(k, defaults[k]), record["stage_config"][k]] for k in changed_recipe}
             )
     return record, changed_recipe
 

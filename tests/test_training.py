@@ -397,7 +397,10 @@ def test_a_runs_config_json_is_a_recipe_and_resumes_its_run(data_dir, tmp_path, 
     assert code == 0 and "changed on resume: precision -> bfloat16" in err, err
     history = json.loads((out / "config.json").read_text())["history"]
     assert history[-1] == {"step": 4, "precision": ["float32", "bfloat16"]}
-    # and the task mix
+    # and the task mix, from a run older than the setting (its default is the value before)
+    older = json.loads((out / "config.json").read_text())
+    del older["stage_config"]["blind_tasks"]
+    (out / "config.json").write_text(json.dumps(older))
     code, err = run(["--config", out / "config.json", "--steps", "6", "--resume", "--blind-tasks", "1"], capsys)
     assert code == 0 and "changed on resume: blind_tasks -> 1" in err, err
     assert json.loads((out / "config.json").read_text())["history"][-1] == {"step": 5, "blind_tasks": [0, 1]}
