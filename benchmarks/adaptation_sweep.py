@@ -94,6 +94,9 @@ def photos(scale: int, names=PHOTOS) -> dict[str, np.ndarray]:
     """scikit-image's photos by name, RGB uint8 (a stereo pair's left view, grey as three channels), modcropped."""
     import skimage.data
 
+    if unknown := [n for n in names if not callable(getattr(skimage.data, n, None))]:
+        raise InputError(f"--photos: not a scikit-image photo: {', '.join(unknown)}")
+
     def rgb(image):
         image = image[0] if isinstance(image, tuple) else image
         return np.repeat(image[..., None], 3, -1) if image.ndim == 2 else image[..., :3]
@@ -218,14 +221,10 @@ def main(argv=None):
     settings = [(s, parse_setting(s, n, inner_lr)) for n in steps for s in args.settings.split(";")]
     kernels = args.kernels.split(",")
     names = MORE_PHOTOS if args.photos == "more" else tuple(filter(None, args.photos.split(","))) or PHOTOS
-    import skimage.data
-
-    if unknown := [n for n in names if not callable(getattr(skimage.data, n, None))]:
-        raise InputError(f"--photos: not a scikit-image photo: {', '.join(unknown)}")
     for k in kernels:
         parse_kernel(k)
+    images = photos(args.scale, names[: args.limit])  # before the weights: a bad name fails fast
     params = load_params(weights)
-    images = photos(args.scale, names[: args.limit])
     rows = sweep(params, images, kernels, settings, args.scale, args.noise)
     print(f"{args.steps} steps, mean PSNR-Y (dB) over {', '.join(images)}\n" + table(rows))
     if args.json:
