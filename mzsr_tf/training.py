@@ -415,18 +415,16 @@ def _check_run_dir(run: RunConfig, config) -> tuple[dict, list[str]]:
         if previous.get("data_fingerprint", record["data_fingerprint"]) != record["data_fingerprint"]:
             raise InputError(f"--resume with other training data (--data) than the run in {out}")
         defaults = _as_json(dataclasses.asdict(type(config)()))
-        changed = [  # settings added since the run started count with their defaults
-            k for k, v in record["stage_config"].items() if previous["stage_config"].get(k, defaults[k]) != v
-        ]
+        # settings added since the run started count with their defaults
+        before = {k: previous["stage_config"].get(k, defaults[k]) for k in record["stage_config"]}
+        changed = [k for k, v in record["stage_config"].items() if before[k] != v]
         changed_recipe = [k for k in changed if k in RESUME_FIELDS]
         others = [k for k in changed if k not in RESUME_FIELDS]
         if others:
             raise InputError(f"--resume with different settings ({', '.join(others)}) than the run in {out}")
         record["history"] = previous.get("history", [])
         if changed_recipe:
-            record["history"].append(
-                {k: [previous["stage_config"].get(k, defaults[k]), record["stage_config"][k]] for k in changed_recipe}
-            )
+            record["history"].append({k: [before[k], record["stage_config"][k]] for k in changed_recipe})
     return record, changed_recipe
 
 
