@@ -22,7 +22,8 @@ adaptation seconds per image (the first call of a setting traces its graph).
 
 A kernel ``K:estimated`` makes the LR under K but adapts with the kernel estimated from the LR (blind SR,
 ``kernel_estimation``; direct subsampling), ``K:estimated*F`` with the estimate's covariance times F (an
-ablation of its size). ``--photos more`` adds six scikit-image photos (grey ones as RGB) to the five.
+ablation of its size), ``K:kernelgan`` with KernelGAN's (``kernelgan``, minutes per photo). ``--photos more``
+adds six scikit-image photos (grey ones as RGB) to the five.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")
 MORE_PHOTOS = (*PHOTOS, "stereo_motorcycle", "camera", "moon", "clock", "coins", "hubble_deep_field")
-ESTIMATED = re.compile(r"estimated(?:\*(?P<factor>\d+(?:\.\d+)?))?")
+ESTIMATED = re.compile(r"estimated(?:\*(?P<factor>\d+(?:\.\d+)?))?|(?P<kernelgan>kernelgan)")
 PAPER_KERNELS = "g_d_0.2,g_d_2.0,g_d_ani,g_b_1.3"
 
 
@@ -104,30 +105,39 @@ def photos(scale: int, names=PHOTOS) -> dict[str, np.ndarray]:
     return {name: modcrop(rgb(getattr(skimage.data, name)()), scale) for name in names}
 
 
-def parse_kernel(text: str) -> tuple[str, float | None]:
-    """``'K'`` → (K, None); ``'K:estimated'`` / ``'K:estimated*F'`` → (K, F): adapt with the estimate, Σ × F."""
+def parse_kernel(text: str) -> tuple[str, float | str | None]:
+    """``'K'`` → (K, None); ``'K:estimated'`` / ``'K:estimated*F'`` → (K, F): adapt with the estimate, Σ × F;
+    ``'K:kernelgan'`` → (K, 'kernelgan'): adapt with KernelGAN's kernel."""
     base, _, blind = text.partition(":")
     match = ESTIMATED.fullmatch(blind)
     if blind and match is None:
-        raise InputError(f"bad kernel {text!r}: use K, K:estimated or K:estimated*F")
+        raise InputError(f"bad kernel {text!r}: use K, K:estimated, K:estimated*F or K:kernelgan")
     if base != BLIND:
         degradation = resolve_degradation(base)
         if blind and degradation.subsample != "direct":
             raise InputError(f"{text!r}: blind SR estimates kernels for direct subsampling")
-    return base, None if not blind else float(match["factor"] or 1.0)
+    if not blind:
+        return base, None
+    return base, "kernelgan" if match["kernelgan"] else float(match["factor"] or 1.0)
 
 
-def _estimated(lr, scale: int, factor: float, estimator) -> Degradation:
+def _estimated(lr, scale: int, factor: float | str, estimator) -> Degradation:
     from mzsr_tf.kernel_estimation import estimate_kernel, kernel_from_covariance
 
+    if factor == "kernelgan":
+        from mzsr_tf.kernelgan import run_kernelgan
+
+        estimate = run_kernelgan(lr, scale)
+        print(f"  kernelgan {lr.shape[1]}x{lr.shape[0]}: {estimate.seconds:.0f} s", file=sys.stderr, flush=True)
+        return Degradation(estimate.kernel, "direct", "kernelgan")
     covariance = estimate_kernel(lr, scale, estimator).covariance * factor
     return Degradation(kernel_from_covariance(covariance, scale).numpy(), "direct", "estimated")
 
 
 def sweep(params, images, kernels, settings, scale: int, noise: float = 0.0):
     """Rows of mean PSNR-Y per (kernel, setting), with each image's figure; kernel ``div2krk``: each image its own
-    random DIV2KRK-style kernel (``blind_set``, seeded by the image's name); ``K:estimated[*F]`` (:func:`parse_kernel`)
-    adapts with the kernel estimated from each LR."""
+    random DIV2KRK-style kernel (``blind_set``, seeded by the image's name); ``K:estimated[*F]`` and ``K:kernelgan``
+    (:func:`parse_kernel`) adapt with the kernel estimated from each LR."""
     from mzsr_tf.kernel_estimation import default_estimator, load_estimator
 
     rows = []

@@ -46,7 +46,7 @@ def measure(hr_folder: Path, scale: int, limit: int | None = None) -> dict:
     from benchmarks.paper_table import load_hr, make_lr
     from mzsr_tf.io import list_images
     from mzsr_tf.kernel_estimation import estimate_kernel, kernel_psnr
-    from mzsr_tf.kernels import Degradation
+    from mzsr_tf.kernels import IDENTITY, Degradation
 
     def estimate_for(hr, degradation):
         return estimate_kernel(make_lr(hr, degradation, scale).astype(np.float32) / 255.0, scale).kernel
@@ -55,7 +55,7 @@ def measure(hr_folder: Path, scale: int, limit: int | None = None) -> dict:
     for path in list_images(hr_folder)[:limit]:
         hr, degradation = load_hr(path, scale), blind_degradation(path.name, scale)
         estimate = estimate_for(hr, degradation)
-        own = estimate_for(hr, Degradation(np.ones((1, 1)), "direct"))  # no blur: the photo's own
+        own = estimate_for(hr, Degradation(IDENTITY, "direct"))  # no blur: the photo's own
         images[path.name] = {
             "kernel_psnr": kernel_psnr(estimate, degradation.kernel),
             "log_area_ratio": log_area_ratio(estimate, degradation.kernel),

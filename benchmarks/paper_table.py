@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import math
 import re
@@ -209,6 +210,25 @@ def make_blind(args: argparse.Namespace, inner: str) -> Method:
     return _with_kernel(args, inner, lambda lr, scale: estimate_kernel(lr, scale, params).kernel, "estimated", settings)
 
 
+_KERNELGAN_KERNELS: dict = {}
+
+
+def make_kernelgan(args: argparse.Namespace, inner: str) -> Method:
+    """``kernelgan_<method>``: the kernel estimated by KernelGAN (``kernelgan``, the per-image reference), then
+    ``<method>`` with it."""
+    from mzsr_tf.kernelgan import DEFAULT, run_kernelgan
+
+    def kernel_for(lr, scale):
+        key = (hashlib.sha1(np.ascontiguousarray(lr)).hexdigest(), scale)  # one GAN per photo for all its methods
+        if key not in _KERNELGAN_KERNELS:
+            estimate = run_kernelgan(lr, scale)
+            print(f"  kernelgan {lr.shape[1]}x{lr.shape[0]}: {estimate.seconds:.0f} s", file=sys.stderr, flush=True)
+            _KERNELGAN_KERNELS[key] = estimate.kernel
+        return _KERNELGAN_KERNELS[key]
+
+    return _with_kernel(args, inner, kernel_for, "kernelgan", {"kernelgan_iterations": DEFAULT.iterations})
+
+
 def make_fixed(args: argparse.Namespace, variance: str, inner: str) -> Method:
     """``fixed<λ>_<method>``: one isotropic kernel for every photo (Σ = λ·I at ×2, block-centred; at ×4 two ×2
     steps of it), the blind baseline of guessing."""
@@ -227,6 +247,7 @@ METHODS: dict[str, Callable[..., Method]] = {
     r"mzsr(?P<steps>\d+)(?P<official>_official)?": make_mzsr,
     r"zssr(?P<fast>_fast)?": make_zssr,
     r"blind_(?P<inner>.+)": make_blind,
+    r"kernelgan_(?P<inner>.+)": make_kernelgan,
     r"fixed(?P<variance>\d+(?:\.\d+)?)_(?P<inner>.+)": make_fixed,
 }
 
@@ -372,10 +393,13 @@ PAPER_LABELS = {"blind_zssr": "KernelGAN + ZSSR, DIV2KRK (published)"}
 
 
 def method_label(method: str) -> str:
-    """A method's column title: ``TABLE_METHODS``, or ``fixed2_mzsr10`` as 'MZSR(10), fixed Σ=2·I'."""
+    """A method's column title: ``TABLE_METHODS``, ``fixed2_mzsr10`` as 'MZSR(10), fixed Σ=2·I', ``kernelgan_mzsr10`` as
+    'KernelGAN + MZSR(10)'."""
     fixed = re.fullmatch(r"fixed(\d+(?:\.\d+)?)_(.+)", method)
     if fixed:
         return f"{method_label(fixed[2])}, fixed Σ={fixed[1]}·I"
+    if method.startswith("kernelgan_"):
+        return f"KernelGAN + {method_label(method.removeprefix('kernelgan_'))}"
     return TABLE_METHODS.get(method, method)
 
 

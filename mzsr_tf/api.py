@@ -101,7 +101,8 @@ class ZeroShotSR:
 
     def super_resolve(self, image, kernel=None, steps: int = 10, **overrides) -> np.ndarray:
         """MZSR(``steps``) on ``image`` with its blur ``kernel`` (a name, a .mat/.npy path, an array, a
-        ``Degradation``, or None: estimated from the image), then SR by ``scale``. ``overrides``: ``AdaptConfig``
+        ``Degradation``, None: estimated from the image, or 'kernelgan': estimated by KernelGAN, minutes), then SR
+        by ``scale``. ``overrides``: ``AdaptConfig``
         fields (``self_ensemble=True``...)."""
         from mzsr_tf.zero_shot import zero_shot_sr
 
@@ -113,13 +114,15 @@ class ZeroShotSR:
 
 def _degradation(kernel, subsample: str | None = None, lr=None, scale: int = 2) -> Degradation:
     """A named kernel keeps its own subsampling; a file or an array takes ``subsample`` (default direct); None is
-    the kernel estimated from ``lr`` (blind SR, direct subsampling)."""
-    if kernel is None:
+    the kernel estimated from ``lr`` (blind SR, direct subsampling), 'kernelgan' the same by KernelGAN."""
+    if kernel is None or (isinstance(kernel, str) and kernel == "kernelgan"):
         from mzsr_tf.kernel_estimation import estimate_kernel
+        from mzsr_tf.kernelgan import run_kernelgan
 
         if subsample == "bicubic":
             raise InputError("blind SR estimates kernels for direct subsampling; give the kernel")
-        return Degradation(estimate_kernel(lr, scale).kernel, "direct", "estimated")
+        estimate = estimate_kernel(lr, scale) if kernel is None else run_kernelgan(lr, scale)
+        return Degradation(estimate.kernel, "direct", "estimated")
     if isinstance(kernel, Degradation) or (isinstance(kernel, str) and kernel in NAMED_DEGRADATIONS):
         return resolve_degradation(kernel)
     return resolve_degradation(kernel if isinstance(kernel, (str, Path)) else np.asarray(kernel), subsample)
@@ -136,8 +139,8 @@ def super_resolve(image, kernel=None, steps: int = 10, scale: int = 2, method: s
     Args:
       image: H×W×3 (or H×W gray) uint8, or float in [0, 1].
       kernel: a paper kernel name (``g_d_2.0``, ``g_d_ani``, ``g_b_1.3``, ``bicubic``...), a .mat/.npy path,
-        a 2-D array (direct subsampling), a ``kernels.Degradation``, or None: estimated from the image (blind SR,
-        ``kernel_estimation``).
+        a 2-D array (direct subsampling), a ``kernels.Degradation``, None: estimated from the image (blind SR,
+        ``kernel_estimation``), or 'kernelgan': estimated by KernelGAN (``kernelgan``, minutes per image).
       steps: MZSR's adaptation updates (paper: 1 or 10); ignored by ZSSR.
       method: 'mzsr' (meta-weights adapted in ``steps`` updates) or 'zssr' (trained from scratch, minutes).
       weights: meta-weights file; default: the shipped ones for the scale and the kernel's subsampling.

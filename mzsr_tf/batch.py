@@ -43,6 +43,7 @@ class Job:
     overwrite: bool = False
     max_image_pixels: int = MAX_IMAGE_PIXELS  # inputs above this are refused from their header (GT: times scale²)
     kernel_estimator: Path | None = None  # blind SR: estimator weights (None: the shipped one)
+    blind_method: str = "estimator"  # blind SR: 'estimator' (kernel_estimation) or 'kernelgan'
 
     @property
     def max_gt_pixels(self) -> int:
@@ -242,10 +243,20 @@ def kernel_source(job: Job, degradation):
     if degradation is not None:
         return lambda rgb: (degradation, None)
 
-    params = load_estimator(job.kernel_estimator or default_estimator())
+    if job.blind_method == "kernelgan":
+        from mzsr_tf.kernelgan import DEFAULT, run_kernelgan
+
+        def log(iteration, *_):
+            if iteration % 500 == 0:
+                print(f"  KernelGAN iteration {iteration}/{DEFAULT.iterations}", file=sys.stderr, flush=True)
+
+        estimate_fn = lambda rgb, scale: run_kernelgan(rgb, scale, log=log)  # noqa: E731
+    else:
+        params = load_estimator(job.kernel_estimator or default_estimator())
+        estimate_fn = lambda rgb, scale: estimate_kernel(rgb, scale, params)  # noqa: E731
 
     def kernel_for(rgb):
-        estimate = estimate_kernel(rgb, job.scale, params)
+        estimate = estimate_fn(rgb, job.scale)
         return Degradation(estimate.kernel, "direct", "estimated"), estimate
 
     return kernel_for

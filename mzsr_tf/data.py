@@ -24,6 +24,7 @@ from mzsr_tf.errors import InputError
 from mzsr_tf.imresize import downscale, upscale
 from mzsr_tf.io import IMAGE_SUFFIXES
 from mzsr_tf.kernels import (
+    IDENTITY,
     blind_offset,
     compose_x4,
     kernel_moments,
@@ -240,7 +241,7 @@ def kernel_tasks(
             lr, k = _blind_kernel_lr(hr, seed * 1000 + 700 + t, step, scale, noise)
             x = _blind_upscale(lr, k, scale, tf.shape(hr)[1:3])
             return x, lr, tf.cast(compose_x4(k), tf.float32) if scale == 4 else k
-        plain = tf.ones([1, 1]) if t >= meta_batch - bicubic_tasks else None
+        plain = tf.constant(IDENTITY) if t >= meta_batch - bicubic_tasks else None
         lr, k = _random_kernel_lr(hr, seed * 1000 + t, step, scale, subsample, kernel_size, noise, min_variance, plain)
         return upscale(lr, scale, tf.shape(hr)[1:3]), lr, k
 

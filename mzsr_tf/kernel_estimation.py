@@ -174,6 +174,7 @@ class KernelEstimate:
     covariance: np.ndarray
     scale: int
     seconds: float = 0.0
+    method: str = "estimator"  # or 'kernelgan' (:mod:`kernelgan`)
 
     def eigen(self) -> tuple[float, float, float]:
         """(λ1 ≥ λ2, θ in [0, π)): Σ = R(θ) diag(λ1, λ2) R(θ)ᵀ, the paper's kernel parameters."""
@@ -194,6 +195,7 @@ class KernelEstimate:
             "lambda2": round(l2, 4),
             "theta": round(theta, 4),
             "centre_offset": blind_offset(self.scale),
+            "method": self.method,
             "seconds": round(self.seconds, 4),
         }
 

@@ -19,6 +19,7 @@ from mzsr_tf.errors import InputError
 
 __all__ = [
     "Degradation",
+    "IDENTITY",
     "NAMED_DEGRADATIONS",
     "gaussian_kernel",
     "gaussian_from_covariance",
@@ -150,6 +151,9 @@ def kernel_moments(kernel):
     return mean, cov
 
 
+IDENTITY = np.ones((1, 1), np.float32)  # the kernel of no blur: plain MATLAB bicubic / subsampling
+
+
 @dataclass(frozen=True)
 class Degradation:
     """LR = (HR ⊛ k)↓s: a kernel (None = none) and how to subsample ('direct' or 'bicubic')."""
@@ -157,6 +161,11 @@ class Degradation:
     kernel: np.ndarray | None
     subsample: str = "direct"
     name: str = "custom"
+
+    @property
+    def blur(self) -> np.ndarray:
+        """The kernel as an array to convolve with: no kernel is the identity [[1]] (plain subsampling)."""
+        return IDENTITY if self.kernel is None else self.kernel
 
 
 def _named(l1, l2, theta, subsample, name, size=KERNEL_SIZE):

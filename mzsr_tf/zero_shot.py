@@ -414,7 +414,7 @@ def adapt(params, lr_image, degradation: Degradation, scale, config: AdaptConfig
         s, degradation.subsample, config.optimizer, config.compute_precision, config.adam_epsilon, config.keep_best
     )
     sigma = son_noise_sigma(lr_image) if config.noise_sigma == "auto" else float(config.noise_sigma)
-    kernel = np.ones((1, 1), np.float32) if degradation.kernel is None else degradation.kernel
+    kernel = degradation.blur
     seed = tf.constant([config.seed, 0], tf.int32)
     pair = make_pair(
         tf.convert_to_tensor(lr_image, tf.float32), tf.convert_to_tensor(kernel, tf.float32), seed, tf.constant(sigma)
@@ -543,7 +543,7 @@ def zero_shot_sr(
 
     refine = None
     if config.back_projection_iters:
-        kernel = np.ones((1, 1), np.float32) if degradation.kernel is None else degradation.kernel
+        kernel = degradation.blur
 
         def refine(sr, lr):
             return back_projection(sr, lr, kernel, s, degradation.subsample, config.back_projection_iters)

@@ -432,3 +432,25 @@ def test_blind_sr_checks_the_kernel_files_before_any_work(workspace, estimator, 
     code, err = run([*argv[:1], "--kernel", "g_d_2.0", "--kernel-estimator", estimator, "--out", tmp_path / "y.png"],
                     capsys)  # fmt: skip
     assert code == 2 and "applies to blind SR" in err
+
+
+def test_kernelgan_blind_sr_writes_and_reports_its_kernel(workspace, tmp_path, capsys, monkeypatch):
+    import dataclasses
+
+    from mzsr_tf import kernelgan
+
+    monkeypatch.setattr(kernelgan, "DEFAULT", dataclasses.replace(kernelgan.DEFAULT, iterations=3))
+    photo, out, report = tmp_path / "photo.png", tmp_path / "sr.png", tmp_path / "r.json"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (90, 100, 3), dtype=np.uint8)).save(photo)
+    weights = ["--weights", workspace / "w.weights.h5", "--steps", 1]
+    code, err = run([photo, "--kernel", "kernelgan", *weights, "--out", out, "--json", report], capsys)
+    assert code == 0, err
+    assert "photo.png: estimated kernel" in err
+    entry = json.loads(report.read_text())["images"][0]
+    assert entry["kernel"]["method"] == "kernelgan" and entry["kernel"]["size"][0] % 2 == 1
+    assert np.load(tmp_path / "sr_kernel.npy").sum() == pytest.approx(1.0)
+    code, err = run([workspace / "lr" / "face.png", "--kernel", "kernelgan", *weights, "--out", tmp_path / "f.png"],
+                    capsys)  # fmt: skip
+    assert code == 2 and "at least 84 px" in err and len(err.strip().splitlines()) == 1
+    code, err = run([photo, "--kernel", "kernelgan", "--kernel-estimator", "e.npz", "--out", tmp_path / "g"], capsys)
+    assert code == 2 and "applies to blind SR by the estimator" in err

@@ -312,7 +312,8 @@ def test_adaptation_sweep_adapts_blind_with_the_estimated_kernel(tmp_path, capsy
     assert "| learned |" in capsys.readouterr().out
     assert adaptation_sweep.parse_kernel("g_d_2.0:estimated*1.5") == ("g_d_2.0", 1.5)
     assert adaptation_sweep.parse_kernel("div2krk") == ("div2krk", None)
-    for bad in ("g_b_1.3:estimated", "div2krk:guessed", "div2krk:estimated*x"):
+    assert adaptation_sweep.parse_kernel("div2krk:kernelgan") == ("div2krk", "kernelgan")
+    for bad in ("g_b_1.3:estimated", "div2krk:guessed", "div2krk:estimated*x", "div2krk:kernelgan*2"):
         with pytest.raises(InputError):
             adaptation_sweep.parse_kernel(bad)
     with pytest.raises(InputError, match="not a scikit-image photo"):

@@ -1,6 +1,7 @@
 """Zero-shot super-resolution of LR photos: MZSR meta-test (paper Algorithm 2) or ZSSR (Shocher et al. 2018).
 
 python adapt.py photo.png --out photo_x2.png          (blind: the kernel is estimated from the photo)
+python adapt.py photo.png --kernel kernelgan --out photo_x2.png   (blind, KernelGAN: minutes per photo)
 python adapt.py photo.png --kernel g_d_2.0 --out photo_x2.png
 python adapt.py lr_folder/ --kernel kernel.mat --gt hr_folder/ --out results/ --json results.json
 python adapt.py photo.png --kernel kernel.mat --method zssr --preset x2_given_kernel
@@ -26,8 +27,9 @@ def build_parser():
     p.add_argument("inputs", nargs="*", type=Path, help="LR images and/or folders of them")
     p.add_argument(
         "--kernel",
-        help="named kernel (g_d_0.2, g_d_2.0, g_d_ani, g_b_1.3, bicubic), .mat/.npy file, or 'estimate' "
-        "(default: estimate it from each photo, blind SR; written beside the output as _kernel.npy/.png)",
+        help="named kernel (g_d_0.2, g_d_2.0, g_d_ani, g_b_1.3, bicubic), .mat/.npy file, 'estimate' "
+        "(default: estimate it from each photo, blind SR; written beside the output as _kernel.npy/.png) or "
+        "'kernelgan' (blind SR with KernelGAN: the slow per-photo reference, minutes per photo)",
     )
     p.add_argument(
         "--kernel-estimator", type=Path, help="blind SR: estimator weights (.npz or train.py --stage kernel run/ckpt)"
@@ -226,18 +228,18 @@ def main(argv=None):
         raise InputError("no input images (give files/folders, or --demo)")
     if args.tile < 64:
         raise InputError(f"--tile must be at least 64, got {args.tile}")
-    blind = not args.demo and args.kernel in (None, "estimate")
+    blind = not args.demo and args.kernel in (None, "estimate", "kernelgan")
     if blind and args.subsample == "bicubic":
         raise InputError("blind SR estimates kernels for direct subsampling; give --kernel with --subsample bicubic")
     if blind and args.scale not in (2, 4):
         raise InputError(f"blind SR estimates kernels at x2 and x4, not x{args.scale}; give --kernel")
-    if args.demo and args.kernel == "estimate":
+    if args.demo and args.kernel in ("estimate", "kernelgan"):
         raise InputError("--demo degrades with a known kernel; run blind SR on your own photos")
-    if args.kernel_estimator and not blind:
-        raise InputError("--kernel-estimator applies to blind SR (no --kernel, or --kernel estimate)")
+    if args.kernel_estimator and (not blind or args.kernel == "kernelgan"):
+        raise InputError("--kernel-estimator applies to blind SR by the estimator (no --kernel, or --kernel estimate)")
     degradation = None if blind else resolve_degradation(args.kernel or DEMO_KERNEL, args.subsample)
     job = Job(tuple(args.inputs), args.scale, args.out, args.gt, args.json, args.overwrite, args.max_image_pixels,
-              args.kernel_estimator)  # fmt: skip
+              args.kernel_estimator, "kernelgan" if args.kernel == "kernelgan" else "estimator")  # fmt: skip
     run, check, demo_rows = _method_config(args, degradation, job)
     if args.demo:
         return run_demo(args, demo_rows)

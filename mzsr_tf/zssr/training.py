@@ -11,7 +11,7 @@ import tensorflow as tf
 from mzsr_tf.ensemble import back_projection, geometric_self_ensemble
 from mzsr_tf.errors import InputError
 from mzsr_tf.imresize import imresize, output_length
-from mzsr_tf.kernels import Degradation
+from mzsr_tf.kernels import IDENTITY, Degradation
 from mzsr_tf.model import param_shapes
 from mzsr_tf.optim import zero_moments
 from mzsr_tf.zero_shot import super_resolve_tiled
@@ -167,7 +167,7 @@ def train_zssr(
         )
         key = graph_key(stage, subsample, kernel, config)
         train_fn, test_fn = graph("train", key), graph("test", key)
-        kernel_t = tf.constant(np.ones((1, 1)) if kernel is None else kernel, tf.float32)
+        kernel_t = tf.constant(IDENTITY if kernel is None else kernel, tf.float32)
         data = (*pad_sources(sources), tf.constant(base_scales, tf.float32), kernel_t)  # fathers, sizes, scales
         stage_gt = None
         if gt is not None:
