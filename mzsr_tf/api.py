@@ -102,8 +102,7 @@ class ZeroShotSR:
     def super_resolve(self, image, kernel=None, steps: int = 10, **overrides) -> np.ndarray:
         """MZSR(``steps``) on ``image`` with its blur ``kernel`` (a name, a .mat/.npy path, an array, a
         ``Degradation``, None: estimated from the image, or 'kernelgan': estimated by KernelGAN, minutes), then SR
-        by ``scale``. ``overrides``: ``AdaptConfig``
-        fields (``self_ensemble=True``...)."""
+        by ``scale``. ``overrides``: ``AdaptConfig`` fields (``self_ensemble=True``...)."""
         from mzsr_tf.zero_shot import zero_shot_sr
 
         lr, dtype, gray = _as_float_rgb(image)

@@ -59,6 +59,22 @@ def test_no_kernel_means_blind_sr_with_the_estimated_kernel(photo, tmp_path):
     assert not np.array_equal(blind, mzsr_tf.super_resolve(lr, kernel="g_d_2.0", steps=1, weights=weights))
 
 
+def test_kernelgan_kernel_is_kernelgans_estimate(astronaut_uint8, tmp_path, monkeypatch):
+    import dataclasses
+
+    from mzsr_tf import kernelgan
+
+    monkeypatch.setattr(kernelgan, "DEFAULT", dataclasses.replace(kernelgan.DEFAULT, iterations=3))
+    weights = save_params(init_params(5), tmp_path / "w.weights.h5")
+    lr = np.ascontiguousarray(astronaut_uint8[:96, :90]) / np.float32(255)
+    estimated = kernelgan.run_kernelgan(lr, 2).kernel
+    sr = mzsr_tf.super_resolve(lr, kernel="kernelgan", steps=1, weights=weights)
+    np.testing.assert_allclose(sr, mzsr_tf.super_resolve(lr, kernel=estimated, steps=1, weights=weights), atol=1e-5)
+    assert not np.allclose(sr, mzsr_tf.super_resolve(lr, kernel="g_d_2.0", steps=1, weights=weights), atol=1e-3)
+    with pytest.raises(InputError, match="at least 84"):
+        mzsr_tf.super_resolve(lr[:80], kernel="kernelgan")
+
+
 @pytest.mark.parametrize(
     "call, message",
     [
