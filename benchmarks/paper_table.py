@@ -123,8 +123,8 @@ def make_mzsr(args: argparse.Namespace, steps: str = "0", official: str | None =
     """MZSR(n): ``steps`` meta-test updates from ``--weights`` (θ_M), then SR; ``noadapt`` is n = 0.
 
     Updates as ``adapt.py`` takes them (the weights' learned rule with its guard if they carry learned rates,
-    else Adam with ``ADAM_RATES``); ``mzsrN_official``: the official SGD schedule of the released model for the
-    kernel's subsampling (``AdaptConfig.official``).
+    else Adam with ``ADAM_RATES``; ``--optimizer adam``: Adam either way); ``mzsrN_official``: the official SGD
+    schedule of the released model for the kernel's subsampling (``AdaptConfig.official``).
     """
     from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
 
@@ -133,7 +133,9 @@ def make_mzsr(args: argparse.Namespace, steps: str = "0", official: str | None =
     def config_for(scale: int, subsample: str) -> AdaptConfig:  # the official schedule: the model's rates, float32
         if official:
             return AdaptConfig.official(scale, subsample, steps=int(steps))
-        return model_for(subsample).adapt_config(int(steps), precision=args.precision, noise_sigma=args.son_noise)
+        rule = {"optimizer": "adam"} if args.optimizer == "adam" else {}  # Adam in place of a learned rule
+        model = model_for(subsample)
+        return model.adapt_config(int(steps), precision=args.precision, noise_sigma=args.son_noise, **rule)
 
     def mzsr(lr, degradation, scale, *, output_shape):
         params, config = model_for(degradation.subsample).params, config_for(scale, degradation.subsample)
@@ -480,6 +482,12 @@ def build_parser() -> cli.ArgumentParser:
         default="auto",
         choices=PRECISIONS,
         help="mzsrN: the updates' convolutions (mzsrN_official: float32)",
+    )
+    p.add_argument(
+        "--optimizer",
+        default="default",
+        choices=("default", "adam"),
+        help="mzsrN: the weights' own rule (default: learned if they carry learned rates, else Adam) or Adam",
     )
     p.add_argument(
         "--son-noise",

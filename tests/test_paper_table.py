@@ -393,6 +393,25 @@ def test_precision_flag_reaches_mzsr_but_not_the_official_schedule(hr_folder, tm
     assert code == 2 and "invalid choice" in err
 
 
+def test_optimizer_flag_puts_adam_in_place_of_learned_rates(tmp_path, hr_folder, capsys):
+    from mzsr_tf.model import init_params
+    from mzsr_tf.weights import save_params
+
+    learned = save_params(init_params(0), tmp_path / "lslr.weights.h5", inner_lr=np.full((5, 16), 1e-3, np.float32))
+    plain = save_params(init_params(0), tmp_path / "plain.weights.h5")
+    rows = {}
+    for weights, optimizer in ((learned, "default"), (learned, "adam"), (plain, "default")):
+        out = tmp_path / f"{weights.stem}_{optimizer}.json"
+        argv = ["--hr", hr_folder, "--kernels", "g_d_ani", "--methods", "mzsr2", "--limit", "1", "--weights", weights]
+        code, _, err = _run(capsys, *argv, "--optimizer", optimizer, "--json", out)
+        assert code == 0, err
+        row = json.loads(out.read_text())["results"][0]
+        rows[(weights.stem, optimizer)] = (row["settings"]["optimizer"], row["psnr_y"])
+    assert rows[("lslr.weights", "default")][0] == "learned" and rows[("lslr.weights", "adam")][0] == "adam"
+    assert rows[("lslr.weights", "adam")] == rows[("plain.weights", "default")]  # the same θ, the same Adam steps
+    assert rows[("lslr.weights", "default")][1] != rows[("lslr.weights", "adam")][1]
+
+
 def test_official_methods_take_the_rates_of_the_kernels_model(hr_folder, tmp_path, capsys, astronaut_uint8):
     """mzsrN_official under a g^b kernel: the Bicubic×2 model with its own official rates, as adapt.py."""
     from mzsr_tf.kernels import resolve_degradation
