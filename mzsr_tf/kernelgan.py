@@ -8,10 +8,11 @@ kernel. It follows the official code (sefibk/KernelGAN): the losses and their sc
 (2e-4, β1 0.5, ÷10 every 750), crops drawn in proportion to gradient maps, N(0, 1/255) noise on D's inputs, images
 in [−1, 1] and the post-processing (small values cut, centre of mass moved to the sensor's convention). Two
 differences, both where the official code does what its authors did not intend: the bicubic prior downscales each
-channel alone (the official convolution sums the three, KernelGAN#28, #47), and each real crop gets fresh noise
-(the official code adds it to a view of the photo, so noise piles up where crops fall most).
+channel alone, as the authors state it (the official convolution sums the three, KernelGAN#28, #47), and each
+real crop gets fresh noise (the official code adds it to a view of the photo, so noise piles up where crops fall
+most, in later G crops too).
 
-×4 is the ×2 kernel composed with itself (the paper's analytic kernel, :func:`kernels.compose_x4`).
+×4 is the ×2 kernel composed with itself (the paper's analytic kernel, :func:`kernels.compose_x4`, not cropped).
 """
 
 from __future__ import annotations
@@ -89,10 +90,19 @@ def kernel_size(config: KernelGANConfig = DEFAULT) -> int:
 
 
 def _xavier(rng, shape, gain: float = 0.1) -> tf.Tensor:
-    """PyTorch ``xavier_normal_(w, gain)`` for an HWIO kernel (the official init of G and D)."""
+    """PyTorch ``xavier_normal_(w, gain)`` for an HWIO kernel (the official init of G)."""
     kh, kw, fan_in, fan_out = shape
     std = gain * math.sqrt(2.0 / (kh * kw * (fan_in + fan_out)))
     return tf.constant(rng.normal(0.0, std, shape), tf.float32)
+
+
+def _torch_default(rng, shape) -> tf.Tensor:
+    """PyTorch's default convolution init, U(±1/√fan_in): what D's spectral-norm weights keep in the official code,
+    whose xavier init lands on the hook's computed weight (D's constructor has already run a forward), not on
+    ``weight_orig``. The forward is the same at any scale (w / σ); Adam's relative step is not."""
+    kh, kw, fan_in, _ = shape
+    bound = 1.0 / math.sqrt(kh * kw * fan_in)
+    return tf.constant(rng.uniform(-bound, bound, shape), tf.float32)
 
 
 def init_generator(config: KernelGANConfig = DEFAULT, seed: int = 0) -> list[tf.Tensor]:
@@ -110,11 +120,11 @@ def init_discriminator(config: KernelGANConfig = DEFAULT, seed: int = 1) -> tupl
     1×1 kernel and bias."""
     rng = np.random.default_rng(seed)
     c = config.channels
-    params = [_xavier(rng, (config.d_kernel, config.d_kernel, 3, c)), tf.zeros([c])]
+    params = [_torch_default(rng, (config.d_kernel, config.d_kernel, 3, c)), tf.zeros([c])]
     for _ in range(config.d_layers - 2):
         gamma = tf.constant(rng.normal(1.0, 0.02, c), tf.float32)
-        params += [_xavier(rng, (1, 1, c, c)), tf.zeros([c]), gamma, tf.zeros([c])]
-    params += [_xavier(rng, (1, 1, c, 1)), tf.zeros([1])]
+        params += [_torch_default(rng, (1, 1, c, c)), tf.zeros([c]), gamma, tf.zeros([c])]
+    params += [_torch_default(rng, (1, 1, c, 1)), tf.zeros([1])]
     us = [tf.math.l2_normalize(tf.constant(rng.normal(0, 1, n), tf.float32)) for n in [c] * (config.d_layers - 1) + [1]]
     return params, us
 
@@ -214,7 +224,7 @@ def _train_step(g, d, us, g_moments, d_moments, t, g_in, d_in, fake_noise, weigh
 
     g_in: [3, crop, crop, 1] (RGB as a batch, in [−1, 1]); d_in: [1, n, n, 3] with its noise; weights:
     [bicubic, sum2one, boundaries, centralized, sparse]."""
-    rule = Adam(beta_1=beta_1)
+    rule = Adam(beta_1=beta_1, epsilon_hat=True)  # torch 1.0's Adam (the official pin): ε on the uncorrected √v
     to_rgb = lambda y: tf.transpose(y, [3, 1, 2, 0])  # noqa: E731  [3, n, n, 1] → [1, n, n, 3]
     with tf.GradientTape() as tape:
         tape.watch(g)

@@ -23,6 +23,16 @@ def test_generator_is_one_correlation_with_its_kernel_then_every_second_pixel():
     assert not np.allclose(k, tf.reverse(k, [0, 1]), atol=1e-3)  # not symmetric: a flipped readout would fail
 
 
+def test_initial_weights_are_what_the_official_networks_train_from():
+    g = kg.init_generator()
+    np.testing.assert_allclose(np.std(g[1]), 0.1 * np.sqrt(2 / (25 * 128)), rtol=0.05)  # xavier_normal_, gain 0.1
+    d, us = kg.init_discriminator()
+    for w in (d[0], d[2], d[-2]):  # spectral-norm convolutions keep PyTorch's default U(±1/√fan_in)
+        bound = 1 / np.sqrt(np.prod(w.shape[:3]))
+        assert np.abs(w).max() <= bound and np.abs(w).max() > 0.9 * bound
+    assert len(us) == 7 and all(abs(np.linalg.norm(u) - 1) < 1e-6 for u in us)
+
+
 def test_bicubic_prior_is_matlabs_half_bicubic_of_each_channel():
     rgb = tf.random.stateless_uniform([64, 64, 3], [2, 3])
     g_in = tf.transpose(rgb, [2, 0, 1])[..., None]
