@@ -8,7 +8,8 @@ kernel. It follows the official code (sefibk/KernelGAN): the losses and their sc
 (2e-4, β1 0.5, ÷10 every 750), crops drawn in proportion to gradient maps, N(0, 1/255) noise on D's inputs, images
 in [−1, 1] and the post-processing (small values cut, centre of mass moved to the sensor's convention). Two
 differences, both where the official code does what its authors did not intend: the bicubic prior downscales each
-channel alone, as the authors state it (the official convolution sums the three, KernelGAN#28, #47), and each
+channel alone, as the authors state it (the official convolution sums the three, KernelGAN#28, #47, whose larger
+loss delays the prior's decay until G fits it; here the loss starts below ``bicubic_close``), and each
 real crop gets fresh noise (the official code adds it to a view of the photo, so noise piles up where crops fall
 most, in later G crops too).
 
