@@ -296,6 +296,22 @@ def test_adaptation_sweep_takes_learned_rates_step_lists_and_noise(tmp_path, cap
     assert "| learned (2) |" in capsys.readouterr().out
 
 
+def test_adaptation_sweep_adapts_with_kernelgans_kernel(tmp_path, capsys, monkeypatch):
+    import dataclasses
+
+    from benchmarks import adaptation_sweep
+    from mzsr_tf import kernelgan
+
+    monkeypatch.setattr(kernelgan, "DEFAULT", dataclasses.replace(kernelgan.DEFAULT, iterations=3))
+    out = tmp_path / "sweep.json"
+    kernels = "div2krk,div2krk:kernelgan"
+    adaptation_sweep.main(["--photos", "camera", "--kernels", kernels, "--steps", "1", "--settings", "learned",
+                           "--json", str(out)])  # fmt: skip
+    rows = {r["kernel"]: r["psnr_y"] for r in json.loads(out.read_text())["rows"]}
+    assert list(rows) == kernels.split(",") and rows["div2krk:kernelgan"] != rows["div2krk"]
+    assert "kernelgan 256x256" in capsys.readouterr().err
+
+
 def test_adaptation_sweep_adapts_blind_with_the_estimated_kernel(tmp_path, capsys):
     """``K:estimated``: the LR made under K, the adaptation under the kernel estimated from it; ``*F`` scales the
     estimate's covariance; grey photos come as RGB; bad kernels and photos refused."""
@@ -349,7 +365,7 @@ def test_mzsr_takes_the_shipped_weights_of_each_kernels_subsampling(tmp_path):
             np.testing.assert_array_equal(a, b)
     rates = np.full([2, 16], 1e-2, np.float32)
     given = save_params(init_params(0), tmp_path / "w.weights.h5", inner_lr=rates)
-    args = argparse.Namespace(weights=given, scale=2, precision="float32", son_noise=0.0)
+    args = argparse.Namespace(weights=given, scale=2, precision="float32", son_noise=0.0, optimizer="default")
     model_for = paper_table._weights(args)
     np.testing.assert_array_equal(model_for("bicubic").params[0], init_params(0)[0])
     config = model_for("direct").adapt_config(3)
