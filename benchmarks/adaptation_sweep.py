@@ -38,7 +38,7 @@ import numpy as np
 from benchmarks.blind_set import NAME as BLIND
 from benchmarks.blind_set import blind_degradation
 from benchmarks.common import format_table, save_json
-from benchmarks.paper_table import make_lr
+from benchmarks.paper_table import kernelgan_kernel, make_lr
 from mzsr_tf import cli
 from mzsr_tf.errors import InputError
 from mzsr_tf.io import check_destination
@@ -121,16 +121,13 @@ def parse_kernel(text: str) -> tuple[str, float | str | None]:
     return base, "kernelgan" if match["kernelgan"] else float(match["factor"] or 1.0)
 
 
-def _estimated(lr, scale: int, factor: float | str, estimator) -> Degradation:
-    from mzsr_tf.kernel_estimation import estimate_kernel, kernel_from_covariance
+def _estimated(lr, scale: int, factor: float | str, estimate) -> Degradation:
+    """The degradation to adapt under: KernelGAN's kernel, or ``estimate``'s covariance × ``factor``."""
+    from mzsr_tf.kernel_estimation import kernel_from_covariance
 
     if factor == "kernelgan":
-        from mzsr_tf.kernelgan import run_kernelgan
-
-        estimate = run_kernelgan(lr, scale)
-        print(f"  kernelgan {lr.shape[1]}x{lr.shape[0]}: {estimate.seconds:.0f} s", file=sys.stderr, flush=True)
-        return Degradation(estimate.kernel, "direct", "kernelgan")
-    covariance = estimate_kernel(lr, scale, estimator).covariance * factor
+        return Degradation(kernelgan_kernel(lr, scale), "direct", "kernelgan")
+    covariance = estimate(lr, scale).covariance * factor
     return Degradation(kernel_from_covariance(covariance, scale).numpy(), "direct", "estimated")
 
 
@@ -138,7 +135,7 @@ def sweep(params, images, kernels, settings, scale: int, noise: float = 0.0):
     """Rows of mean PSNR-Y per (kernel, setting), with each image's figure; kernel ``div2krk``: each image its own
     random DIV2KRK-style kernel (``blind_set``, seeded by the image's name); ``K:estimated[*F]`` and ``K:kernelgan``
     (:func:`parse_kernel`) adapt with the kernel estimated from each LR."""
-    from mzsr_tf.kernel_estimation import default_estimator, load_estimator
+    from mzsr_tf.kernel_estimation import blind_estimator
 
     rows = []
     for kernel in kernels:
@@ -146,8 +143,8 @@ def sweep(params, images, kernels, settings, scale: int, noise: float = 0.0):
         degradations = {n: blind_degradation(n, scale) if base == BLIND else resolve_degradation(base) for n in images}
         lrs = {n: make_lr(hr, degradations[n], scale, noise, n).astype(np.float32) / 255.0 for n, hr in images.items()}
         if factor is not None:
-            estimator = load_estimator(default_estimator())
-            degradations = {n: _estimated(lrs[n], scale, factor, estimator) for n in images}
+            estimate = None if factor == "kernelgan" else blind_estimator()
+            degradations = {n: _estimated(lrs[n], scale, factor, estimate) for n in images}
         for label, config in settings:
             per_image, seconds = {}, []
             for n, hr in images.items():

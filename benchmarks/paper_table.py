@@ -205,30 +205,35 @@ def _with_kernel(args: argparse.Namespace, inner: str, kernel_for, name: str, se
 
 def make_blind(args: argparse.Namespace, inner: str) -> Method:
     """``blind_<method>``: the kernel estimated from the LR photo (``kernel_estimation``), then ``<method>`` with it."""
-    from mzsr_tf.kernel_estimation import default_estimator, estimate_kernel, load_estimator
+    from mzsr_tf.kernel_estimation import blind_estimator
 
-    params = load_estimator(args.kernel_estimator or default_estimator())
+    estimate = blind_estimator("estimator", args.kernel_estimator)
     settings = {"estimator": str(args.kernel_estimator or "shipped")}
-    return _with_kernel(args, inner, lambda lr, scale: estimate_kernel(lr, scale, params).kernel, "estimated", settings)
+    return _with_kernel(args, inner, lambda lr, scale: estimate(lr, scale).kernel, "estimated", settings)
 
 
 _KERNELGAN_KERNELS: dict = {}
 
 
+def kernelgan_kernel(lr, scale: int) -> np.ndarray:
+    """KernelGAN's kernel for ``lr`` (``kernelgan``, minutes per photo), run once per photo and scale for every
+    method and row that asks for it."""
+    from mzsr_tf.kernel_estimation import blind_estimator
+
+    key = (hashlib.sha1(np.ascontiguousarray(lr)).hexdigest(), scale)
+    if key not in _KERNELGAN_KERNELS:
+        estimate = blind_estimator("kernelgan")(lr, scale)
+        print(f"  kernelgan {lr.shape[1]}x{lr.shape[0]}: {estimate.seconds:.0f} s", file=sys.stderr, flush=True)
+        _KERNELGAN_KERNELS[key] = estimate.kernel
+    return _KERNELGAN_KERNELS[key]
+
+
 def make_kernelgan(args: argparse.Namespace, inner: str) -> Method:
     """``kernelgan_<method>``: the kernel estimated by KernelGAN (``kernelgan``, the per-image reference), then
     ``<method>`` with it."""
-    from mzsr_tf.kernelgan import DEFAULT, run_kernelgan
+    from mzsr_tf.kernelgan import DEFAULT
 
-    def kernel_for(lr, scale):
-        key = (hashlib.sha1(np.ascontiguousarray(lr)).hexdigest(), scale)  # one GAN per photo for all its methods
-        if key not in _KERNELGAN_KERNELS:
-            estimate = run_kernelgan(lr, scale)
-            print(f"  kernelgan {lr.shape[1]}x{lr.shape[0]}: {estimate.seconds:.0f} s", file=sys.stderr, flush=True)
-            _KERNELGAN_KERNELS[key] = estimate.kernel
-        return _KERNELGAN_KERNELS[key]
-
-    return _with_kernel(args, inner, kernel_for, "kernelgan", {"kernelgan_iterations": DEFAULT.iterations})
+    return _with_kernel(args, inner, kernelgan_kernel, "kernelgan", {"kernelgan_iterations": DEFAULT.iterations})
 
 
 def make_fixed(args: argparse.Namespace, variance: str, inner: str) -> Method:

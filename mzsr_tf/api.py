@@ -115,13 +115,11 @@ def _degradation(kernel, subsample: str | None = None, lr=None, scale: int = 2) 
     """A named kernel keeps its own subsampling; a file or an array takes ``subsample`` (default direct); None is
     the kernel estimated from ``lr`` (blind SR, direct subsampling), 'kernelgan' the same by KernelGAN."""
     if kernel is None or (isinstance(kernel, str) and kernel == "kernelgan"):
-        from mzsr_tf.kernel_estimation import estimate_kernel
-        from mzsr_tf.kernelgan import run_kernelgan
+        from mzsr_tf.kernel_estimation import blind_estimator
 
         if subsample == "bicubic":
             raise InputError("blind SR estimates kernels for direct subsampling; give the kernel")
-        estimate = estimate_kernel(lr, scale) if kernel is None else run_kernelgan(lr, scale)
-        return Degradation(estimate.kernel, "direct", "estimated")
+        return blind_estimator(kernel or "estimator")(lr, scale).degradation
     if isinstance(kernel, Degradation) or (isinstance(kernel, str) and kernel in NAMED_DEGRADATIONS):
         return resolve_degradation(kernel)
     return resolve_degradation(kernel if isinstance(kernel, (str, Path)) else np.asarray(kernel), subsample)

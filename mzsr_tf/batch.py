@@ -22,8 +22,7 @@ from tqdm import tqdm
 from mzsr_tf.errors import InputError
 from mzsr_tf.imresize import upscale
 from mzsr_tf.io import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, ImageData, atomic_write, list_images, read_image, write_image
-from mzsr_tf.kernel_estimation import default_estimator, estimate_kernel, load_estimator, save_kernel_files
-from mzsr_tf.kernels import Degradation
+from mzsr_tf.kernel_estimation import blind_estimator, save_kernel_files
 from mzsr_tf.metrics import modcrop, psnr_y, ssim_y
 from mzsr_tf.zero_shot import zero_shot_sr
 from mzsr_tf.zssr import train_zssr
@@ -243,21 +242,11 @@ def kernel_source(job: Job, degradation):
     if degradation is not None:
         return lambda rgb: (degradation, None)
 
-    if job.blind_method == "kernelgan":
-        from mzsr_tf.kernelgan import DEFAULT, run_kernelgan
-
-        def log(iteration, *_):
-            if iteration % 500 == 0:
-                print(f"  KernelGAN iteration {iteration}/{DEFAULT.iterations}", file=sys.stderr, flush=True)
-
-        estimate_fn = lambda rgb, scale: run_kernelgan(rgb, scale, log=log)  # noqa: E731
-    else:
-        params = load_estimator(job.kernel_estimator or default_estimator())
-        estimate_fn = lambda rgb, scale: estimate_kernel(rgb, scale, params)  # noqa: E731
+    estimate = blind_estimator(job.blind_method, job.kernel_estimator, progress=True)
 
     def kernel_for(rgb):
-        estimate = estimate_fn(rgb, job.scale)
-        return Degradation(estimate.kernel, "direct", "estimated"), estimate
+        found = estimate(rgb, job.scale)
+        return found.degradation, found
 
     return kernel_for
 

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from mzsr_tf.errors import InputError
-from mzsr_tf.kernels import blind_offset, gaussian_from_covariance
+from mzsr_tf.kernels import Degradation, blind_offset, gaussian_from_covariance
 from mzsr_tf.metrics import rgb_to_y
 from mzsr_tf.model import ParamList
 
@@ -36,6 +36,8 @@ __all__ = [
     "kernel_from_covariance",
     "luminance",
     "estimate_kernel",
+    "BLIND_METHODS",
+    "blind_estimator",
     "estimate_graph",
     "photo_tiles",
     "blind_kernel_size",
@@ -186,6 +188,11 @@ class KernelEstimate:
         l1, l2, theta = self.eigen()
         return f"{self.kernel.shape[0]}x{self.kernel.shape[1]}, lambda {l1:.2f}/{l2:.2f}, theta {theta:.2f}"
 
+    @property
+    def degradation(self) -> Degradation:
+        """The estimate as the degradation to adapt under (direct subsampling, as the estimate assumes)."""
+        return Degradation(self.kernel, "direct", "estimated" if self.method == "estimator" else self.method)
+
     def as_dict(self) -> dict:
         l1, l2, theta = self.eigen()
         return {
@@ -257,6 +264,24 @@ def estimate_kernel(lr_image, scale: int, params=None) -> KernelEstimate:
     kernel, cov = _estimate([tf.constant(p) for p in params], tf.constant(img), int(scale))
     kernel = kernel.numpy().astype(np.float64)
     return KernelEstimate(kernel / kernel.sum(), cov.numpy(), int(scale), time.perf_counter() - start)
+
+
+BLIND_METHODS = ("estimator", "kernelgan")
+
+
+def blind_estimator(method: str = "estimator", params=None, progress: bool = False):
+    """``estimate(lr, scale) -> KernelEstimate`` by a blind method (``BLIND_METHODS``): 'estimator', this
+    module's network (``params``: weights or a weights path, loaded once; default the shipped ones), or
+    'kernelgan', :func:`kernelgan.run_kernelgan` per photo (``progress``: a line on stderr now and then)."""
+    if method == "kernelgan":
+        from mzsr_tf.kernelgan import run_kernelgan, stderr_progress
+
+        return lambda lr, scale: run_kernelgan(lr, scale, log=stderr_progress if progress else None)
+    if method != "estimator":
+        raise InputError(f"unknown blind method {method!r}: use one of {', '.join(BLIND_METHODS)}")
+    if params is None or isinstance(params, (str, Path)):
+        params = load_estimator(params or default_estimator())
+    return lambda lr, scale: estimate_kernel(lr, scale, params)
 
 
 def kernel_picture(kernel, size: int = 256) -> np.ndarray:

@@ -19,6 +19,7 @@ most, in later G crops too).
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ from mzsr_tf.optim import Adam, adam, zero_moments
 __all__ = [
     "KernelGANConfig",
     "DEFAULT",
+    "stderr_progress",
     "kernel_size",
     "init_generator",
     "init_discriminator",
@@ -358,6 +360,12 @@ def post_process(k, n: int = 40) -> np.ndarray:
 def min_photo_size(config: KernelGANConfig = DEFAULT) -> int:
     """The smallest LR side KernelGAN takes: G's crop after the border shave."""
     return config.crop + 2 * config.shave
+
+
+def stderr_progress(iteration: int, *_) -> None:
+    """A ``log`` for :func:`run_kernelgan`: one line on stderr every 500 iterations (a run takes minutes)."""
+    if iteration % 500 == 0:
+        print(f"  KernelGAN iteration {iteration}/{DEFAULT.iterations}", file=sys.stderr, flush=True)
 
 
 def run_kernelgan(lr_image, scale: int = 2, config: KernelGANConfig | None = None, log=None) -> KernelEstimate:

@@ -147,6 +147,18 @@ def test_estimate_kernel_runs_on_any_photo_size(astronaut64):
         ke.estimate_kernel(np.zeros((8, 8)), 2, params)
 
 
+def test_blind_estimator_picks_the_method_and_loads_weights_once(astronaut64, tmp_path):
+    params = ke.init_estimator(8, seed=3)
+    lr = astronaut64.astype(np.float32)
+    path = ke.save_estimator(params, tmp_path / "e.npz")
+    found = ke.blind_estimator("estimator", path)(lr, 2)
+    np.testing.assert_allclose(found.covariance, ke.estimate_kernel(lr, 2, params).covariance, rtol=1e-6)
+    assert found.degradation.subsample == "direct" and found.degradation.name == "estimated"
+    np.testing.assert_array_equal(found.degradation.kernel, found.kernel)
+    with pytest.raises(InputError, match="unknown blind method 'gan'"):
+        ke.blind_estimator("gan")
+
+
 def test_shipped_estimator_tells_sharp_from_blurred(astronaut_uint8):
     """The shipped weights order blurs and land near the true covariance (photo from scikit-image, not training)."""
     import skimage.data

@@ -9,6 +9,7 @@ import tensorflow as tf
 from mzsr_tf import kernelgan as kg
 from mzsr_tf.errors import InputError
 from mzsr_tf.imresize import downscale
+from mzsr_tf.kernel_estimation import blind_estimator
 from mzsr_tf.kernels import blind_offset, gaussian_kernel, kernel_moments
 
 
@@ -99,6 +100,9 @@ def test_a_short_run_gives_a_normalised_block_centred_kernel(scale, monkeypatch)
     assert np.isfinite(est.kernel).all() and abs(est.kernel.sum() - 1) < 1e-6 and est.kernel.shape[0] % 2 == 1
     np.testing.assert_allclose(kernel_moments(est.kernel)[0], blind_offset(scale), atol=0.05)
     assert est.as_dict()["method"] == "kernelgan"
+    by_name = blind_estimator("kernelgan")(img, scale)  # the blind-method switch runs the same (seeded) GAN
+    np.testing.assert_allclose(by_name.kernel, est.kernel, atol=1e-6)
+    assert by_name.degradation.name == "kernelgan" and by_name.degradation.subsample == "direct"
 
 
 def test_bad_inputs_are_refused():
