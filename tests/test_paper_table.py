@@ -382,16 +382,17 @@ def test_precision_flag_reaches_mzsr_but_not_the_official_schedule(hr_folder, tm
     rows = {}
     for precision in ("float32", "bfloat16", "auto"):
         out = tmp_path / f"{precision}.json"
-        argv = ["--hr", hr_folder, "--kernels", "g_b_1.3", "--methods", "mzsr1,mzsr1_official", "--limit", "1"]
+        argv = ["--hr", hr_folder, "--kernels", "bicubic", "--methods", "mzsr1,mzsr1_official", "--limit", "1"]
         assert _run(capsys, *argv, "--precision", precision, "--json", out)[0] == 0
         results = json.loads(out.read_text())["results"]
         rows[precision] = {r["method"]: r["psnr_y"] for r in results}
         settings = {r["method"]: r["settings"] for r in results}  # what ran, resolved
         resolved = AdaptConfig(precision=precision).compute_precision
-        assert settings["mzsr1"] == {
+        assert settings["mzsr1"] == {  # the shipped bicubic weights carry learned rates: their rule, guarded (a
+            # plain bicubic LR, whose first update gains, so the guard keeps it)
             "weights": "shipped",
-            "optimizer": "adam",
-            "keep_best": False,
+            "optimizer": "learned",
+            "keep_best": True,
             "precision": resolved,
             "son_noise": "auto",
         }
