@@ -147,7 +147,7 @@ def test_estimate_kernel_runs_on_any_photo_size(astronaut64):
         ke.estimate_kernel(np.zeros((8, 8)), 2, params)
 
 
-def test_blind_estimator_picks_the_method_and_loads_weights_once(astronaut64, tmp_path):
+def test_blind_estimator_picks_the_method_and_reads_weights_from_a_path(astronaut64, tmp_path):
     params = ke.init_estimator(8, seed=3)
     lr = astronaut64.astype(np.float32)
     path = ke.save_estimator(params, tmp_path / "e.npz")
