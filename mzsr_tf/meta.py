@@ -10,6 +10,9 @@ towards the last step over ``anneal_steps`` meta-iterations. The official MZSR c
 formula but its step counter never advanced, so it trained with uniform weights; here they anneal,
 or stay at given ``step_weights`` w_0..w_N, where w_0 weighs the query loss of θ itself (no update): weight
 on θ keeps the un-adapted net a good one, weight on step 1 serves MZSR(1), the paper's headline.
+``monotone`` adds, per task, the rise of the query loss at each update over the one before it
+(Σ_j max(0, L_te(θ'_j) − L_te(θ'_{j−1})), θ'_0 = θ): a user may stop after any number of updates, so no update
+should make a task worse, where the weighted mean alone lets gains on some tasks pay for losses on others.
 
 The inner loop's pairs (D_tr) are external LR → HR pairs of other patches under the task's kernel (official), or
 with ``support='son'`` each query LR's own (LR son → LR) pair, the pair the meta-test adapts on (MLSR, Park et al.
@@ -32,7 +35,7 @@ from mzsr_tf.errors import InputError
 from mzsr_tf.model import forward
 from mzsr_tf.optim import sgd
 
-__all__ = ["MetaConfig", "loss_weights", "step_rates", "fast_adapt", "meta_objective", "l1"]
+__all__ = ["MetaConfig", "loss_weights", "monotone_penalty", "step_rates", "fast_adapt", "meta_objective", "l1"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class MetaConfig:
     first_order_steps: int = 0  # first-order warm-up for this many meta-iterations
     anneal_steps: int = 3333  # MAML++ annealing length: (1/N)/d with the official d = 6e-5
     step_weights: tuple[float, ...] | None = None  # fixed loss weights of steps 0..N (0: θ itself); None: annealed
+    monotone: float = 0.0  # weight of each task's query-loss rises from one update to the next
     precision: str = "float32"  # or 'bfloat16': mixed-precision convolutions in the inner and outer loops
 
     def __post_init__(self):
@@ -84,6 +88,8 @@ class MetaConfig:
             if len(w) != self.inner_steps + 1 or min(w) < 0 or not sum(w) > 0:
                 raise InputError(f"step_weights must be {self.inner_steps + 1} weights >= 0 (steps 0..N), got {w}")
             object.__setattr__(self, "step_weights", w)
+        if not self.monotone >= 0:
+            raise InputError(f"monotone must be >= 0, got {self.monotone}")
 
 
 def l1(a, b):
@@ -103,6 +109,11 @@ def loss_weights(step, inner_steps: int, anneal_steps: int):
     early = tf.maximum(1.0 / n - step * decay, 0.03 / n)
     last = tf.minimum(1.0 / n + step * (n - 1) * decay, 1.0 - (n - 1) * 0.03 / n)
     return tf.concat([tf.fill([n - 1], early), [last]], axis=0)
+
+
+def monotone_penalty(losses):
+    """Σ_j max(0, L_j − L_{j−1}) over one task's query losses L_0 (θ itself), L_1 … L_N: how much its updates hurt."""
+    return tf.reduce_sum(tf.nn.relu(losses[1:] - losses[:-1]))
 
 
 def step_rates(inner_lr, step: int, n: int) -> list:
@@ -164,7 +175,7 @@ def meta_objective(
     """
     x_tr, y_tr, x_te, y_te = tasks
     local = x_tr.shape[0]
-    per_step, unadapted = [], []
+    per_step, unadapted, rises = [], [], []
     for t in range(local):
         _, losses = fast_adapt(
             params, x_tr[t], y_tr[t], x_te[t], y_te[t], config.inner_steps,
@@ -172,8 +183,10 @@ def meta_objective(
             config.precision, ops,
         )  # fmt: skip
         per_step.append(losses)
-        if config.step_weights and config.step_weights[0]:
+        if (config.step_weights and config.step_weights[0]) or config.monotone:
             unadapted.append(l1(forward(params, x_te[t], config.precision), y_te[t]))
+        if config.monotone:
+            rises.append(monotone_penalty(tf.concat([unadapted[-1][None], losses], axis=0)))
     per_step = tf.reduce_mean(tf.stack(per_step), axis=0)
     if config.step_weights is None:
         weights = tf.cast(loss_weights(step, config.inner_steps, config.anneal_steps), per_step.dtype)
@@ -181,7 +194,9 @@ def meta_objective(
     else:
         w = tf.constant(config.step_weights, per_step.dtype) / sum(config.step_weights)
         objective = tf.reduce_sum(w[1:] * per_step)
-        if unadapted:
+        if w[0] > 0:
             objective += w[0] * tf.reduce_mean(tf.stack(unadapted))
+    if config.monotone:
+        objective += config.monotone * tf.cast(tf.reduce_mean(tf.stack(rises)), objective.dtype)
     objective = objective * (local / float(global_tasks or local))
     return objective, per_step

@@ -363,7 +363,7 @@ LR_FIELDS = ("lr", "lr_decay_steps", "lr_floor", "meta_lr", "inner_lr_meta_lr")
 # A resume may change these (recorded in config.json's history): the schedule, the task mix (batches stay a pure
 # function of the seed, the step and the recipe), and ``precision``, the convolutions' compute type (weights and
 # optimizer state are float32 either way), so a run moves to a CPU without native bfloat16.
-RESUME_FIELDS = (*LR_FIELDS, "step_weights", "blind_tasks", "bicubic_tasks", "precision")
+RESUME_FIELDS = (*LR_FIELDS, "step_weights", "monotone", "blind_tasks", "bicubic_tasks", "precision")
 
 
 def _checkpoints(ckpt: Path) -> list[str]:

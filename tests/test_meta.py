@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from mzsr_tf.conv_ops import BUILTIN, NATIVE
 from mzsr_tf.errors import InputError
-from mzsr_tf.meta import MetaConfig, fast_adapt, l1, loss_weights, meta_objective
+from mzsr_tf.meta import MetaConfig, fast_adapt, l1, loss_weights, meta_objective, monotone_penalty
 from mzsr_tf.model import forward
 
 
@@ -88,6 +88,25 @@ def test_fixed_step_weights_replace_the_annealing_and_may_weigh_theta_itself(tas
         with pytest.raises(InputError, match="step_weights"):
             MetaConfig(inner_steps=2, step_weights=bad)
     assert MetaConfig(inner_steps=2, step_weights=[0, 1, 2]).step_weights == (0.0, 1.0, 2.0)  # from JSON: a tuple
+
+
+def test_monotone_penalty_sums_each_tasks_rises_not_the_mean_rise(task):
+    assert float(monotone_penalty(tf.constant([3.0, 2.0, 2.5, 2.4, 3.0]))) == pytest.approx(1.1, rel=1e-6)
+    assert float(monotone_penalty(tf.constant([3.0, 2.0, 2.0, 1.0]))) == 0.0
+    tasks = tuple(tf.stack([t, t[..., ::-1]]) for t in task)  # two tasks: the second mirrored in colour
+    params = tiny_params(0)
+    plain = MetaConfig(inner_steps=2, inner_lr=5.0, step_weights=(0, 1, 1))  # a rate that overshoots
+    base, _ = meta_objective(params, tasks, 0, plain, False)
+    penalised, _ = meta_objective(params, tasks, 0, MetaConfig(**{**plain.__dict__, "monotone": 2.0}), False)
+    rises = []
+    for t in range(2):
+        _, losses = fast_adapt(params, tasks[0][t], tasks[1][t], tasks[2][t], tasks[3][t], 2, 5.0)
+        unadapted = l1(forward(params, tasks[2][t]), tasks[3][t])
+        rises.append(float(monotone_penalty(tf.concat([unadapted[None], losses], 0))))
+    assert max(rises) > 0
+    assert float(penalised) == pytest.approx(float(base) + 2.0 * np.mean(rises), rel=1e-6)
+    with pytest.raises(InputError, match="monotone"):
+        MetaConfig(monotone=-1.0)
 
 
 def test_a_meta_step_lowers_the_query_loss():
