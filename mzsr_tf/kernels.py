@@ -27,6 +27,7 @@ __all__ = [
     "sample_kernel",
     "sample_blind_kernel",
     "kernel_moments",
+    "kernel_features",
     "kernel_offset",
     "compose_x4",
     "validate_kernel",
@@ -149,6 +150,25 @@ def kernel_moments(kernel):
     d = p - mean[..., None, None, :]
     cov = tf.einsum("...hw,...hwi,...hwj->...ij", k, d, d)
     return mean, cov
+
+
+LAMBDA_FLOOR = 0.05  # eigenvalue floor of kernel_features: a delta kernel (plain bicubic) has none
+KERNEL_FEATURES = 2
+
+
+def kernel_features(kernel):
+    """(log √(λ1 λ2), log(λ1 / λ2)): a blur kernel's size and anisotropy, λ1 ≥ λ2 the eigenvalues of its
+    covariance (:func:`kernel_moments`) floored at ``LAMBDA_FLOOR``; float32 graph code of builtin ops (exporters)."""
+    k = tf.cast(kernel, tf.float32)
+    k = k / tf.reduce_sum(k)
+    x = tf.cast(tf.range(tf.shape(k)[1]), tf.float32)[None, :]
+    y = tf.cast(tf.range(tf.shape(k)[0]), tf.float32)[:, None]
+    dx, dy = x - tf.reduce_sum(k * x), y - tf.reduce_sum(k * y)
+    a, b, c = tf.reduce_sum(k * dx * dx), tf.reduce_sum(k * dx * dy), tf.reduce_sum(k * dy * dy)
+    spread = tf.sqrt(tf.square((a - c) / 2) + tf.square(b))
+    log1 = tf.math.log(tf.maximum((a + c) / 2 + spread, LAMBDA_FLOOR))
+    log2 = tf.math.log(tf.maximum((a + c) / 2 - spread, LAMBDA_FLOOR))
+    return tf.stack([(log1 + log2) / 2, log1 - log2])
 
 
 IDENTITY = np.ones((1, 1), np.float32)  # the kernel of no blur: plain MATLAB bicubic / subsampling

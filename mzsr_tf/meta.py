@@ -32,10 +32,23 @@ import tensorflow as tf
 from mzsr_tf.backward import l1_loss_and_grads
 from mzsr_tf.conv_ops import BUILTIN, ConvOps
 from mzsr_tf.errors import InputError
-from mzsr_tf.model import forward
+from mzsr_tf.model import PARAM_SPECS, forward
 from mzsr_tf.optim import sgd
 
-__all__ = ["MetaConfig", "loss_weights", "monotone_penalty", "step_rates", "fast_adapt", "meta_objective", "l1"]
+__all__ = [
+    "MetaConfig",
+    "loss_weights",
+    "monotone_penalty",
+    "kernel_rates",
+    "task_rates",
+    "step_rates",
+    "fast_adapt",
+    "meta_objective",
+    "l1",
+]
+
+SLOPE_UNIT = 100.0  # kernel slopes are stored in hundredths: the rates' Adam moves them as fast, relative to their
+# scale (about 1), as it moves the rates (about 0.01)
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,7 @@ class MetaConfig:
     anneal_steps: int = 3333  # MAML++ annealing length: (1/N)/d with the official d = 6e-5
     step_weights: tuple[float, ...] | None = None  # fixed loss weights of steps 0..N (0: θ itself); None: annealed
     monotone: float = 0.0  # weight of each task's query-loss rises from one update to the next
+    kernel_rates: bool = False  # learned rates scaled per step by the task's kernel (:func:`kernel_rates`)
     precision: str = "float32"  # or 'bfloat16': mixed-precision convolutions in the inner and outer loops
 
     def __post_init__(self):
@@ -90,6 +104,8 @@ class MetaConfig:
             object.__setattr__(self, "step_weights", w)
         if not self.monotone >= 0:
             raise InputError(f"monotone must be >= 0, got {self.monotone}")
+        if self.kernel_rates and not self.learn_inner_lr:
+            raise InputError("kernel_rates scale learned inner rates: it needs learn_inner_lr")
 
 
 def l1(a, b):
@@ -114,6 +130,21 @@ def loss_weights(step, inner_steps: int, anneal_steps: int):
 def monotone_penalty(losses):
     """Σ_j max(0, L_j − L_{j−1}) over one task's query losses L_0 (θ itself), L_1 … L_N: how much its updates hurt."""
     return tf.reduce_sum(tf.nn.relu(losses[1:] - losses[:-1]))
+
+
+def kernel_rates(table, features):
+    """The per-tensor rates [rows, 16] of a learned table for one kernel.
+
+    A table [rows, 16] is the same for every kernel (MAML++ LSLR). A kernel-conditioned table [rows, 16 + F] holds
+    per step j rates α_j and slopes w_j: α_j · exp(SLOPE_UNIT · w_j · φ(k)), φ = ``kernels.kernel_features``, so
+    one update rule may take a large first step for a sharp kernel and almost none for one θ already serves.
+    """
+    table = tf.convert_to_tensor(table, tf.float32)
+    n = len(PARAM_SPECS)
+    if table.shape[-1] == n:
+        return table
+    features = tf.cast(features, tf.float32)
+    return table[:, :n] * tf.exp(SLOPE_UNIT * tf.linalg.matvec(table[:, n:], features))[:, None]
 
 
 def step_rates(inner_lr, step: int, n: int) -> list:
@@ -156,6 +187,14 @@ def fast_adapt(
     return fast, tf.stack(query_losses)
 
 
+def task_rates(config: MetaConfig, inner_lr, tasks, t: int):
+    """The inner rates of task ``t`` of a meta-batch: ``config.inner_lr``, the learned table, or the table under
+    the task's kernel (its features ``tasks[4][t]``)."""
+    if inner_lr is None:
+        return config.inner_lr
+    return kernel_rates(inner_lr, tasks[4][t]) if config.kernel_rates else inner_lr
+
+
 def meta_objective(
     params,
     tasks,
@@ -166,21 +205,21 @@ def meta_objective(
     ops: ConvOps = BUILTIN,
     inner_lr=None,
 ):
-    """Σ_j w_j · mean_tasks L_te(θ'_j) for a meta-batch ``tasks = (x_tr, y_tr, x_te, y_te)``.
+    """Σ_j w_j · mean_tasks L_te(θ'_j) for a meta-batch ``tasks = (x_tr, y_tr, x_te, y_te[, φ])``.
 
-    Each tensor is [tasks, task_batch, P, P, 3]. Under a distribution strategy each replica holds
-    some tasks; dividing by ``global_tasks`` makes the replicas' sum the global mean. ``inner_lr``:
-    the learned [inner_steps, 16] rates with ``config.learn_inner_lr`` (default: ``config.inner_lr``).
+    Each tensor is [tasks, task_batch, P, P, 3], φ [tasks, F] the tasks' ``kernel_features``. Under a distribution
+    strategy each replica holds some tasks; dividing by ``global_tasks`` makes the replicas' sum the global mean.
+    ``inner_lr``: the learned [inner_steps, 16] rates with ``config.learn_inner_lr``, [inner_steps, 16 + F] with
+    ``config.kernel_rates`` (:func:`kernel_rates`; default: ``config.inner_lr``).
     Returns (objective, per-step query losses averaged over this replica's tasks).
     """
-    x_tr, y_tr, x_te, y_te = tasks
+    x_tr, y_tr, x_te, y_te = tasks[:4]
     local = x_tr.shape[0]
     per_step, unadapted, rises = [], [], []
     for t in range(local):
         _, losses = fast_adapt(
             params, x_tr[t], y_tr[t], x_te[t], y_te[t], config.inner_steps,
-            config.inner_lr if inner_lr is None else inner_lr, first_order,
-            config.precision, ops,
+            task_rates(config, inner_lr, tasks, t), first_order, config.precision, ops,
         )  # fmt: skip
         per_step.append(losses)
         if (config.step_weights and config.step_weights[0]) or config.monotone:

@@ -39,8 +39,8 @@ from mzsr_tf.kernel_estimation import (
     luminance,
     save_estimator,
 )
-from mzsr_tf.kernels import resolve_degradation
-from mzsr_tf.meta import MetaConfig, fast_adapt, meta_objective
+from mzsr_tf.kernels import KERNEL_FEATURES, resolve_degradation
+from mzsr_tf.meta import MetaConfig, fast_adapt, meta_objective, task_rates
 from mzsr_tf.model import MZSRNet, forward
 from mzsr_tf.weights import load_inner_lr, load_params, save_params
 
@@ -253,12 +253,12 @@ class MetaStage(Stage):
     def validate(self, variables, batch):
         """PSNR (RGB, no shave) of the query patches before and after the inner loop."""
         params, inner_lr = self.split_rates(variables)
-        x_tr, y_tr, x_te, y_te = batch
+        x_tr, y_tr, x_te, y_te = batch[:4]
         before, after = [], []
         for t in range(x_tr.shape[0]):
             fast, _ = fast_adapt(
                 params, x_tr[t], y_tr[t], x_te[t], y_te[t], self.config.inner_steps,
-                self.config.inner_lr if inner_lr is None else inner_lr, True, ops=self.conv_ops,
+                task_rates(self.config, inner_lr, batch, t), True, ops=self.conv_ops,
             )  # fmt: skip
             before.append(_psnr(forward(params, x_te[t]), y_te[t]))
             after.append(_psnr(forward(fast, x_te[t]), y_te[t]))
@@ -487,13 +487,20 @@ class _TrainState:
         return pairs + ([(self.rates_optimizer, 1)] if self.rates_optimizer is not None else [])
 
 
+def initial_rates(config, n: int):
+    """The learned rates' starting table: ``inner_lr`` for each of the ``n`` tensors and inner steps, and with
+    ``kernel_rates`` slopes of 0 (the same rates for every kernel; ``meta.kernel_rates``)."""
+    slopes = KERNEL_FEATURES if config.kernel_rates else 0
+    return tf.concat([tf.fill([config.inner_steps, n], config.inner_lr), tf.zeros([config.inner_steps, slopes])], 1)
+
+
 def _build_state(stage: Stage, run: RunConfig, config, strategy) -> _TrainState:
     """The net, θ's Adam and, with learned inner rates, the rates and their own Adam, under ``strategy``."""
     with strategy.scope():
         net = stage.make_net()
         rates, rates_optimizer, extra = [], None, {}
         if stage.learns_rates:
-            rates = [tf.Variable(tf.fill([config.inner_steps, len(net.params)], config.inner_lr), name="inner_lr")]
+            rates = [tf.Variable(initial_rates(config, len(net.params)), name="inner_lr")]
         optimizer = keras.optimizers.Adam(stage.learning_rate(), epsilon=1e-8)
         optimizer.build(net.params)
         if rates:  # the rates have an Adam of their own (their learning rate may differ from θ's)
@@ -523,8 +530,10 @@ def _restore_or_init(state: _TrainState, stage: Stage, run: RunConfig, config, c
     if run.init:
         state.net.set_params(stage.load_init(run.init))
         init_rates = load_inner_lr(run.init) if state.rates else None
-        if init_rates is not None and init_rates.shape == tuple(state.rates[0].shape):
-            state.rates[0].assign(init_rates)
+        if init_rates is not None and init_rates.shape[0] == state.rates[0].shape[0]:
+            if init_rates.shape[1] < state.rates[0].shape[1]:  # kernel slopes start at 0: the rates as they were
+                init_rates = np.pad(init_rates, [(0, 0), (0, state.rates[0].shape[1] - init_rates.shape[1])])
+            state.rates[0].assign(init_rates[:, : state.rates[0].shape[1]])
 
 
 def _log_train_step(state: _TrainState, loss, per_step, seconds_per_step: float) -> None:

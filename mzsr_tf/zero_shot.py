@@ -40,7 +40,8 @@ from mzsr_tf.degradation import degrade
 from mzsr_tf.ensemble import back_projection, dihedral_shift, geometric_self_ensemble
 from mzsr_tf.errors import InputError
 from mzsr_tf.imresize import output_length, shift_reach, upscale
-from mzsr_tf.kernels import Degradation, kernel_offset
+from mzsr_tf.kernels import KERNEL_FEATURES, Degradation, kernel_features, kernel_offset
+from mzsr_tf.meta import kernel_rates
 from mzsr_tf.model import PARAM_SPECS, forward
 from mzsr_tf.noise import son_noise_sigma
 from mzsr_tf.optim import Adam, adam, descend, sgd, zero_moments
@@ -106,7 +107,8 @@ class AdaptConfig:
 
     steps: int = 10  # gradient updates (MZSR(1) / MZSR(10))
     learning_rates: tuple[float, ...] | None = None  # step i uses [min(i, len - 1)]; None: DEFAULT_RATES
-    layer_rates: tuple[tuple[float, ...], ...] | None = None  # SGD rates per step (rows) and tensor, learned (LSLR)
+    layer_rates: tuple[tuple[float, ...], ...] | None = None  # SGD rates per step (rows) and tensor, learned (LSLR;
+    # rows of 16 + F: and kernel slopes, ``meta.kernel_rates``)
     optimizer: str = "adam"  # 'adam' or 'sgd' (official)
     adam_epsilon: float = 1e-8  # Adam's ε on √v̂ (Kingma & Ba's default)
     max_pixels: int = 512 * 512  # LR images above this train on random crops ...
@@ -130,6 +132,10 @@ class AdaptConfig:
             raise InputError(f"noise_sigma must be >= 0 or 'auto', got {self.noise_sigma!r}")
         if self.layer_rates is not None and (self.optimizer != "sgd" or self.learning_rates is not None):
             raise InputError("layer_rates are SGD rates of their own: not with adam or learning_rates")
+        widths = {len(row) for row in self.layer_rates or ()}
+        n = len(PARAM_SPECS)
+        if not widths <= {n, n + KERNEL_FEATURES} or len(widths) > 1:
+            raise InputError(f"layer_rates rows must have {n} or {n + KERNEL_FEATURES} entries, got {sorted(widths)}")
 
     @classmethod
     def learned(cls, inner_lr, **overrides) -> AdaptConfig:
@@ -178,13 +184,19 @@ def learning_rates(config: AdaptConfig) -> np.ndarray:
     return np.array([lrs[min(i, len(lrs) - 1)] for i in range(config.steps)], np.float32)
 
 
-def rate_matrix(config: AdaptConfig) -> np.ndarray:
-    """Learning rate of each step and tensor, [steps, 16]: ``layer_rates`` rows, or the schedule for every tensor."""
+def rate_matrix(config: AdaptConfig, kernel=None) -> np.ndarray:
+    """Learning rate of each step and tensor, [steps, 16]: ``layer_rates`` rows, or the schedule for every tensor.
+    Kernel-conditioned rows (``meta.kernel_rates``) need the photo's blur ``kernel``."""
     n = len(PARAM_SPECS)
     if config.layer_rates is None:
         return np.repeat(learning_rates(config)[:, None], n, axis=1)
     rows = np.asarray(config.layer_rates, np.float32)
-    return rows[np.minimum(np.arange(config.steps), len(rows) - 1)].reshape(config.steps, n)
+    rows = rows[np.minimum(np.arange(config.steps), len(rows) - 1)].reshape(config.steps, -1)
+    if rows.shape[1] == n:
+        return rows
+    if kernel is None:
+        raise InputError("kernel-conditioned rates need the kernel")
+    return kernel_rates(rows, kernel_features(kernel)).numpy()
 
 
 def training_pair(father, kernel, scale: int, subsample: str = "direct", noise_sigma=0.0, seed=None):
@@ -420,7 +432,7 @@ def adapt(params, lr_image, degradation: Degradation, scale, config: AdaptConfig
         tf.convert_to_tensor(lr_image, tf.float32), tf.convert_to_tensor(kernel, tf.float32), seed, tf.constant(sigma)
     )
     crop_limits = tf.constant([config.max_pixels, config.crop_size], tf.int32)
-    rates = rate_matrix(config)
+    rates = rate_matrix(config, kernel)
 
     def run(state, n):
         """``n`` updates from ``state = (done, fast, moments, kept)``."""

@@ -29,7 +29,7 @@ from mzsr_tf.export.tflite import (
     weight_slots,
 )
 from mzsr_tf.kernel_estimation import estimate_kernel, init_estimator, load_estimator, save_estimator
-from mzsr_tf.kernels import Degradation, gaussian_kernel, kernel_offset, validate_kernel
+from mzsr_tf.kernels import Degradation, gaussian_kernel, kernel_features, kernel_offset, validate_kernel
 from mzsr_tf.metrics import to_uint8
 from mzsr_tf.model import init_params, param_shapes, super_resolve
 from mzsr_tf.weights import load_params, save_params
@@ -333,8 +333,9 @@ def test_tflite_estimates_the_kernel_like_tf(tflite_path, exported, image):
 
 def device_adapt(interpreter, lr, steps, rates=None):
     """The app's loop: ``steps`` train_steps with the model's own ``learning_rates`` rows (or ``rates``); losses."""
-    table = runner(interpreter, "learning_rates")()["learning_rates"] if rates is None else rates
-    train, kernel = runner(interpreter, "train_step"), embed_kernel(KERNEL, KERNEL_SIZE)
+    kernel = embed_kernel(KERNEL, KERNEL_SIZE)
+    table = runner(interpreter, "learning_rates")(kernel=kernel)["learning_rates"] if rates is None else rates
+    train = runner(interpreter, "train_step")
     rows = [table[min(i, len(table) - 1)] for i in range(steps)]
     return [train(image=lr[None], kernel=kernel, learning_rate=np.atleast_1d(np.float32(row)))["loss"] for row in rows]
 
@@ -346,7 +347,7 @@ def test_tflite_adaptation_matches_tf(tflite_path, exported, image):
     lr = image.astype(np.float32) / 255.0
     config = AdaptConfig.official(steps=7)  # train_step is an SGD update
     interpreter = Interpreter(model_path=str(tflite_path))
-    table = runner(interpreter, "learning_rates")()["learning_rates"]
+    table = runner(interpreter, "learning_rates")(kernel=embed_kernel(KERNEL, KERNEL_SIZE))["learning_rates"]
     np.testing.assert_array_equal(table, np.repeat(np.float32(OFFICIAL_RATES)[:, None], 16, axis=1))
     losses = device_adapt(interpreter, lr, config.steps)
     sr = runner(interpreter, "super_resolve")(image=lr[None])["sr"]
@@ -557,12 +558,17 @@ def test_sigterm_mid_export_leaves_no_staging_folder(tmp_path):
 
 
 @pytest.mark.slow
-def test_learned_rates_travel_into_the_weights_files_and_the_servings_adaptation(tmp_path, image):
-    """Weights with meta-learned rates: export keeps them, and the SavedModel adapts as adapt.py does for them."""
+@pytest.mark.parametrize("slopes", [0, 2])
+def test_learned_rates_travel_into_the_weights_files_and_the_servings_adaptation(tmp_path, image, slopes):
+    """Weights with meta-learned rates (plain, or with kernel slopes: ``meta.kernel_rates``): export keeps them, and
+    the SavedModel and the device adapt as adapt.py does for them."""
+    from mzsr_tf.meta import kernel_rates
     from mzsr_tf.weights import load_inner_lr
 
     params = distinct_params(4)
-    rates = np.random.default_rng(0).uniform(0.005, 0.02, (3, 16)).astype(np.float32)
+    rng = np.random.default_rng(0)
+    rates = np.concatenate([rng.uniform(0.005, 0.02, (3, 16)), rng.uniform(-0.003, 0.003, (3, slopes))], 1)
+    rates = rates.astype(np.float32)
     weights = save_params(params, tmp_path / "lslr.weights.h5", inner_lr=rates)
     out = tmp_path / "out"
     argv = ["--weights", weights, "--out", out, "--kernel-size", KERNEL_SIZE, "--max-pixels", MAX_PIXELS]
@@ -576,7 +582,9 @@ def test_learned_rates_travel_into_the_weights_files_and_the_servings_adaptation
 
     # the device runs the same rule (without the guard): its learning_rates, one rate per tensor
     interpreter = Interpreter(model_path=str(out / FILES["tflite"]))
-    np.testing.assert_array_equal(runner(interpreter, "learning_rates")()["learning_rates"], rates)
+    table = runner(interpreter, "learning_rates")(kernel=embed_kernel(KERNEL, KERNEL_SIZE))["learning_rates"]
+    np.testing.assert_allclose(table, kernel_rates(rates, kernel_features(KERNEL)), rtol=1e-5)
+    assert slopes == 0 or not np.allclose(table, rates[:, :16], rtol=1e-3)
     lr = image.astype(np.float32) / 255.0
     losses = device_adapt(interpreter, lr, 4)
     device = dataclasses.replace(config, keep_best=False, noise_sigma=0.0)  # the device's son is noise-free

@@ -55,6 +55,24 @@ def test_gaussian_kernel_covariance_is_sigma(l1, l2, theta):
     np.testing.assert_allclose(covariance_of(kernel), paper_sigma(l1, l2, theta), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("l1, l2, theta", [(4.0, 1.0, -0.5), (2.0, 2.0, 0.0), (5.0, 0.6, 1.0), (1.2, 1.0, 2.8)])
+def test_kernel_features_are_log_size_and_log_anisotropy(l1, l2, theta):
+    from mzsr_tf.kernels import kernel_features
+
+    kernel = gaussian_kernel(l1, l2, theta, size=BIG)
+    expected = [np.log(np.sqrt(l1 * l2)), np.log(l1 / l2)]
+    np.testing.assert_allclose(kernel_features(kernel), expected, atol=1e-4)
+    shifted = np.pad(kernel.numpy()[:-2, 1:], [(2, 0), (0, 1)])  # off-centre: the same features
+    np.testing.assert_allclose(kernel_features(shifted), expected, atol=1e-3)
+
+
+def test_kernel_features_of_no_blur_are_the_floor():
+    from mzsr_tf.kernels import IDENTITY, LAMBDA_FLOOR, kernel_features
+
+    np.testing.assert_allclose(kernel_features(IDENTITY), [np.log(LAMBDA_FLOOR), 0.0], atol=1e-6)
+    np.testing.assert_allclose(kernel_features(5 * np.pad(IDENTITY, 3)), [np.log(LAMBDA_FLOOR), 0.0], atol=1e-6)
+
+
 def test_gaussian_kernel_orientation_of_g_d_ani():
     """theta = -0.5 with l1 > l2: the long axis runs from top-right to bottom-left (x and y anti-correlated)."""
     kernel = gaussian_kernel(4.0, 1.0, -0.5, size=BIG).numpy()

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from mzsr_tf.conv_ops import BUILTIN, NATIVE
 from mzsr_tf.errors import InputError
-from mzsr_tf.meta import MetaConfig, fast_adapt, l1, loss_weights, meta_objective, monotone_penalty
+from mzsr_tf.meta import MetaConfig, fast_adapt, kernel_rates, l1, loss_weights, meta_objective, monotone_penalty
 from mzsr_tf.model import forward
 
 
@@ -201,3 +201,41 @@ def test_meta_gradient_reaches_the_learned_rates(task, first_order):
     numeric = (objective_at(eps) - objective_at(-eps)) / (2 * eps)
     if not first_order:
         np.testing.assert_allclose(grad.sum(), numeric, rtol=1e-2)
+
+
+def test_kernel_rates_scale_each_steps_rates_by_the_kernels_features():
+    from mzsr_tf.meta import SLOPE_UNIT
+
+    rng = np.random.default_rng(0)
+    alpha = rng.uniform(0.005, 0.02, (3, 16)).astype(np.float32)
+    slopes = np.float32([[0.0, 0.0], [-0.01, 0.0], [0.002, 0.005]])
+    features = np.float32([0.7, 1.4])
+    np.testing.assert_array_equal(kernel_rates(alpha, features), alpha)  # plain rates: the same for every kernel
+    got = kernel_rates(np.concatenate([alpha, slopes], 1), features).numpy()
+    expected = alpha * np.exp(SLOPE_UNIT * slopes @ features)[:, None]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    np.testing.assert_allclose(got[0], alpha[0], rtol=1e-6)  # zero slopes: the rates as they were
+    assert got[1, 0] < alpha[1, 0] / 2 < got[2, 0]
+
+
+def test_kernel_conditioned_meta_objective_takes_each_tasks_features_and_trains_the_slopes(task):
+    tasks = tuple(tf.cast(tf.stack([t, t[..., ::-1]]), tf.float32) for t in task)
+    params = [tf.cast(p, tf.float32) for p in tiny_params(0)]
+    config = MetaConfig(inner_steps=2, learn_inner_lr=True, kernel_rates=True, step_weights=(0, 1, 1))
+    table = tf.Variable(np.concatenate([np.full((2, 16), 0.5), [[0.0, 0.004], [0.003, 0.0]]], 1).astype(np.float32))
+    features = tf.constant([[0.7, 0.0], [-1.6, 1.2]])
+    with tf.GradientTape() as tape:
+        objective, _ = meta_objective(params, (*tasks, features), 0, config, False, inner_lr=table)
+    per_task = []
+    for t in range(2):
+        rates = kernel_rates(table, features[t])
+        _, losses = fast_adapt(params, tasks[0][t], tasks[1][t], tasks[2][t], tasks[3][t], 2, rates)
+        per_task.append(float(tf.reduce_mean(losses)))
+    assert float(objective) == pytest.approx(np.mean(per_task), rel=1e-5)
+    grads = tape.gradient(objective, table).numpy()
+    assert np.abs(grads[:, 16:]).min() > 0  # the slopes learn
+    plain = MetaConfig(inner_steps=2, learn_inner_lr=True, step_weights=(0, 1, 1))
+    unconditioned, _ = meta_objective(params, tasks, 0, plain, False, inner_lr=table[:, :16])
+    assert float(unconditioned) != pytest.approx(float(objective), rel=1e-4)
+    with pytest.raises(InputError, match="learn_inner_lr"):
+        MetaConfig(kernel_rates=True)

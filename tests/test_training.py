@@ -347,6 +347,14 @@ def test_learned_inner_rates_train_resume_and_ship_with_the_weights(data_dir, tm
     np.testing.assert_allclose(
         load_inner_lr(again / "final.weights.h5"), load_inner_lr(out / "final.weights.h5"), atol=1e-9
     )
+    # kernel-conditioned rates from those: slopes from 0 beside them, learned, shipped with them
+    conditioned = tmp_path / "conditioned"
+    argv3 = TINY_META + ["--data", data_dir, "--out", conditioned, "--learn-inner-lr", "--kernel-rates"]
+    code, err = run(argv3 + ["--steps", "2", "--init", out / "final.weights.h5", "--meta-lr", "1e-3"], capsys)
+    assert code == 0, err
+    table = load_inner_lr(conditioned / "final.weights.h5")
+    assert table.shape == (2, 18) and np.abs(table[:, 16:]).min() > 0
+    assert np.abs(table[:, :16] - load_inner_lr(out / "final.weights.h5")).max() < 1e-2  # two Adam steps away
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from mzsr_tf.zero_shot import (
     adapt_graph,
     guard_loss,
     learning_rates,
+    rate_matrix,
     super_resolve_tiled,
     zero_shot_sr,
 )
@@ -268,6 +269,29 @@ def test_learned_rates_run_sgd_per_tensor_and_step(lr_image):
     assert not np.array_equal(fast[0], params[0])
     with pytest.raises(InputError, match="layer_rates"):
         AdaptConfig(layer_rates=((1e-2,) * 16,))  # adam
+
+
+def test_kernel_conditioned_rates_adapt_with_the_photos_kernel(lr_image):
+    """Rows of 16 rates and 2 kernel slopes (``meta.kernel_rates``) run the rates scaled for the photo's kernel."""
+    from mzsr_tf.kernels import kernel_features
+    from mzsr_tf.meta import kernel_rates
+
+    params = init_params(7)
+    table = np.concatenate([np.full([2, 16], 1e-2), [[0.0, 0.0], [-0.004, 0.003]]], 1).astype(np.float32)
+    config = AdaptConfig.learned(table, steps=3, precision="float32", noise_sigma=0.0, keep_best=False)
+    scaled = kernel_rates(table, kernel_features(KERNEL.kernel)).numpy()
+    np.testing.assert_allclose(rate_matrix(config, KERNEL.kernel), scaled[[0, 1, 1]], rtol=1e-6)
+    assert not np.allclose(scaled[1], 1e-2, rtol=1e-2)
+    fast, losses, _ = adapt(params, lr_image, KERNEL, 2, config)
+    plain = AdaptConfig.learned(scaled, steps=3, precision="float32", noise_sigma=0.0, keep_best=False)
+    fast_plain, losses_plain, _ = adapt(params, lr_image, KERNEL, 2, plain)
+    np.testing.assert_allclose(losses, losses_plain, rtol=1e-6)
+    for a, b in zip(fast, fast_plain):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9)
+    with pytest.raises(InputError, match="need the kernel"):
+        rate_matrix(config)
+    with pytest.raises(InputError, match="16 or 18"):
+        AdaptConfig(optimizer="sgd", layer_rates=((1e-2,) * 17,))
 
 
 def test_a_noisy_son_equals_the_one_graph_loop_and_auto_estimates_the_images_noise(lr_image, monkeypatch):

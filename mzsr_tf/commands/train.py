@@ -102,6 +102,12 @@ def build_parser(only_given: bool = False):
         help="learn the inner rate per tensor and inner step (MAML++ LSLR), shipped with the weights",
     )
     meta.add_argument("--inner-lr-meta-lr", type=float, help="with --learn-inner-lr: Adam rate of the rates (meta-lr)")
+    meta.add_argument(
+        "--kernel-rates",
+        action="store_true",
+        default=None,
+        help="with --learn-inner-lr: scale each step's rates by the task's kernel (size, anisotropy), learned too",
+    )
     meta.add_argument("--first-order", action="store_true", default=None, help="first-order MAML throughout")
     meta.add_argument("--first-order-steps", type=int, help="first-order warm-up steps (0)")
     meta.add_argument("--anneal-steps", type=int, help="MAML++ loss-weight annealing length (3333)")
@@ -220,6 +226,7 @@ def main(argv=None):
         support=args.support,
         learn_inner_lr=args.learn_inner_lr,
         inner_lr_meta_lr=args.inner_lr_meta_lr,
+        kernel_rates=args.kernel_rates,
         first_order=args.first_order,
         first_order_steps=args.first_order_steps,
         anneal_steps=args.anneal_steps,

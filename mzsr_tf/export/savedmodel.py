@@ -32,7 +32,8 @@ import tensorflow as tf
 
 from mzsr_tf.imresize import upscale
 from mzsr_tf.kernel_estimation import estimate_graph
-from mzsr_tf.kernels import kernel_offset
+from mzsr_tf.kernels import kernel_features, kernel_offset
+from mzsr_tf.meta import kernel_rates
 from mzsr_tf.metrics import to_uint8
 from mzsr_tf.model import PARAM_NAMES, forward
 from mzsr_tf.noise import son_noise_sigma_graph
@@ -165,6 +166,8 @@ class ServingModule(tf.Module):
     def _adapted_sr(self, lr, kernel, steps):
         schedule = self._config.layer_rates or self._config.schedule
         rates = schedule_rates(_checked_steps(steps, self.max_steps), schedule)
+        if self._config.layer_rates:  # learned rates, kernel-conditioned or not (meta.kernel_rates)
+            rates = kernel_rates(rates, kernel_features(kernel))
         sigma = son_noise_sigma_graph(lr[0]) if self._config.noise_sigma == "auto" else self._config.noise_sigma
         theta = [v.read_value() for v in self.theta]
         fast, _ = adapt_graph(theta, lr[0], kernel, rates, self.scale, self._config, SUBSAMPLE, sigma)

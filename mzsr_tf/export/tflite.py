@@ -11,9 +11,10 @@ meta-test loop (paper Algorithm 2) by calling the signatures:
   the gradient is the hand-written ``backward.l1_loss_and_grads`` (``GradientTape`` needs Flex ops);
   ``loss`` is the L1 before the update, as ``zero_shot.adapt`` reports it; ``offset`` is the kernel's
   (``kernels.kernel_offset``, float32 [2]): the phase of the son's up-sampling, kept for ``super_resolve``.
-* ``learning_rates() -> learning_rates``: the update rule to run, float32 [K, 16], row i for update i + 1 (updates
-  past K reuse the last row): θ_M's meta-learned rates (``AdaptConfig.learned``, MAML++ LSLR) when it has them,
-  else the official ``test.py`` schedule for the scale (``AdaptConfig.official``).
+* ``learning_rates(kernel) -> learning_rates``: the update rule to run for this kernel, float32 [K, 16], row i for
+  update i + 1 (updates past K reuse the last row): θ_M's meta-learned rates (``AdaptConfig.learned``, MAML++ LSLR;
+  scaled by the kernel when they are kernel-conditioned, ``meta.kernel_rates``) when it has them, else the official
+  ``test.py`` schedule for the scale (``AdaptConfig.official``).
 * ``super_resolve(image) -> sr``: clip(net(bicubic↑s(image))) at (sH, sW) with the current weights, up-sampled
   with the last ``train_step``'s kernel offset (as ``zero_shot.zero_shot_sr``).
 * ``reset() -> ok``: back to θ_M and offset 0 (TFLite drops signatures without outputs, hence ``ok``).
@@ -56,7 +57,8 @@ from mzsr_tf.backward import l1_loss_and_grads
 from mzsr_tf.conv_ops import TAPS
 from mzsr_tf.export.profile import op_name
 from mzsr_tf.kernel_estimation import estimate_graph
-from mzsr_tf.kernels import kernel_offset
+from mzsr_tf.kernels import kernel_features, kernel_offset
+from mzsr_tf.meta import kernel_rates
 from mzsr_tf.model import PARAM_NAMES, super_resolve
 from mzsr_tf.optim import sgd
 from mzsr_tf.zero_shot import AdaptConfig, rate_matrix, training_pair
@@ -104,10 +106,11 @@ def embed_kernel(kernel, size: int) -> np.ndarray:
 
 
 def device_rates(scale: int, inner_lr=None) -> np.ndarray:
-    """The ``learning_rates`` signature's table, [K, 16]: ``inner_lr``'s rows (``AdaptConfig.learned``), else the
-    official schedule of the released model for ``scale`` (``AdaptConfig.official``), one row per update."""
+    """The update rule behind the ``learning_rates`` signature, one row per update: ``inner_lr``'s rows ([K, 16],
+    or [K, 16 + F] kernel-conditioned: ``meta.kernel_rates``), else the official schedule of the released model for
+    ``scale`` (``AdaptConfig.official``), [K, 16]."""
     if inner_lr is not None:
-        return rate_matrix(AdaptConfig.learned(inner_lr, steps=len(inner_lr)))
+        return np.asarray(inner_lr, np.float32)
     return rate_matrix(AdaptConfig.official(scale, steps=len(AdaptConfig.official(scale).schedule)))
 
 
@@ -119,7 +122,8 @@ class AdaptationModule(tf.Module):
       scale: integer SR factor.
       kernel_size: side of ``train_step``'s kernel input.
       estimator: kernel estimator weights (``kernel_estimation``) for ``estimate_kernel``, or None.
-      inner_lr: θ_M's meta-learned rates [K, 16] for ``learning_rates`` (:func:`device_rates`), or None.
+      inner_lr: θ_M's meta-learned rates [K, 16] or [K, 16 + F] for ``learning_rates`` (:func:`device_rates`),
+        or None.
     """
 
     def __init__(self, params, scale: int, kernel_size: int, estimator=None, inner_lr=None):
@@ -135,7 +139,7 @@ class AdaptationModule(tf.Module):
         rate = tf.TensorSpec([None], tf.float32, name="learning_rate")
         self.train_step = tf.function(self._train_step, input_signature=[image, kernel, rate])
         self._rates = tf.constant(device_rates(scale, inner_lr))
-        self.learning_rates = tf.function(self._learning_rates, input_signature=[])
+        self.learning_rates = tf.function(self._learning_rates, input_signature=[kernel])
         self.super_resolve = tf.function(self._super_resolve, input_signature=[image])
         self.reset = tf.function(self._reset, input_signature=[])
         self.get_weights = tf.function(self._get_weights, input_signature=[])
@@ -162,8 +166,9 @@ class AdaptationModule(tf.Module):
         self.offset.assign(kernel_offset(kernel))
         return {"loss": loss, "offset": self.offset.read_value()}
 
-    def _learning_rates(self):
-        return {"learning_rates": self._rates}
+    def _learning_rates(self, kernel):
+        """The rates of each update [K, 16] for this kernel (the same for every kernel unless kernel-conditioned)."""
+        return {"learning_rates": kernel_rates(self._rates, kernel_features(kernel / tf.reduce_sum(kernel)))}
 
     def _super_resolve(self, image):
         shape = tf.shape(image)[1:3] * self.scale

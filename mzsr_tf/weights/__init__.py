@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from mzsr_tf.errors import InputError
+from mzsr_tf.kernels import KERNEL_FEATURES
 from mzsr_tf.model import PARAM_NAMES, MZSRNet, param_shapes
 
 __all__ = [
@@ -103,15 +104,20 @@ def load_params(path) -> list[tf.Tensor]:
 
 def _check_inner_lr(rates, source) -> np.ndarray:
     rates = np.asarray(rates, np.float32)
-    if rates.ndim != 2 or rates.shape[0] < 1 or rates.shape[1] != len(PARAM_NAMES):
-        raise InputError(f"{source}: {INNER_LR} has shape {rates.shape}, expected [steps, {len(PARAM_NAMES)}]")
+    n = len(PARAM_NAMES)
+    if rates.ndim != 2 or rates.shape[0] < 1 or rates.shape[1] not in (n, n + KERNEL_FEATURES):
+        raise InputError(
+            f"{source}: {INNER_LR} has shape {rates.shape}, expected [steps, {n}] or, kernel-conditioned, "
+            f"[steps, {n + KERNEL_FEATURES}]"
+        )
     if not np.all(np.isfinite(rates)):
         raise InputError(f"{source}: {INNER_LR} contains NaN or Inf")
     return rates
 
 
 def load_inner_lr(path) -> np.ndarray | None:
-    """The learned inner learning rates (MAML++ LSLR, [steps, 16]) stored with the weights, or None."""
+    """The learned inner learning rates (MAML++ LSLR, [steps, 16]; with kernel slopes [steps, 18],
+    ``meta.kernel_rates``) stored with the weights, or None."""
     path = Path(path)
     try:
         if path.name.endswith(".weights.h5"):
