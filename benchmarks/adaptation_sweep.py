@@ -7,7 +7,8 @@ setting and super-resolved; the table is the mean PSNR-Y (border = scale) per ke
 
 A setting is ``optimizer:rates``, rates a comma list (step i uses rates[min(i, len - 1)]) or
 ``default`` (``mzsr_tf.zero_shot.DEFAULT_RATES``: SGD's is the official Direct×2 schedule), or ``learned``
-(SGD with the per-tensor rates meta-learned with ``--weights``, ``AdaptConfig.learned``), optionally followed
+(SGD with the per-tensor rates meta-learned with ``--weights``, ``AdaptConfig.learned``; ``learned*F``: those rates
+times F, an ablation of their size), optionally followed
 by ``/precision=bfloat16``, ``/crop=N`` (each update on one random N² window of the pair), ``/seed=S``,
 ``/eps=E`` (Adam's ε), ``/son=auto`` or ``/son=σ`` (Gaussian noise on the LR son, 0–255 units; ``auto``:
 the image's own, ``mzsr_tf.noise``) and ``/guard=0|1`` (``AdaptConfig.keep_best``; ``learned`` takes only this)::
@@ -44,6 +45,7 @@ from mzsr_tf.errors import InputError
 from mzsr_tf.io import check_destination
 from mzsr_tf.kernels import Degradation, resolve_degradation
 from mzsr_tf.metrics import modcrop, psnr_y
+from mzsr_tf.model import PARAM_SPECS
 from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")
@@ -60,12 +62,21 @@ def parse_setting(text: str, steps: int, inner_lr=None) -> AdaptConfig:
     guards = [o for o in options if o in ("guard=0", "guard=1")]  # anywhere among the options
     options = [o for o in options if o not in guards]
     guard = {"keep_best": guards[-1] == "guard=1"} if guards else {}
+    optimizer, _, factor = optimizer.partition("*")
     if optimizer == "learned":
         if inner_lr is None:
             raise InputError(f"setting {text!r}: the weights carry no learned rates")
         if rates or options:
             raise InputError(f"setting {text!r}: 'learned' takes no rates or options but /guard=0|1")
-        return AdaptConfig.learned(inner_lr, steps=steps, **guard)
+        try:
+            factor = float(factor or 1.0)
+        except ValueError:
+            raise InputError(f"setting {text!r}: learned*F takes a number F") from None
+        scaled = np.array(inner_lr, np.float32)
+        scaled[:, : len(PARAM_SPECS)] *= factor  # the rates, not a kernel-conditioned table's slopes
+        return AdaptConfig.learned(scaled, steps=steps, **guard)
+    if factor:
+        raise InputError(f"setting {text!r}: only 'learned' takes a factor (learned*F)")
     try:
         learning_rates = None if rates in ("", "default") else tuple(float(r) for r in rates.split(","))
         extra = {**dict(option.split("=", 1) for option in options), **guard}

@@ -277,6 +277,12 @@ def test_adaptation_sweep_compares_settings_on_held_out_photos(tmp_path, capsys)
     assert adaptation_sweep.parse_setting("adam:default/guard=1/crop=64", 3).crop_size == 64
     with pytest.raises(InputError, match="guard"):
         adaptation_sweep.parse_setting("learned/crop=64", 7, rates)
+    conditioned = np.concatenate([rates, np.full([5, 2], 1e-3, np.float32)], 1)
+    half = np.asarray(adaptation_sweep.parse_setting("learned*0.5/guard=0", 7, conditioned).layer_rates)
+    np.testing.assert_allclose(half, np.concatenate([rates / 2, conditioned[:, 16:]], 1))  # the rates, not slopes
+    for bad in ("learned*x", "adam*2:1e-4"):
+        with pytest.raises(InputError, match="factor|number"):
+            adaptation_sweep.parse_setting(bad, 1, rates)
 
 
 def test_adaptation_sweep_takes_learned_rates_step_lists_and_noise(tmp_path, capsys):
