@@ -21,6 +21,10 @@ with ``support='son'`` each query LR's own (LR son → LR) pair, the pair the me
 With ``learn_inner_lr`` the inner learning rate is learned per tensor and per inner step (MAML++'s
 LSLR, after Meta-SGD, Li et al. 2017): α becomes a [inner_steps, 16] array, trained by the outer loop
 with θ and shipped with θ_M, so the meta-test can run exactly the update rule θ_M was trained for.
+``kernel_rates`` conditions that rule on the task's kernel, which the meta-test knows too: per step a slope
+vector beside the rates scales them by exp(w_j · φ(k)), φ the kernel's log size and log anisotropy
+(:func:`kernel_rates`), since one rate per tensor and step cannot serve at once a sharp kernel, whose first update
+wants a large step, and one that θ already serves, whose first update wants almost none.
 """
 
 from __future__ import annotations
