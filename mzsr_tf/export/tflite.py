@@ -168,7 +168,7 @@ class AdaptationModule(tf.Module):
 
     def _learning_rates(self, kernel):
         """The rates of each update [K, 16] for this kernel (the same for every kernel unless kernel-conditioned)."""
-        return {"learning_rates": kernel_rates(self._rates, kernel_features(kernel / tf.reduce_sum(kernel)))}
+        return {"learning_rates": kernel_rates(self._rates, kernel_features(kernel))}
 
     def _super_resolve(self, image):
         shape = tf.shape(image)[1:3] * self.scale
