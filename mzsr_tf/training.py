@@ -531,7 +531,9 @@ def _restore_or_init(state: _TrainState, stage: Stage, run: RunConfig, config, c
         state.net.set_params(stage.load_init(run.init))
         init_rates = load_inner_lr(run.init) if state.rates else None
         if init_rates is not None and init_rates.shape[0] == state.rates[0].shape[0]:
-            if init_rates.shape[1] < state.rates[0].shape[1]:  # kernel slopes start at 0: the rates as they were
+            # kernel slopes start at 0 beside plain rates (the rates as they were); a run without kernel_rates
+            # takes a kernel-conditioned table's rates and leaves its slopes
+            if init_rates.shape[1] < state.rates[0].shape[1]:
                 init_rates = np.pad(init_rates, [(0, 0), (0, state.rates[0].shape[1] - init_rates.shape[1])])
             state.rates[0].assign(init_rates[:, : state.rates[0].shape[1]])
 
