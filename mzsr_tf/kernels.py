@@ -139,17 +139,19 @@ def kernel_offset(kernel):
     return tf.round(mean * 1024.0) / 1024.0
 
 
-def kernel_moments(kernel):
-    """(mean offset from the grid centre [x, y], covariance 2×2) of a kernel in pixels, p = (col, row)."""
-    k = tf.cast(kernel, tf.float64)
-    k = k / tf.reduce_sum(k)
-    h, w = k.shape[-2], k.shape[-1]
-    xx, yy = tf.meshgrid(tf.range(w, dtype=tf.float64) - (w / 2 - 0.5), tf.range(h, dtype=tf.float64) - (h / 2 - 0.5))
-    p = tf.stack([xx, yy], axis=-1)
-    mean = tf.einsum("...hw,hwi->...i", k, p)
-    d = p - mean[..., None, None, :]
-    cov = tf.einsum("...hw,...hwi,...hwj->...ij", k, d, d)
-    return mean, cov
+def kernel_moments(kernel, dtype=tf.float64):
+    """(mean offset from the grid centre [x, y], covariance 2×2) of a kernel (or [..., h, w] kernels) in pixels,
+    p = (col, row); static or dynamic shape, builtin ops (``kernel_features`` runs it on the device in float32)."""
+    k = tf.cast(kernel, dtype)
+    k = k / tf.reduce_sum(k, axis=[-2, -1], keepdims=True)
+    h, w = tf.shape(k)[-2], tf.shape(k)[-1]
+    x = tf.cast(tf.range(w), dtype) - (tf.cast(w, dtype) / 2 - 0.5)
+    y = (tf.cast(tf.range(h), dtype) - (tf.cast(h, dtype) / 2 - 0.5))[:, None]
+    mean_x, mean_y = tf.reduce_sum(k * x, axis=[-2, -1]), tf.reduce_sum(k * y, axis=[-2, -1])
+    dx, dy = x - mean_x[..., None, None], y - mean_y[..., None, None]
+    xx, xy, yy = (tf.reduce_sum(k * a * b, axis=[-2, -1]) for a, b in ((dx, dx), (dx, dy), (dy, dy)))
+    cov = tf.stack([tf.stack([xx, xy], -1), tf.stack([xy, yy], -1)], -2)
+    return tf.stack([mean_x, mean_y], -1), cov
 
 
 LAMBDA_FLOOR = 0.05  # eigenvalue floor of kernel_features: a delta kernel (plain bicubic) has none
@@ -158,13 +160,9 @@ KERNEL_FEATURES = 2
 
 def kernel_features(kernel):
     """(log √(λ1 λ2), log(λ1 / λ2)): a blur kernel's size and anisotropy, λ1 ≥ λ2 the eigenvalues of its
-    covariance (:func:`kernel_moments`) floored at ``LAMBDA_FLOOR``; float32 graph code of builtin ops (exporters)."""
-    k = tf.cast(kernel, tf.float32)
-    k = k / tf.reduce_sum(k)
-    x = tf.cast(tf.range(tf.shape(k)[1]), tf.float32)[None, :]
-    y = tf.cast(tf.range(tf.shape(k)[0]), tf.float32)[:, None]
-    dx, dy = x - tf.reduce_sum(k * x), y - tf.reduce_sum(k * y)
-    a, b, c = tf.reduce_sum(k * dx * dx), tf.reduce_sum(k * dx * dy), tf.reduce_sum(k * dy * dy)
+    covariance (:func:`kernel_moments`, float32) floored at ``LAMBDA_FLOOR``."""
+    cov = kernel_moments(kernel, tf.float32)[1]
+    a, b, c = cov[0, 0], cov[0, 1], cov[1, 1]
     spread = tf.sqrt(tf.square((a - c) / 2) + tf.square(b))
     log1 = tf.math.log(tf.maximum((a + c) / 2 + spread, LAMBDA_FLOOR))
     log2 = tf.math.log(tf.maximum((a + c) / 2 - spread, LAMBDA_FLOOR))
