@@ -11,7 +11,8 @@ A setting is ``optimizer:rates``, rates a comma list (step i uses rates[min(i, l
 times F, an ablation of their size), optionally followed
 by ``/precision=bfloat16``, ``/crop=N`` (each update on one random N² window of the pair), ``/seed=S``,
 ``/eps=E`` (Adam's ε), ``/son=auto`` or ``/son=σ`` (Gaussian noise on the LR son, 0–255 units; ``auto``:
-the image's own, ``mzsr_tf.noise``) and ``/guard=0|1`` (``AdaptConfig.keep_best``; ``learned`` takes only this)::
+the image's own, ``mzsr_tf.noise``), ``/guard=0|1`` (``AdaptConfig.keep_best``) and ``/backtrack=0|1``
+(``AdaptConfig.backtrack``, SGD; ``learned`` takes only these two)::
 
     python -m benchmarks.adaptation_sweep --settings "sgd:default;adam:1e-4;adam:1.5e-4;adam:2e-4" \\
         --json benchmarks/results/adaptation_sweep.json
@@ -59,28 +60,31 @@ def parse_setting(text: str, steps: int, inner_lr=None) -> AdaptConfig:
     AdaptConfig (``learned`` takes ``inner_lr``, the weights' meta-learned rates)."""
     head, *options = text.split("/")
     optimizer, _, rates = head.partition(":")
-    guards = [o for o in options if o in ("guard=0", "guard=1")]  # anywhere among the options
-    options = [o for o in options if o not in guards]
-    guard = {"keep_best": guards[-1] == "guard=1"} if guards else {}
+    switches = {"guard": "keep_best", "backtrack": "backtrack"}  # /NAME=0|1, anywhere among the options
+    flags = {}
+    for name, field_name in switches.items():
+        given = [o for o in options if o in (f"{name}=0", f"{name}=1")]
+        options = [o for o in options if o not in given]
+        flags |= {field_name: given[-1].endswith("=1")} if given else {}
     optimizer, _, factor = optimizer.partition("*")
     if optimizer == "learned":
         if inner_lr is None:
             raise InputError(f"setting {text!r}: the weights carry no learned rates")
         if rates or options:
-            raise InputError(f"setting {text!r}: 'learned' takes no rates or options but /guard=0|1")
+            raise InputError(f"setting {text!r}: 'learned' takes no rates or options but /guard=0|1, /backtrack=0|1")
         try:
             factor = float(factor or 1.0)
         except ValueError:
             raise InputError(f"setting {text!r}: learned*F takes a number F") from None
         scaled = np.array(inner_lr, np.float32)
         scaled[:, : len(PARAM_SPECS)] *= factor  # the rates, not a kernel-conditioned table's slopes
-        return AdaptConfig.learned(scaled, steps=steps, **guard)
+        return AdaptConfig.learned(scaled, steps=steps, **flags)
     if factor:
         raise InputError(f"setting {text!r}: only 'learned' takes a factor (learned*F)")
     try:
         learning_rates = None if rates in ("", "default") else tuple(float(r) for r in rates.split(","))
-        extra = {**dict(option.split("=", 1) for option in options), **guard}
-        if set(extra) - {"precision", "crop", "seed", "eps", "son", "keep_best"}:
+        extra = {**dict(option.split("=", 1) for option in options), **flags}
+        if set(extra) - {"precision", "crop", "seed", "eps", "son", "keep_best", "backtrack"}:
             raise ValueError
         if "son" in extra:  # the son's noise: 'auto' (estimated from the image) or σ in 0-255 units
             son = extra.pop("son")
@@ -97,7 +101,7 @@ def parse_setting(text: str, steps: int, inner_lr=None) -> AdaptConfig:
     except ValueError:
         raise InputError(
             f"bad setting {text!r}: use optimizer:rates[/precision=P][/crop=N][/seed=S][/eps=E][/son=auto|σ]"
-            "[/guard=0|1], "
+            "[/guard=0|1][/backtrack=0|1], "
             "e.g. adam:1.5e-4"
         ) from None
 

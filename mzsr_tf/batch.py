@@ -131,6 +131,7 @@ def mzsr_runner(job: Job, config, params):
             "precision": config.compute_precision,  # 'auto' resolved on this machine
             "son_noise": config.noise_sigma,
             "keep_best": config.keep_best,
+            "backtrack": config.backtrack,
             "losses": result.losses,
             "updates_kept": result.updates,  # the guard (keep_best) may keep the weights of fewer updates
             **({"diverged_at_update": len(result.losses) + 1} if result.diverged else {}),

@@ -8,6 +8,11 @@ Guard (``AdaptConfig.keep_best``, on with the learned rule): of θ_M and the wei
 with the lowest L1 on the image's own pair are returned, so an overshooting update is never the answer (issue 16:
 "keep the best step by the loss"; chosen on held-out photos, docs/training.md).
 
+Backtracking (``AdaptConfig.backtrack``, SGD): an update after which the L1 on the pair is higher than before it
+is undone and taken again at ``BACKTRACK_SHRINK`` times the rates, which stay shrunk for the updates after it
+(Armijo backtracking on the image's own loss; the "bold driver" of Battiti 1989 without its growth), so the
+updates after an overshoot still make progress where the guard alone could only keep an earlier update.
+
 Optimizers: the official ``test.py`` for Direct×2 takes plain SGD steps, lr 2e-2 for step 1, 1e-2 for
 steps 2-4, 5e-3 after (``AdaptConfig.official()``, ``OFFICIAL_RATES``; its Bicubic×2 and Direct×4 models
 have their own rates). The default is Adam (Kingma &
@@ -64,6 +69,7 @@ __all__ = [
     "guard_loss",
     "keep_lower",
     "nothing_kept",
+    "no_backtrack",
     "super_resolve_tiled",
     "zero_shot_sr",
 ]
@@ -80,6 +86,7 @@ _OFFICIAL_RATES = {  # official test.py per released model: (scale, subsampling)
 ADAM_RATES = (1e-4, 1.5e-4, 2e-4, 2e-4, 2e-4, 1.5e-4)  # chosen on held-out photos (benchmarks/adaptation_sweep.py)
 DEFAULT_RATES = {"sgd": OFFICIAL_RATES, "adam": ADAM_RATES}  # per optimizer, when none are given
 PRECISIONS = ("auto", "float32", "bfloat16")
+BACKTRACK_SHRINK = 0.5  # an undone update is taken again at this times the rates (AdaptConfig.backtrack)
 
 
 @functools.cache
@@ -120,6 +127,7 @@ class AdaptConfig:
     tile: int = 1024  # SR inference in tiles of this many HR pixels (bounded memory)
     seed: int = 0
     keep_best: bool = False  # the guard: θ_M or the update with the lowest L1 on the image's pair (paper: the last)
+    backtrack: bool = False  # undo an update that raised the L1 on the pair, retry at BACKTRACK_SHRINK × the rates
 
     def __post_init__(self):
         if self.optimizer not in DEFAULT_RATES:
@@ -130,6 +138,8 @@ class AdaptConfig:
             raise InputError(f"precision must be 'auto', 'float32' or 'bfloat16', got {self.precision!r}")
         if self.noise_sigma != "auto" and not (isinstance(self.noise_sigma, (int, float)) and self.noise_sigma >= 0):
             raise InputError(f"noise_sigma must be >= 0 or 'auto', got {self.noise_sigma!r}")
+        if self.backtrack and self.optimizer != "sgd":
+            raise InputError("backtrack undoes SGD updates: not with adam")
         if self.layer_rates is not None and (self.optimizer != "sgd" or self.learning_rates is not None):
             raise InputError("layer_rates are SGD rates of their own: not with adam or learning_rates")
         widths = {len(row) for row in self.layer_rates or ()}
@@ -245,6 +255,34 @@ def nothing_kept(params):
     return tf.constant(np.inf, tf.float32), tf.constant(0, tf.int32), list(params)
 
 
+def no_backtrack(params):
+    """Backtracking's state before any update: (L1 before the last update, the weights and gradients it started
+    from, the rates' factor); no loss is higher than the infinite one, so update 0 is never undone."""
+    return tf.constant(np.inf, tf.float32), list(params), [tf.zeros_like(p) for p in params], tf.constant(1.0)
+
+
+def backtracked(fast, grads, loss, back, window, precision: str, whole):
+    """Backtracking's check before an update at ``fast`` (its ``loss`` and ``grads`` on ``window``): if the last
+    update raised the L1 (NaN counts as raised), go back to the weights before it, with their gradients and
+    ``BACKTRACK_SHRINK`` times the factor. Losses on different windows (cropped updates) are compared on this
+    one. Returns (weights, grads, loss, new state)."""
+    last_loss, last_fast, last_grads, factor = back
+    before = tf.cond(
+        whole | tf.math.is_inf(last_loss),
+        lambda: last_loss,
+        lambda: tf.reduce_mean(tf.abs(forward(last_fast, window[..., :3], precision) - window[..., 3:])),
+    )
+    worse = tf.logical_not(loss <= before)
+
+    def pick(a, b):
+        return tf.cond(worse, lambda: a, lambda: b)
+
+    fast, grads = pick(list(last_fast), list(fast)), pick(list(last_grads), list(grads))
+    loss = tf.where(worse, before, loss)
+    factor = tf.where(worse, factor * BACKTRACK_SHRINK, factor)
+    return fast, grads, loss, (loss, fast, grads, factor)
+
+
 def adapt_steps(
     params,
     moments,
@@ -258,6 +296,7 @@ def adapt_steps(
     precision: str = "float32",
     adam_epsilon: float = 1e-8,
     keep_best: bool = False,
+    back=None,
 ):
     """Updates ``start .. start + len(rates) - 1`` of the meta-test on a training pair, as graph code.
 
@@ -278,18 +317,23 @@ def adapt_steps(
       precision: compute type of the updates' convolutions (``backward.l1_loss_and_grads``).
       adam_epsilon: Adam's ε (with ``optimizer='adam'``).
       keep_best: compare the weights before each update with ``kept`` by :func:`guard_loss`.
+      back: backtracking's state (:func:`no_backtrack` at step 0; SGD only), or None: no backtracking.
     Returns:
-      (fast weights, moments, kept, L1 loss before each update [n]).
+      (fast weights, moments, kept, back, L1 loss before each update [n]).
     """
     if rates.shape.rank == 1:
         rates = tf.tile(rates[:, None], [1, len(params)])
     rule = Adam(epsilon=adam_epsilon)
 
     def update(i, fast, state):
-        moments, kept = state
+        moments, kept, back = state
         k = start + i
         window = training_window(pair, crop_limits, seed, k)
         loss, grads = l1_loss_and_grads(fast, window[..., :3], window[..., 3:], precision, NATIVE)
+        factor = 1.0
+        if back:  # a static choice: () without backtracking
+            fast, grads, loss, back = backtracked(fast, grads, loss, back, window, precision, _whole(pair, crop_limits))
+            factor = back[3]
         if keep_best:  # on update 0's window the loss just computed is the guard's
             same = tf.equal(k, 0) | _whole(pair, crop_limits)
             checked = tf.cond(same, lambda: loss, lambda: guard_loss(fast, pair, crop_limits, seed, precision))
@@ -297,11 +341,12 @@ def adapt_steps(
         if optimizer == "adam":
             fast, moments = adam(fast, grads, moments, k + 1, rates[i], rule)
         else:
-            fast = sgd(fast, grads, rates[i])
-        return loss, fast, (moments, kept)
+            fast = sgd(fast, grads, rates[i] * factor)
+        return loss, fast, (moments, kept, back)
 
-    fast, (moments, kept), losses = descend(update, params, (list(moments), kept), tf.shape(rates)[0])
-    return fast, moments, kept, losses
+    state = (list(moments), kept, () if back is None else back)  # a while_loop carries no None
+    fast, (moments, kept, back), losses = descend(update, params, state, tf.shape(rates)[0])
+    return fast, moments, kept, back or None, losses
 
 
 def adapt_graph(params, lr_image, kernel, rates, scale: int, config: AdaptConfig, subsample="direct", noise_sigma=0.0):
@@ -322,9 +367,9 @@ def adapt_graph(params, lr_image, kernel, rates, scale: int, config: AdaptConfig
     pair = tf.concat(training_pair(lr_image[None], kernel, scale, subsample, noise_sigma, seed), -1)
     limits = tf.constant([config.max_pixels, config.crop_size], tf.int32)
     precision = "float32" if config.precision == "auto" else config.precision
-    fast, _, kept, losses = adapt_steps(
+    fast, _, kept, _, losses = adapt_steps(
         params, zero_moments(params), nothing_kept(params), pair, rates, limits, seed, 0, config.optimizer,
-        precision, config.adam_epsilon, config.keep_best,
+        precision, config.adam_epsilon, config.keep_best, no_backtrack(params) if config.backtrack else None,
     )  # fmt: skip
     if config.keep_best:
         fast = keep_lower(kept, guard_loss(fast, pair, limits, seed, precision), tf.shape(rates)[0], fast)[2]
@@ -335,10 +380,13 @@ _PAIR_SPECS = [tf.TensorSpec([None, None, 3], tf.float32), tf.TensorSpec([None, 
 
 
 _KEPT_SPECS = (tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32), PARAM_SPECS)
+_BACK_SPECS = (tf.TensorSpec([], tf.float32), PARAM_SPECS, PARAM_SPECS, tf.TensorSpec([], tf.float32))
 
 
 @functools.cache
-def _adapt_fns(scale: int, subsample: str, optimizer: str, precision: str, adam_epsilon: float, keep_best: bool):
+def _adapt_fns(
+    scale: int, subsample: str, optimizer: str, precision: str, adam_epsilon: float, keep_best: bool, backtrack: bool
+):
     """(make_pair, run_steps, last_loss) graphs per (scale, subsample, optimizer, ...): any image, kernel, son
     noise, steps."""
 
@@ -351,6 +399,7 @@ def _adapt_fns(scale: int, subsample: str, optimizer: str, precision: str, adam_
             PARAM_SPECS,
             PARAM_SPECS * 2,  # Adam moments
             _KEPT_SPECS,  # the guard's choice so far
+            _BACK_SPECS,  # backtracking's state (passed through without backtracking)
             tf.TensorSpec([1, None, None, 6], tf.float32),  # training pair
             tf.TensorSpec([None, len(PARAM_SPECS)], tf.float32),  # learning rate per step and tensor
             tf.TensorSpec([2], tf.int32),  # (max_pixels, crop_size)
@@ -358,13 +407,14 @@ def _adapt_fns(scale: int, subsample: str, optimizer: str, precision: str, adam_
             tf.TensorSpec([], tf.int32),  # first step
         ]
     )
-    def run_steps(params, moments, kept, pair, rates, crop_limits, seed, start):
+    def run_steps(params, moments, kept, back, pair, rates, crop_limits, seed, start):
         TRACES["adapt"] += 1
-        fast, moments, kept, losses = adapt_steps(
-            params, moments, kept, pair, rates, crop_limits, seed, start, optimizer, precision, adam_epsilon, keep_best
-        )
+        fast, moments, kept, back2, losses = adapt_steps(
+            params, moments, kept, pair, rates, crop_limits, seed, start, optimizer, precision, adam_epsilon,
+            keep_best, back if backtrack else None,
+        )  # fmt: skip
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(w)) for w in fast])
-        return fast, moments, kept, losses, finite
+        return fast, moments, kept, back2 if backtrack else back, losses, finite
 
     @tf.function(
         input_signature=[
@@ -423,8 +473,9 @@ def adapt(params, lr_image, degradation: Degradation, scale, config: AdaptConfig
     """
     s = check_input(lr_image, degradation, scale)
     make_pair, run_steps, last_loss = _adapt_fns(
-        s, degradation.subsample, config.optimizer, config.compute_precision, config.adam_epsilon, config.keep_best
-    )
+        s, degradation.subsample, config.optimizer, config.compute_precision, config.adam_epsilon, config.keep_best,
+        config.backtrack,
+    )  # fmt: skip
     sigma = son_noise_sigma(lr_image) if config.noise_sigma == "auto" else float(config.noise_sigma)
     kernel = degradation.blur
     seed = tf.constant([config.seed, 0], tf.int32)
@@ -435,16 +486,16 @@ def adapt(params, lr_image, degradation: Degradation, scale, config: AdaptConfig
     rates = rate_matrix(config, kernel)
 
     def run(state, n):
-        """``n`` updates from ``state = (done, fast, moments, kept)``."""
-        done, fast, moments, kept = state
+        """``n`` updates from ``state = (done, fast, moments, kept, back)``."""
+        done, fast, moments, kept, back = state
         chunk_rates = rates[done : done + n]
-        fast2, moments2, kept2, losses, finite = run_steps(
-            fast, moments, kept, pair, chunk_rates, crop_limits, seed, tf.constant(done, tf.int32)
+        fast2, moments2, kept2, back2, losses, finite = run_steps(
+            fast, moments, kept, back, pair, chunk_rates, crop_limits, seed, tf.constant(done, tf.int32)
         )
-        return (done + n, fast2, moments2, kept2), losses.numpy(), bool(finite)
+        return (done + n, fast2, moments2, kept2, back2), losses.numpy(), bool(finite)
 
     theta = [tf.convert_to_tensor(p, tf.float32) for p in params]
-    state = (0, theta, zero_moments(theta), nothing_kept(theta))
+    state = (0, theta, zero_moments(theta), nothing_kept(theta), no_backtrack(theta))
     starts = [state]  # the last two chunk starts, to go back to when a later loss shows a diverged update
     seen: list[float] = []  # seen[i]: the loss of the weights after i updates (finite, not exploded)
     chunk, bad = 1, None  # bad: the first number of updates whose weights diverged

@@ -13,6 +13,7 @@ from mzsr_tf.imresize import upscale
 from mzsr_tf.kernels import Degradation, gaussian_kernel, resolve_degradation
 from mzsr_tf.model import forward, init_params, super_resolve
 from mzsr_tf.zero_shot import (
+    BACKTRACK_SHRINK,
     TRACES,
     AdaptConfig,
     adapt,
@@ -352,3 +353,50 @@ def test_the_guard_compares_cropped_updates_on_one_window_as_the_graph_does(lr_i
     )
     for a, b in zip(kept.params, graph):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("chunk_seconds", [0.0, 1e9])
+def test_backtracking_undoes_an_update_that_raised_the_loss(lr_image, monkeypatch, chunk_seconds):
+    """backtrack: update 3 overshoots (OVERSHOOT), so update 4 starts again from the weights after update 2, at
+    BACKTRACK_SHRINK times its rate; the losses never rise, and the graph loop (the exporters') agrees."""
+    monkeypatch.setattr(zero_shot, "CHUNK_SECONDS", chunk_seconds)
+    params = init_params(6)
+    plain = AdaptConfig.official(steps=4, learning_rates=OVERSHOOT)
+    back = dataclasses.replace(plain, backtrack=True)
+    unchecked, checked = adapt(params, lr_image, KERNEL, 2, plain), adapt(params, lr_image, KERNEL, 2, back)
+    assert unchecked.losses[3] > unchecked.losses[2]  # the loss after update 3 (before update 4) rose
+    np.testing.assert_allclose(checked.losses[:3], unchecked.losses[:3], rtol=1e-6)
+    assert checked.losses[3] == checked.losses[2]  # update 4 started from the weights before update 3
+    retried = dataclasses.replace(plain, steps=3, learning_rates=(2e-2, 1e-2, OVERSHOOT[3] * BACKTRACK_SHRINK))
+    for a, b in zip(checked.params, adapt(params, lr_image, KERNEL, 2, retried).params):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
+    longer = adapt(params, lr_image, KERNEL, 2, dataclasses.replace(back, steps=8))
+    assert np.all(np.diff(longer.losses) <= 0)
+    rates = tf.constant(OVERSHOOT + OVERSHOOT[3:] * 4)  # steps past the schedule reuse its last rate
+    graph, graph_losses = adapt_graph(params, lr_image, KERNEL.kernel, rates, 2, back)
+    np.testing.assert_allclose(graph_losses, longer.losses, rtol=1e-5)
+    for a, b in zip(graph, longer.params):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    with pytest.raises(InputError, match="backtrack"):
+        AdaptConfig(backtrack=True)  # adam
+
+
+def test_backtracking_compares_cropped_updates_on_the_same_window(lr_image):
+    """Above max_pixels each update has its own window: the loss before the last update is measured again on the
+    new one before they are compared; adapt and the graph loop agree."""
+    params = init_params(6)
+    back = AdaptConfig.official(steps=6, learning_rates=OVERSHOOT, max_pixels=100, crop_size=24, backtrack=True)
+    fast, losses, _ = adapt(params, lr_image, KERNEL, 2, back)
+    rates = tf.constant([OVERSHOOT[min(i, 3)] for i in range(6)])
+    graph, graph_losses = adapt_graph(params, lr_image, KERNEL.kernel, rates, 2, back)
+    np.testing.assert_allclose(losses, graph_losses, rtol=1e-5)
+    for a, b in zip(fast, graph):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    pair = tf.concat(zero_shot.training_pair(lr_image[None], KERNEL.kernel, 2), -1)
+    limits, seed = tf.constant([100, 24]), tf.constant([0, 0])
+    before = adapt(params, lr_image, KERNEL, 2, dataclasses.replace(back, steps=2, backtrack=False)).params
+    window = zero_shot.training_window(pair, limits, seed, 3)
+    after = adapt(params, lr_image, KERNEL, 2, dataclasses.replace(back, steps=3, backtrack=False)).params
+    on_window = [float(tf.reduce_mean(tf.abs(forward(w, window[..., :3]) - window[..., 3:]))) for w in (before, after)]
+    assert on_window[1] > on_window[0]  # update 3 raised the loss on update 4's window ...
+    np.testing.assert_allclose(losses[3], on_window[0], rtol=1e-5)  # ... so update 4 starts from before it
