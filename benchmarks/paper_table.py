@@ -134,6 +134,7 @@ def make_mzsr(args: argparse.Namespace, steps: str = "0", official: str | None =
         if official:
             return AdaptConfig.official(scale, subsample, steps=int(steps))
         rule = {"optimizer": "adam"} if args.optimizer == "adam" else {}  # Adam in place of a learned rule
+        rule |= {"backtrack": True} if args.backtrack else {}
         model = model_for(subsample)
         return model.adapt_config(int(steps), precision=args.precision, noise_sigma=args.son_noise, **rule)
 
@@ -144,7 +145,7 @@ def make_mzsr(args: argparse.Namespace, steps: str = "0", official: str | None =
     def settings(subsample: str) -> dict:  # what runs for a kernel of this subsampling (its own weights)
         config = config_for(args.scale, subsample)
         adapts = {"optimizer": config.rule, "keep_best": config.keep_best, "precision": config.compute_precision,
-                  "son_noise": config.noise_sigma}  # fmt: skip
+                  "son_noise": config.noise_sigma, **({"backtrack": True} if config.backtrack else {})}  # fmt: skip
         return {"weights": str(args.weights or "shipped"), **(adapts if config.steps else {})}
 
     mzsr.settings = settings
@@ -493,6 +494,11 @@ def build_parser() -> cli.ArgumentParser:
         default="default",
         choices=("default", "adam"),
         help="mzsrN: the weights' own rule (default: learned if they carry learned rates, else Adam) or Adam",
+    )
+    p.add_argument(
+        "--backtrack",
+        action="store_true",
+        help="mzsrN: undo an update that raised the loss on the photo's pair (AdaptConfig.backtrack; SGD rules)",
     )
     p.add_argument(
         "--son-noise",

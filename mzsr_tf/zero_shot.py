@@ -9,9 +9,10 @@ with the lowest L1 on the image's own pair are returned, so an overshooting upda
 "keep the best step by the loss"; chosen on held-out photos, docs/training.md).
 
 Backtracking (``AdaptConfig.backtrack``, SGD): an update after which the L1 on the pair is higher than before it
-is undone and taken again at ``BACKTRACK_SHRINK`` times the rates, which stay shrunk for the updates after it
-(Armijo backtracking on the image's own loss; the "bold driver" of Battiti 1989 without its growth), so the
-updates after an overshoot still make progress where the guard alone could only keep an earlier update.
+is undone, and the next update starts again from the weights before it at ``BACKTRACK_SHRINK`` times its rates,
+as do all later ones (Armijo backtracking on the image's own loss; the "bold driver" of Battiti 1989 without its
+growth), so the updates after an overshoot still make progress where the guard alone could only keep an earlier
+update.
 
 Optimizers: the official ``test.py`` for Direct×2 takes plain SGD steps, lr 2e-2 for step 1, 1e-2 for
 steps 2-4, 5e-3 after (``AdaptConfig.official()``, ``OFFICIAL_RATES``; its Bicubic×2 and Direct×4 models
@@ -86,7 +87,7 @@ _OFFICIAL_RATES = {  # official test.py per released model: (scale, subsampling)
 ADAM_RATES = (1e-4, 1.5e-4, 2e-4, 2e-4, 2e-4, 1.5e-4)  # chosen on held-out photos (benchmarks/adaptation_sweep.py)
 DEFAULT_RATES = {"sgd": OFFICIAL_RATES, "adam": ADAM_RATES}  # per optimizer, when none are given
 PRECISIONS = ("auto", "float32", "bfloat16")
-BACKTRACK_SHRINK = 0.5  # an undone update is taken again at this times the rates (AdaptConfig.backtrack)
+BACKTRACK_SHRINK = 0.5  # each undone update multiplies the later updates' rates by this (AdaptConfig.backtrack)
 
 
 @functools.cache
@@ -127,7 +128,7 @@ class AdaptConfig:
     tile: int = 1024  # SR inference in tiles of this many HR pixels (bounded memory)
     seed: int = 0
     keep_best: bool = False  # the guard: θ_M or the update with the lowest L1 on the image's pair (paper: the last)
-    backtrack: bool = False  # undo an update that raised the L1 on the pair, retry at BACKTRACK_SHRINK × the rates
+    backtrack: bool = False  # undo an update that raised the L1 on the pair, go on at BACKTRACK_SHRINK × the rates
 
     def __post_init__(self):
         if self.optimizer not in DEFAULT_RATES:

@@ -323,6 +323,7 @@ def test_weights_with_learned_rates_adapt_with_them_by_default(workspace, tmp_pa
         "adam": ["--optimizer", "adam"],
         "learned": ["--optimizer", "learned"],
         "unguarded": ["--no-keep-best"],
+        "backtracked": ["--backtrack"],
     }
     for name, extra in variants.items():
         argv = [face, "--kernel", KERNEL_NAME, "--weights", weights, "--steps", 2, *extra]
@@ -332,8 +333,13 @@ def test_weights_with_learned_rates_adapt_with_them_by_default(workspace, tmp_pa
     assert reports["default"]["optimizer"] == reports["learned"]["optimizer"] == "learned"
     assert reports["adam"]["optimizer"] == "adam" and reports["adam"]["son_noise"] == "auto"
     assert reports["default"]["losses"] == reports["learned"]["losses"] != reports["adam"]["losses"]
-    assert [reports[n]["keep_best"] for n in variants] == [True, False, True, False]  # the guard: on for learned
+    assert [reports[n]["keep_best"] for n in variants] == [True, False, True, False, True]  # the guard: on for learned
+    assert [reports[n]["backtrack"] for n in variants] == [False, False, False, False, True]
     assert reports["unguarded"]["updates_kept"] == 2 >= reports["default"]["updates_kept"]
+    before = sorted(face.parent.iterdir())
+    code, err = run([face, "--kernel", KERNEL_NAME, "--weights", weights, "--optimizer", "adam", "--backtrack"], capsys)
+    assert code == 2 and "backtrack" in err and err.count("\n") == 1  # one line ...
+    assert sorted(face.parent.iterdir()) == before  # ... and nothing written
     code, err = run(
         [face, "--kernel", KERNEL_NAME, "--weights", workspace / "w.weights.h5", "--optimizer", "learned"], capsys
     )

@@ -273,6 +273,10 @@ def test_adaptation_sweep_compares_settings_on_held_out_photos(tmp_path, capsys)
     np.testing.assert_array_equal(adaptation_sweep.parse_setting("learned", 7, rates).layer_rates, rates)
     assert adaptation_sweep.parse_setting("learned", 7, rates).keep_best
     assert not adaptation_sweep.parse_setting("learned/guard=0", 7, rates).keep_best
+    backtracked = adaptation_sweep.parse_setting("learned/backtrack=1/guard=0", 7, rates)
+    assert backtracked.backtrack and not backtracked.keep_best
+    assert not adaptation_sweep.parse_setting("learned", 7, rates).backtrack
+    assert adaptation_sweep.parse_setting("sgd:default/backtrack=1", 3).backtrack
     assert adaptation_sweep.parse_setting("adam:default/crop=64/guard=1", 3).keep_best
     assert adaptation_sweep.parse_setting("adam:default/guard=1/crop=64", 3).crop_size == 64
     with pytest.raises(InputError, match="guard"):
@@ -371,12 +375,22 @@ def test_mzsr_takes_the_shipped_weights_of_each_kernels_subsampling(tmp_path):
             np.testing.assert_array_equal(a, b)
     rates = np.full([2, 16], 1e-2, np.float32)
     given = save_params(init_params(0), tmp_path / "w.weights.h5", inner_lr=rates)
-    args = argparse.Namespace(weights=given, scale=2, precision="float32", son_noise=0.0, optimizer="default")
+    args = argparse.Namespace(
+        weights=given,
+        scale=2,
+        precision="float32",
+        son_noise=0.0,
+        optimizer="default",
+        backtrack=False,
+    )
     model_for = paper_table._weights(args)
     np.testing.assert_array_equal(model_for("bicubic").params[0], init_params(0)[0])
     config = model_for("direct").adapt_config(3)
     assert config.keep_best and np.array_equal(np.asarray(config.layer_rates), rates)
     assert paper_table.method_settings(paper_table.make_mzsr(args, "3"))["optimizer"] == "learned"
+    assert "backtrack" not in paper_table.method_settings(paper_table.make_mzsr(args, "3"))
+    args.backtrack = True  # --backtrack
+    assert paper_table.method_settings(paper_table.make_mzsr(args, "3"))["backtrack"] is True
 
 
 def test_precision_flag_reaches_mzsr_but_not_the_official_schedule(hr_folder, tmp_path, capsys):

@@ -96,8 +96,8 @@ def build_parser():
     p.add_argument(
         "--backtrack",
         action=argparse.BooleanOptionalAction,
-        help="mzsr, SGD: undo an update that raised the loss on the photo's own pair and go on at half the rates "
-        "(default: on with learned rates, off otherwise)",
+        help="mzsr, SGD rules: undo an update that raised the loss on the photo's own pair and go on at half the "
+        "rates (default: off)",
     )
     p.add_argument("--self-ensemble", action="store_true", help="mzsr: 8-way geometric self-ensemble")
     p.add_argument("--back-projection", type=cli.positive_int, metavar="N", help="mzsr: back-projection iterations")
@@ -200,7 +200,7 @@ def _method_config(args, degradation, job):
         **({"precision": args.precision} if args.precision else {}),  # default: official float32 / 'auto'
         **({"noise_sigma": args.son_noise} if args.son_noise is not None else {}),  # default: official 0 / 'auto'
         **({"keep_best": args.keep_best} if args.keep_best is not None else {}),  # default: on for learned rates
-        **({"backtrack": args.backtrack} if args.backtrack is not None else {}),  # default: on for learned rates
+        **({"backtrack": args.backtrack} if args.backtrack is not None else {}),
     }
     if optimizer == "learned":
         config = AdaptConfig.learned(inner_lr, **common)

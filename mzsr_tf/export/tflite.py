@@ -29,7 +29,8 @@ meta-test loop (paper Algorithm 2) by calling the signatures:
 normalised to sum 1 in the graph. The graph has no asserts (they are not builtins): apps validate.
 The device runs SGD steps only: for weights without learned rates ``adapt.py`` and the SavedModel take Adam
 steps, whose two moment buffers would add two float32 copies of θ to the file, past ``MAX_BYTES``. It has no
-meta-test guard (``AdaptConfig.keep_best``): the app keeps the last update's weights.
+meta-test guard (``AdaptConfig.keep_best``) or backtracking (``AdaptConfig.backtrack``): the app keeps the last
+update's weights.
 
 Speed: XNNPACK, LiteRT's CPU delegate, takes CONV_2D only with constant filters, and here the filters are
 variables; the graph therefore computes every convolution and its gradients as batch matmuls over shifted
