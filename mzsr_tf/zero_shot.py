@@ -68,6 +68,7 @@ __all__ = [
     "check_input",
     "training_pair",
     "guard_loss",
+    "window_loss",
     "keep_lower",
     "nothing_kept",
     "no_backtrack",
@@ -242,7 +243,11 @@ def training_window(pair, crop_limits, seed, k):
 def guard_loss(params, pair, crop_limits, seed, precision: str = "float32"):
     """The L1 the guard compares weights by: on update 0's window (the whole pair unless cropped), convolutions in
     ``precision`` as the updates compute their loss (graph code)."""
-    window = training_window(pair, crop_limits, seed, 0)
+    return window_loss(params, training_window(pair, crop_limits, seed, 0), precision)
+
+
+def window_loss(params, window, precision: str = "float32"):
+    """L1(net(bicubic↑(son)), father) on a window of the training pair, forward only (graph code)."""
     return tf.reduce_mean(tf.abs(forward(params, window[..., :3], precision) - window[..., 3:]))
 
 
@@ -271,7 +276,7 @@ def backtracked(fast, grads, loss, back, window, precision: str, whole):
     before = tf.cond(
         whole | tf.math.is_inf(last_loss),
         lambda: last_loss,
-        lambda: tf.reduce_mean(tf.abs(forward(last_fast, window[..., :3], precision) - window[..., 3:])),
+        lambda: window_loss(last_fast, window, precision),
     )
     worse = tf.logical_not(loss <= before)
 
