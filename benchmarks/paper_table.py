@@ -188,14 +188,14 @@ def make_zssr(args: argparse.Namespace, fast: str | None = None) -> Method:
 
 
 def _with_kernel(args: argparse.Namespace, inner: str, kernel_for, name: str, settings: dict) -> Method:
-    """``<inner>`` run with ``kernel_for(lr, scale)`` in place of the true kernel (direct subsampling); each image's
-    kernel PSNR against the true one (FKP's kernel error) is kept in ``method.kernel_psnrs``."""
+    """``<inner>`` run with ``kernel_for(lr, scale, true_kernel)`` in place of the true kernel (direct subsampling);
+    each image's kernel PSNR against the true one (FKP's kernel error) is kept in ``method.kernel_psnrs``."""
     from mzsr_tf.kernel_estimation import kernel_psnr
 
     run = make_method(inner, args)
 
     def method(lr, degradation, scale, *, output_shape):
-        kernel = kernel_for(lr, scale)
+        kernel = kernel_for(lr, scale, degradation.kernel)
         method.kernel_psnrs.append(kernel_psnr(kernel, degradation.kernel))
         return run(lr, Degradation(kernel, "direct", name), scale, output_shape=output_shape)
 
@@ -210,7 +210,20 @@ def make_blind(args: argparse.Namespace, inner: str) -> Method:
 
     estimate = blind_estimator("estimator", args.kernel_estimator)
     settings = {"estimator": str(args.kernel_estimator or "shipped")}
-    return _with_kernel(args, inner, lambda lr, scale: estimate(lr, scale).kernel, "estimated", settings)
+    return _with_kernel(args, inner, lambda lr, scale, _: estimate(lr, scale).kernel, "estimated", settings)
+
+
+def make_gaussian(args: argparse.Namespace, inner: str) -> Method:
+    """``gaussian_<method>``: the Gaussian with the true kernel's covariance, placed as the estimate is
+    (``kernel_estimation.kernel_from_covariance``): the best the estimator's Gaussian form can do, the true
+    kernel's shape (DIV2KRK's kernel noise) left out."""
+    from mzsr_tf.kernel_estimation import kernel_from_covariance
+    from mzsr_tf.kernels import kernel_moments
+
+    def kernel_for(lr, scale, true):
+        return kernel_from_covariance(kernel_moments(true)[1], scale).numpy()
+
+    return _with_kernel(args, inner, kernel_for, "gaussian", {})
 
 
 _KERNELGAN_KERNELS: dict = {}
@@ -234,7 +247,8 @@ def make_kernelgan(args: argparse.Namespace, inner: str) -> Method:
     ``<method>`` with it."""
     from mzsr_tf.kernelgan import DEFAULT
 
-    return _with_kernel(args, inner, kernelgan_kernel, "kernelgan", {"kernelgan_iterations": DEFAULT.iterations})
+    kernel_for = lambda lr, scale, _: kernelgan_kernel(lr, scale)  # noqa: E731
+    return _with_kernel(args, inner, kernel_for, "kernelgan", {"kernelgan_iterations": DEFAULT.iterations})
 
 
 def make_fixed(args: argparse.Namespace, variance: str, inner: str) -> Method:
@@ -246,7 +260,7 @@ def make_fixed(args: argparse.Namespace, variance: str, inner: str) -> Method:
     k2 = gaussian_kernel(lam, lam, 0.0, 11, offset=blind_offset(2))
     x2, x4 = k2.numpy(), compose_x4(k2).numpy()
     settings = {"fixed_variance": lam}
-    return _with_kernel(args, inner, lambda lr, scale: x4 if scale == 4 else x2, f"fixed{lam:g}", settings)
+    return _with_kernel(args, inner, lambda lr, scale, _: x4 if scale == 4 else x2, f"fixed{lam:g}", settings)
 
 
 METHODS: dict[str, Callable[..., Method]] = {
@@ -256,6 +270,7 @@ METHODS: dict[str, Callable[..., Method]] = {
     r"zssr(?P<fast>_fast)?": make_zssr,
     r"blind_(?P<inner>.+)": make_blind,
     r"kernelgan_(?P<inner>.+)": make_kernelgan,
+    r"gaussian_(?P<inner>.+)": make_gaussian,
     r"fixed(?P<variance>\d+(?:\.\d+)?)_(?P<inner>.+)": make_fixed,
 }
 
@@ -408,6 +423,8 @@ def method_label(method: str) -> str:
         return f"{method_label(fixed[2])}, fixed Σ={fixed[1]}·I"
     if method.startswith("kernelgan_"):
         return f"KernelGAN + {method_label(method.removeprefix('kernelgan_'))}"
+    if method.startswith("gaussian_"):
+        return f"{method_label(method.removeprefix('gaussian_'))}, true Σ as a Gaussian"
     return TABLE_METHODS.get(method, method)
 
 

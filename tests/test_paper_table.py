@@ -487,17 +487,19 @@ def test_blind_rows_draw_a_kernel_per_image_and_score_the_estimates(hr_folder, t
     weights = save_params(init_params(0), tmp_path / "w.weights.h5")
     out_json = tmp_path / "blind.json"
     code, out, err = _run(capsys, "--hr", hr_folder, "--kernels", "div2krk", "--methods",
-                          "mzsr1,blind_mzsr1,fixed2_mzsr1", "--kernel-estimator", estimator, "--weights", weights,
-                          "--json", out_json)  # fmt: skip
+                          "mzsr1,blind_mzsr1,fixed2_mzsr1,gaussian_mzsr1", "--kernel-estimator", estimator,
+                          "--weights", weights, "--json", out_json)  # fmt: skip
     assert code == 0, err
     rows = {r["method"]: r for r in json.loads(out_json.read_text())["results"]}
     assert rows["mzsr1"]["kernel_psnr"] is None
     assert 10 < rows["blind_mzsr1"]["kernel_psnr"] < 100 and 10 < rows["fixed2_mzsr1"]["kernel_psnr"] < 100
     assert rows["blind_mzsr1"]["settings"]["estimator"] == str(estimator)
-    assert len({rows[m]["psnr_y"] for m in rows}) == 3  # three different kernels, three results
+    assert 45 < rows["gaussian_mzsr1"]["kernel_psnr"] < 100  # the true covariance: close, but not the noisy shape
+    assert rows["gaussian_mzsr1"]["kernel_psnr"] > max(rows[m]["kernel_psnr"] for m in ("blind_mzsr1", "fixed2_mzsr1"))
+    assert len({rows[m]["psnr_y"] for m in rows}) == 4  # four different kernels, four results
     table = paper_table.markdown_table(list(rows.values()))
     assert "| paper: KernelGAN + ZSSR, DIV2KRK (published) |" in table  # the published anchor beside blind rows
-    assert "30.36 / 0.8669" in table and "(kernel " in table
+    assert "30.36 / 0.8669" in table and "(kernel " in table and "MZSR(1), true Σ as a Gaussian" in table
 
 
 def test_blind_set_writes_lr_hr_and_kernels_and_refuses_an_existing_folder(hr_folder, tmp_path, capsys):
