@@ -39,6 +39,8 @@ __all__ = [
     "BLIND_METHODS",
     "blind_estimator",
     "estimate_graph",
+    "floor_covariance",
+    "narrowest_variance",
     "photo_tiles",
     "blind_kernel_size",
     "load_estimator",
@@ -234,11 +236,27 @@ def photo_tiles(y, patch: int = 48, max_tiles: int = 1024):
     return tf.gather(tiles, keep)
 
 
+def narrowest_variance(scale: int) -> float:
+    """The smallest kernel eigenvalue the estimator was trained on, in HR pixels (λ_min at ×2, 5·λ_min at ×4)."""
+    return EstimatorConfig().lambda_min * (5 if int(scale) == 4 else 1)
+
+
+def floor_covariance(cov, floor: float):
+    """Σ + max(floor − λ_min, 0)·I: the smallest eigenvalue of a 2×2 covariance raised to ``floor``, the other by as
+    much (closed form, builtin ops for LiteRT). A photo unlike the training photos (sharp, aliased stripes) can give
+    a nearly singular Σ, whose Gaussian vanishes between the grid's samples."""
+    a, b, c = cov[0, 0], cov[0, 1], cov[1, 1]
+    smallest = (a + c) / 2 - tf.sqrt(tf.square((a - c) / 2) + tf.square(b))
+    return cov + tf.maximum(floor - smallest, 0) * tf.eye(2, dtype=cov.dtype)
+
+
 def estimate_graph(params, lr, scale: int, size: int | None = None, precision=tf.float64, max_tiles: int = 1024):
     """(kernel [k, k] float32, Σ_HR [2, 2] in ``precision``) of an LR image [H, W, 3] in [0, 1], as graph code;
-    k = ``size`` or :func:`blind_kernel_size`. LiteRT graphs pass ``precision=tf.float32``."""
+    k = ``size`` or :func:`blind_kernel_size`. Σ's eigenvalues are kept at or above those of the narrowest training
+    kernel (:func:`floor_covariance`). LiteRT graphs pass ``precision=tf.float32``."""
     tiles = photo_tiles(luminance(lr), EstimatorConfig().patch, max_tiles)
     cov_hr = tf.cast(estimate_covariance(params, tiles, groups=tf.shape(tiles)[0])[0], precision) * scale**2
+    cov_hr = floor_covariance(cov_hr, narrowest_variance(scale))
     return kernel_from_covariance(cov_hr, scale, size, precision), cov_hr
 
 

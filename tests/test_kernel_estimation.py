@@ -82,6 +82,28 @@ def test_covariance_is_positive_definite_and_pooling_ignores_tile_order():
     assert per_tile.shape == (6, 2, 2)
 
 
+def test_floor_raises_only_the_smallest_eigenvalue_to_the_floor():
+    cov = tf.constant([[0.0015, 0.137], [0.137, 12.67]], tf.float64)  # nearly singular
+    floored = ke.floor_covariance(cov, 0.2).numpy()
+    low, high = np.linalg.eigvalsh(cov.numpy())
+    np.testing.assert_allclose(np.linalg.eigvalsh(floored), [0.2, high + 0.2 - low], rtol=1e-9)
+    wide = tf.constant([[2.0, 0.5], [0.5, 1.0]], tf.float64)
+    np.testing.assert_array_equal(ke.floor_covariance(wide, 0.2), wide)  # already above: unchanged
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_a_degenerate_estimate_still_gives_a_finite_kernel(scale):
+    """An estimator output far sharper than any training kernel along one axis (as aliased, unblurred photos gave)
+    is floored to the narrowest training kernel, not turned into a kernel of NaNs."""
+    params = ke.init_estimator(8, seed=0)
+    params[14] = tf.zeros_like(params[14])
+    params[15] = tf.constant([-6.0, 0.5, 0.0])  # Cholesky head: Σ_LR ≈ diag(6e-6, 2.7)
+    lr = tf.random.stateless_uniform([40, 40, 3], [1, 2])
+    kernel, cov = ke.estimate_graph(params, lr, scale)
+    assert np.all(np.isfinite(kernel.numpy())) and abs(float(tf.reduce_sum(kernel)) - 1) < 1e-5
+    assert np.linalg.eigvalsh(cov.numpy())[0] == pytest.approx(ke.narrowest_variance(scale), rel=1e-6)
+
+
 def test_a_few_adam_steps_fit_one_batch():
     """The loss reaches the weights: fitting a fixed batch lowers it."""
     params = [tf.Variable(p) for p in ke.init_estimator(8, seed=0)]
