@@ -247,7 +247,9 @@ def make_kernelgan(args: argparse.Namespace, inner: str) -> Method:
     ``<method>`` with it."""
     from mzsr_tf.kernelgan import DEFAULT
 
-    kernel_for = lambda lr, scale, _: kernelgan_kernel(lr, scale)  # noqa: E731
+    def kernel_for(lr, scale, _true):
+        return kernelgan_kernel(lr, scale)
+
     return _with_kernel(args, inner, kernel_for, "kernelgan", {"kernelgan_iterations": DEFAULT.iterations})
 
 
