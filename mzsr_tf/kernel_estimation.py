@@ -209,10 +209,15 @@ class KernelEstimate:
         }
 
 
+def _hr_variance(variance: float, scale: int) -> float:
+    """A ×2 training kernel's eigenvalue at ``scale``: as is at ×2, 5× at ×4 (two ×2 steps, ``kernels.compose_x4``)."""
+    return variance * (5 if int(scale) == 4 else 1)
+
+
 def blind_kernel_size(scale: int) -> int:
     """The estimate's odd grid size: ±3σ of the widest kernel the estimator was trained on, around the offset mean
     (λ_max at ×2, 5·λ_max at ×4: two ×2 steps)."""
-    widest = EstimatorConfig().lambda_max * (5 if int(scale) == 4 else 1)
+    widest = _hr_variance(EstimatorConfig().lambda_max, scale)
     return 2 * int(math.ceil(3.0 * math.sqrt(widest) + blind_offset(scale))) + 1
 
 
@@ -237,8 +242,8 @@ def photo_tiles(y, patch: int = 48, max_tiles: int = 1024):
 
 
 def narrowest_variance(scale: int) -> float:
-    """The smallest kernel eigenvalue the estimator was trained on, in HR pixels (λ_min at ×2, 5·λ_min at ×4)."""
-    return EstimatorConfig().lambda_min * (5 if int(scale) == 4 else 1)
+    """The smallest kernel eigenvalue the estimator was trained on, in HR pixels."""
+    return _hr_variance(EstimatorConfig().lambda_min, scale)
 
 
 def floor_covariance(cov, floor: float):
