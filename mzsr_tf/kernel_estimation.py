@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from mzsr_tf.errors import InputError
-from mzsr_tf.kernels import Degradation, blind_offset, gaussian_from_covariance
+from mzsr_tf.kernels import Degradation, blind_offset, covariance_eigenvalues, gaussian_from_covariance
 from mzsr_tf.metrics import rgb_to_y
 from mzsr_tf.model import ParamList
 
@@ -250,8 +250,7 @@ def floor_covariance(cov, floor: float):
     """Σ + max(floor − λ_min, 0)·I: the smallest eigenvalue of a 2×2 covariance raised to ``floor``, the other by as
     much (closed form, builtin ops for LiteRT). A photo unlike the training photos (sharp, aliased stripes) can give
     a nearly singular Σ, whose Gaussian vanishes between the grid's samples."""
-    a, b, c = cov[0, 0], cov[0, 1], cov[1, 1]
-    smallest = (a + c) / 2 - tf.sqrt(tf.square((a - c) / 2) + tf.square(b))
+    _, smallest = covariance_eigenvalues(cov)
     return cov + tf.maximum(floor - smallest, 0) * tf.eye(2, dtype=cov.dtype)
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "sample_kernel",
     "sample_blind_kernel",
     "kernel_moments",
+    "covariance_eigenvalues",
     "kernel_features",
     "kernel_offset",
     "compose_x4",
@@ -158,14 +159,19 @@ LAMBDA_FLOOR = 0.05  # eigenvalue floor of kernel_features: a delta kernel (plai
 KERNEL_FEATURES = 2
 
 
+def covariance_eigenvalues(cov):
+    """(λ1, λ2), λ1 ≥ λ2, of a symmetric 2×2 covariance in closed form (graph code with builtin ops, for LiteRT)."""
+    a, b, c = cov[0, 0], cov[0, 1], cov[1, 1]
+    spread = tf.sqrt(tf.square((a - c) / 2) + tf.square(b))
+    return (a + c) / 2 + spread, (a + c) / 2 - spread
+
+
 def kernel_features(kernel):
     """(log √(λ1 λ2), log(λ1 / λ2)): a blur kernel's size and anisotropy, λ1 ≥ λ2 the eigenvalues of its
     covariance (:func:`kernel_moments`, float32) floored at ``LAMBDA_FLOOR``."""
-    cov = kernel_moments(kernel, tf.float32)[1]
-    a, b, c = cov[0, 0], cov[0, 1], cov[1, 1]
-    spread = tf.sqrt(tf.square((a - c) / 2) + tf.square(b))
-    log1 = tf.math.log(tf.maximum((a + c) / 2 + spread, LAMBDA_FLOOR))
-    log2 = tf.math.log(tf.maximum((a + c) / 2 - spread, LAMBDA_FLOOR))
+    lambda1, lambda2 = covariance_eigenvalues(kernel_moments(kernel, tf.float32)[1])
+    log1 = tf.math.log(tf.maximum(lambda1, LAMBDA_FLOOR))
+    log2 = tf.math.log(tf.maximum(lambda2, LAMBDA_FLOOR))
     return tf.stack([(log1 + log2) / 2, log1 - log2])
 
 
