@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from mzsr_tf.conditioning import start_features
 from mzsr_tf.degradation import degrade
 from mzsr_tf.errors import InputError
 from mzsr_tf.imresize import downscale, upscale
@@ -219,8 +220,9 @@ def kernel_tasks(
     support: str = "external",
     bicubic_tasks: int = 0,
 ):
-    """Batches of ``meta_batch`` tasks, (x_tr, y_tr, x_te, y_te, φ): ``task_batch`` patches apiece in each pair and
-    the features of the task's kernel as the meta-test is given it (``kernels.kernel_features``).
+    """Batches of ``meta_batch`` tasks, (x_tr, y_tr, x_te, y_te, φ, φ_start): ``task_batch`` patches apiece in each
+    pair and the features of the task's kernel as the meta-test is given it (``kernels.kernel_features``,
+    ``conditioning.start_features``).
 
     One kernel k ~ p(k) per task (paper Sec. 4.2; eigenvalues from ``min_variance``, ``sample_kernel``);
     LR = (HR ⊛ k)↓s (+ noise), rounded to uint8 levels; x = bicubic↑(LR), y = HR. The first ``blind_tasks``
@@ -251,11 +253,12 @@ def kernel_tasks(
         hr = tf.reshape(hr, [meta_batch, per_task, patch, patch, 3])
         x, lr, k = zip(*(task(hr[t], t, step) for t in range(meta_batch)))
         features = tf.stack([kernel_features(k[t]) for t in range(meta_batch)])
+        start = tf.stack([start_features(k[t]) for t in range(meta_batch)])
         if support == "son":
             son, father = zip(*(training_pair(lr[t], k[t], scale, subsample) for t in range(meta_batch)))
-            return tf.stack(son), tf.stack(father), tf.stack(x), hr, features
+            return tf.stack(son), tf.stack(father), tf.stack(x), hr, features, start
         x = tf.stack(x)
-        return x[:, :task_batch], hr[:, :task_batch], x[:, task_batch:], hr[:, task_batch:], features
+        return x[:, :task_batch], hr[:, :task_batch], x[:, task_batch:], hr[:, task_batch:], features, start
 
     ds = _patch_dataset(images, meta_batch * per_task, patch, seed, start_step)
     return ds.map(tasks, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)

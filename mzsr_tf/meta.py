@@ -25,6 +25,10 @@ with θ and shipped with θ_M, so the meta-test can run exactly the update rule 
 vector beside the rates scales them by exp(w_j · φ(k)), φ the kernel's log size and log anisotropy
 (:func:`kernel_rates`), since one rate per tensor and step cannot serve at once a sharp kernel, whose first update
 wants a large step, and one that θ already serves, whose first update wants almost none.
+
+With ``conditioned_start`` each task's inner loop starts from θ(k) = θ + Σ_i φ_i(k) V_i instead of θ (MMAML's
+modulated initialisation, Vuorio et al. 2019; ``conditioning``), the basis V meta-learned with θ by its own Adam at
+``start_lr``. With ``inner_steps`` 0 and ``meta_lr`` 0 that is plain supervised training of V over p(k), θ frozen.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from mzsr_tf.backward import l1_loss_and_grads
+from mzsr_tf.conditioning import conditioned_start
 from mzsr_tf.conv_ops import BUILTIN, ConvOps
 from mzsr_tf.errors import InputError
 from mzsr_tf.model import PARAM_SPECS, forward
@@ -45,6 +50,7 @@ __all__ = [
     "monotone_penalty",
     "kernel_rates",
     "task_rates",
+    "task_start",
     "step_rates",
     "fast_adapt",
     "meta_objective",
@@ -81,11 +87,24 @@ class MetaConfig:
     step_weights: tuple[float, ...] | None = None  # fixed loss weights of steps 0..N (0: θ itself); None: annealed
     monotone: float = 0.0  # weight of each task's query-loss rises from one update to the next
     kernel_rates: bool = False  # learned rates scaled per step by the task's kernel (:func:`kernel_rates`)
+    conditioned_start: bool = False  # each task starts from θ(k) = θ + Σ φ_i(k) V_i, V learned (``conditioning``)
+    start_lr: float | None = None  # Adam rate of the basis V (None: meta_lr)
     precision: str = "float32"  # or 'bfloat16': mixed-precision convolutions in the inner and outer loops
 
     def __post_init__(self):
-        if self.meta_lr == 0 and not (self.learn_inner_lr and (self.inner_lr_meta_lr or 0) > 0):
-            raise InputError("meta_lr 0 (θ frozen) needs learned inner rates with a positive inner_lr_meta_lr")
+        learns_rates = self.learn_inner_lr and (self.inner_lr_meta_lr or 0) > 0
+        learns_basis = self.conditioned_start and (self.start_lr or 0) > 0
+        if self.meta_lr == 0 and not (learns_rates or learns_basis):
+            raise InputError(
+                "meta_lr 0 (θ frozen) needs learned inner rates with a positive inner_lr_meta_lr, or a "
+                "conditioned start with a positive start_lr"
+            )
+        if self.inner_steps < 0 or (self.inner_steps == 0 and not self.conditioned_start):
+            raise InputError(f"inner_steps must be >= 1 (0 only with conditioned_start), got {self.inner_steps}")
+        if self.inner_steps == 0 and self.learn_inner_lr:
+            raise InputError("inner_steps 0 has no inner rates to learn")
+        if self.inner_steps == 0 and self.step_weights is None:  # the start's own query loss is all there is
+            object.__setattr__(self, "step_weights", (1.0,))
         if not 0 <= self.blind_tasks <= self.meta_batch:
             raise InputError(f"blind_tasks must be 0..meta_batch ({self.meta_batch}), got {self.blind_tasks}")
         if not 0 <= self.bicubic_tasks <= self.meta_batch - self.blind_tasks:
@@ -188,7 +207,7 @@ def fast_adapt(
             grads = [tf.stop_gradient(g) for g in grads]
         fast = sgd(fast, grads, step_rates(inner_lr, j, len(fast)))
         query_losses.append(l1(forward(fast, x_te, compute_dtype), y_te))
-    return fast, tf.stack(query_losses)
+    return fast, tf.stack(query_losses) if query_losses else tf.zeros([0], y_te.dtype)
 
 
 def task_rates(config: MetaConfig, inner_lr, tasks, t: int):
@@ -197,6 +216,12 @@ def task_rates(config: MetaConfig, inner_lr, tasks, t: int):
     if inner_lr is None:
         return config.inner_lr
     return kernel_rates(inner_lr, tasks[4][t]) if config.kernel_rates else inner_lr
+
+
+def task_start(params, basis, tasks, t: int) -> list:
+    """Where task ``t``'s inner loop starts: θ, or θ(k) = θ + Σ φ_i(k) V_i with a ``basis`` (its features
+    ``tasks[5][t]``)."""
+    return list(params) if basis is None else conditioned_start(params, basis, tasks[5][t])
 
 
 def meta_objective(
@@ -208,10 +233,13 @@ def meta_objective(
     global_tasks: int | None = None,
     ops: ConvOps = BUILTIN,
     inner_lr=None,
+    basis=None,
 ):
-    """Σ_j w_j · mean_tasks L_te(θ'_j) for a meta-batch ``tasks = (x_tr, y_tr, x_te, y_te[, φ])``.
+    """Σ_j w_j · mean_tasks L_te(θ'_j) for a meta-batch ``tasks = (x_tr, y_tr, x_te, y_te[, φ, φ_start])``.
 
-    Each tensor is [tasks, task_batch, P, P, 3], φ [tasks, F] the tasks' ``kernel_features``. Under a distribution
+    Each tensor is [tasks, task_batch, P, P, 3], φ [tasks, F] the tasks' ``kernel_features``, φ_start [tasks, 10]
+    their ``conditioning.start_features``, by which ``basis`` (with ``config.conditioned_start``) moves each task's
+    start θ(k) (:func:`task_start`). Under a distribution
     strategy each replica holds some tasks; dividing by ``global_tasks`` makes the replicas' sum the global mean.
     ``inner_lr``: the learned [inner_steps, 16] rates with ``config.learn_inner_lr``, [inner_steps, 16 + F] with
     ``config.kernel_rates`` (:func:`kernel_rates`; default: ``config.inner_lr``).
@@ -221,13 +249,14 @@ def meta_objective(
     local = x_tr.shape[0]
     per_step, unadapted, rises = [], [], []
     for t in range(local):
+        start = task_start(params, basis, tasks, t)
         _, losses = fast_adapt(
-            params, x_tr[t], y_tr[t], x_te[t], y_te[t], config.inner_steps,
+            start, x_tr[t], y_tr[t], x_te[t], y_te[t], config.inner_steps,
             task_rates(config, inner_lr, tasks, t), first_order, config.precision, ops,
         )  # fmt: skip
         per_step.append(losses)
         if (config.step_weights and config.step_weights[0]) or config.monotone:
-            unadapted.append(l1(forward(params, x_te[t], config.precision), y_te[t]))
+            unadapted.append(l1(forward(start, x_te[t], config.precision), y_te[t]))
         if config.monotone:
             rises.append(monotone_penalty(tf.concat([unadapted[-1][None], losses], axis=0)))
     per_step = tf.reduce_mean(tf.stack(per_step), axis=0)

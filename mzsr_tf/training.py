@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from mzsr_tf import data as data_lib
 from mzsr_tf.backward import l1_loss_and_grads
+from mzsr_tf.conditioning import START_FEATURES
 from mzsr_tf.conv_ops import BUILTIN, NATIVE, ConvOps
 from mzsr_tf.errors import InputError, TrainingStopped
 from mzsr_tf.kernel_estimation import (
@@ -40,9 +41,9 @@ from mzsr_tf.kernel_estimation import (
     save_estimator,
 )
 from mzsr_tf.kernels import KERNEL_FEATURES, resolve_degradation
-from mzsr_tf.meta import MetaConfig, fast_adapt, meta_objective, task_rates
-from mzsr_tf.model import MZSRNet, forward
-from mzsr_tf.weights import load_inner_lr, load_params, save_params
+from mzsr_tf.meta import MetaConfig, fast_adapt, meta_objective, task_rates, task_start
+from mzsr_tf.model import PARAM_NAMES, MZSRNet, forward
+from mzsr_tf.weights import load_inner_lr, load_params, load_start_basis, save_params
 
 __all__ = ["PretrainConfig", "RunConfig", "StepDecay", "make_strategy", "is_chief", "train"]
 
@@ -144,6 +145,7 @@ class Stage:
     """What a training stage defines: its data, per-replica loss and gradient, validation, net and result file."""
 
     learns_rates = False  # the learned inner rates are trained with θ (MAML++ LSLR)
+    learns_basis = False  # the conditioned start's basis V is trained with θ (``conditioning``)
 
     def __init__(self, run: RunConfig, config, images=None):
         self.run, self.config, self.images = run, config, images
@@ -172,15 +174,20 @@ class Stage:
         """The network input of the validation batch, for the TensorBoard samples (None: no images)."""
         return None
 
-    def split_rates(self, variables) -> tuple[list, object]:
-        """(θ, learned inner rates or None): with learned rates they are the last trained variable."""
+    def split(self, variables) -> tuple[list, object, list | None]:
+        """(θ, learned inner rates or None, the start's basis V or None), in the order of ``_TrainState.variables``."""
         variables = list(variables)
-        return (variables[:-1], variables[-1]) if self.learns_rates else (variables, None)
+        n = len(PARAM_NAMES)
+        inner_lr = variables[n] if self.learns_rates else None
+        basis = variables[len(variables) - n :] if self.learns_basis else None
+        return variables[:n], inner_lr, basis
 
     def save(self, values, out: Path) -> Path:
         final = out / "final.weights.h5"
-        params, inner_lr = self.split_rates(values)
-        return save_params(params, final, overwrite=True, inner_lr=inner_lr, scale=self.config.scale)
+        params, inner_lr, basis = self.split(values)
+        if inner_lr is None and self.run.init and self.run.stage == "meta":  # rates not trained: --init's travel on
+            inner_lr = load_inner_lr(self.run.init)
+        return save_params(params, final, overwrite=True, inner_lr=inner_lr, scale=self.config.scale, start_basis=basis)
 
 
 class PretrainStage(Stage):
@@ -227,6 +234,10 @@ class MetaStage(Stage):
         return self.config.learn_inner_lr
 
     @property
+    def learns_basis(self) -> bool:
+        return self.config.conditioned_start
+
+    @property
     def min_image_size(self) -> int:
         return self.config.patch
 
@@ -241,26 +252,28 @@ class MetaStage(Stage):
         return self.config.meta_batch
 
     def loss_and_grads(self, variables, batch, step, first_order, global_size):
-        params, inner_lr = self.split_rates(variables)
+        params, inner_lr, basis = self.split(variables)
         with tf.GradientTape() as tape:
             objective, per_step = meta_objective(
-                params, batch, step, self.config, first_order, global_size, self.conv_ops, inner_lr
+                params, batch, step, self.config, first_order, global_size, self.conv_ops, inner_lr, basis
             )
-        if self.config.meta_lr == 0:  # θ frozen: only the inner rates are meta-learned
-            return objective, [tf.zeros_like(p) for p in params] + [tape.gradient(objective, inner_lr)], per_step
+        if self.config.meta_lr == 0:  # θ frozen: only the inner rates and/or the start's basis are meta-learned
+            rest = list(variables)[len(params) :]
+            return objective, [tf.zeros_like(p) for p in params] + tape.gradient(objective, rest), per_step
         return objective, tape.gradient(objective, variables), per_step
 
     def validate(self, variables, batch):
-        """PSNR (RGB, no shave) of the query patches before and after the inner loop."""
-        params, inner_lr = self.split_rates(variables)
+        """PSNR (RGB, no shave) of the query patches at the (conditioned) start and after the inner loop."""
+        params, inner_lr, basis = self.split(variables)
         x_tr, y_tr, x_te, y_te = batch[:4]
         before, after = [], []
         for t in range(x_tr.shape[0]):
+            start = task_start(params, basis, batch, t)
             fast, _ = fast_adapt(
-                params, x_tr[t], y_tr[t], x_te[t], y_te[t], self.config.inner_steps,
+                start, x_tr[t], y_tr[t], x_te[t], y_te[t], self.config.inner_steps,
                 task_rates(self.config, inner_lr, batch, t), True, ops=self.conv_ops,
             )  # fmt: skip
-            before.append(_psnr(forward(params, x_te[t]), y_te[t]))
+            before.append(_psnr(forward(start, x_te[t]), y_te[t]))
             after.append(_psnr(forward(fast, x_te[t]), y_te[t]))
         return {"val/psnr_before": tf.reduce_mean(before), "val/psnr_after": tf.reduce_mean(after)}
 
@@ -359,7 +372,7 @@ def make_step_fn(stage: Stage, variables, optimizers, strategy, first_order: boo
     return step_fn
 
 
-LR_FIELDS = ("lr", "lr_decay_steps", "lr_floor", "meta_lr", "inner_lr_meta_lr")
+LR_FIELDS = ("lr", "lr_decay_steps", "lr_floor", "meta_lr", "inner_lr_meta_lr", "start_lr")
 # A resume may change these (recorded in config.json's history): the schedule, the task mix (batches stay a pure
 # function of the seed, the step and the recipe), and ``precision``, the convolutions' compute type (weights and
 # optimizer state are float32 either way), so a run moves to a CPU without native bfloat16.
@@ -467,7 +480,8 @@ def _save_dir(chief: bool, ckpt_dir: Path):
 
 @dataclass
 class _TrainState:
-    """What a run checkpoints: the net, the learned inner rates (if any), their optimizers and the step."""
+    """What a run checkpoints: the net, the learned inner rates and the start's basis (if any), their optimizers and
+    the step."""
 
     net: object
     rates: list  # [the inner_lr variable] with learn_inner_lr, else []
@@ -475,16 +489,19 @@ class _TrainState:
     rates_optimizer: keras.optimizers.Optimizer | None
     step: tf.Variable
     checkpoint: tf.train.Checkpoint
+    basis: list = dataclasses.field(default_factory=list)  # V, one variable per θ tensor, with conditioned_start
+    basis_optimizer: keras.optimizers.Optimizer | None = None
 
     @property
     def variables(self) -> list:
-        return self.net.params + self.rates
+        return self.net.params + self.rates + self.basis
 
     @property
     def optimizers(self) -> list:
         """(optimizer, how many of ``variables`` it updates), in order."""
         pairs = [(self.optimizer, len(self.net.params))]
-        return pairs + ([(self.rates_optimizer, 1)] if self.rates_optimizer is not None else [])
+        pairs += [(self.rates_optimizer, 1)] if self.rates_optimizer is not None else []
+        return pairs + ([(self.basis_optimizer, len(self.basis))] if self.basis else [])
 
 
 def initial_rates(config, n: int):
@@ -507,9 +524,16 @@ def _build_state(stage: Stage, run: RunConfig, config, strategy) -> _TrainState:
             rates_optimizer = keras.optimizers.Adam(config.inner_lr_meta_lr or config.meta_lr, epsilon=1e-8)
             rates_optimizer.build(rates)
             extra = {"inner_lr": rates[0], "rates_optimizer": rates_optimizer}
+        basis, basis_optimizer = [], None
+        if stage.learns_basis:  # V starts at 0: θ(k) = θ for every kernel
+            basis = [tf.Variable(tf.zeros([START_FEATURES, *p.shape]), name=f"start_basis_{i}") for i, p in
+                     enumerate(net.params)]  # fmt: skip
+            basis_optimizer = keras.optimizers.Adam(config.start_lr or config.meta_lr, epsilon=1e-8)
+            basis_optimizer.build(basis)
+            extra.update(start_basis=basis, basis_optimizer=basis_optimizer)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     checkpoint = tf.train.Checkpoint(model=net, optimizer=optimizer, step=step, seed=tf.Variable(run.seed), **extra)
-    return _TrainState(net, rates, optimizer, rates_optimizer, step, checkpoint)
+    return _TrainState(net, rates, optimizer, rates_optimizer, step, checkpoint, basis, basis_optimizer)
 
 
 def _restore_or_init(state: _TrainState, stage: Stage, run: RunConfig, config, ckpt_dir: Path, changed, log):
@@ -524,6 +548,8 @@ def _restore_or_init(state: _TrainState, stage: Stage, run: RunConfig, config, c
             state.optimizer.learning_rate = stage.learning_rate()
         if state.rates_optimizer is not None:
             state.rates_optimizer.learning_rate = config.inner_lr_meta_lr or config.meta_lr
+        if state.basis_optimizer is not None:
+            state.basis_optimizer.learning_rate = config.start_lr or config.meta_lr
         return
     if run.resume:
         log(f"no checkpoint in {ckpt_dir}: starting at step 0")
@@ -536,6 +562,10 @@ def _restore_or_init(state: _TrainState, stage: Stage, run: RunConfig, config, c
             if init_rates.shape[1] < state.rates[0].shape[1]:
                 init_rates = np.pad(init_rates, [(0, 0), (0, state.rates[0].shape[1] - init_rates.shape[1])])
             state.rates[0].assign(init_rates[:, : state.rates[0].shape[1]])
+        init_basis = load_start_basis(run.init) if state.basis else None
+        if init_basis is not None:  # a conditioned θ_M goes on from its own start
+            for v, b in zip(state.basis, init_basis):
+                v.assign(b)
 
 
 def _log_train_step(state: _TrainState, loss, per_step, seconds_per_step: float) -> None:

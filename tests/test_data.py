@@ -43,14 +43,14 @@ def test_mixed_pairs_are_half_bicubic_half_random_kernels(astronaut_uint8, chels
 
 
 def test_kernel_tasks_have_support_and_query_sets_per_task(astronaut_uint8):
-    ((x_tr, y_tr, x_te, y_te, _),) = _first(kernel_tasks([astronaut_uint8], 3, 2, 16, 2, seed=0))
+    ((x_tr, y_tr, x_te, y_te, _, _),) = _first(kernel_tasks([astronaut_uint8], 3, 2, 16, 2, seed=0))
     assert x_tr.shape == y_tr.shape == x_te.shape == y_te.shape == (3, 2, 16, 16, 3)
     assert not np.array_equal(y_tr, y_te)
 
 
 def test_kernel_tasks_min_variance_widens_p_k_towards_sharp_kernels(astronaut_uint8):
     def tasks(**kw):
-        ((x_tr, y_tr, _, _, _),) = _first(kernel_tasks([astronaut_uint8], 4, 2, 32, 2, seed=1, **kw))
+        ((x_tr, y_tr, _, _, _, _),) = _first(kernel_tasks([astronaut_uint8], 4, 2, 32, 2, seed=1, **kw))
         return x_tr, y_tr
 
     x1, y = tasks()
@@ -82,8 +82,8 @@ def test_blind_tasks_take_div2krk_style_kernels_and_leave_the_rest(astronaut_uin
     from mzsr_tf.degradation import degrade
     from mzsr_tf.kernels import blind_offset, kernel_offset, sample_blind_kernel
 
-    ((x, y, xq, yq, _),) = _first(kernel_tasks([astronaut_uint8], 3, 2, 24, 2, seed=0, blind_tasks=2))
-    ((x0, y0, _, _, _),) = _first(kernel_tasks([astronaut_uint8], 3, 2, 24, 2, seed=0))
+    ((x, y, xq, yq, _, _),) = _first(kernel_tasks([astronaut_uint8], 3, 2, 24, 2, seed=0, blind_tasks=2))
+    ((x0, y0, _, _, _, _),) = _first(kernel_tasks([astronaut_uint8], 3, 2, 24, 2, seed=0))
     np.testing.assert_array_equal(y, y0)
     np.testing.assert_array_equal(x[2], x0[2])
     for t in range(2):
@@ -104,8 +104,8 @@ def test_bicubic_tasks_are_plain_bicubic_and_leave_the_rest(astronaut_uint8, sup
     from mzsr_tf.zero_shot import training_pair
 
     kw = dict(seed=0, subsample="bicubic", support=support)
-    ((x, y, xq, yq, features),) = _first(kernel_tasks([astronaut_uint8], 3, 2, 24, 2, bicubic_tasks=1, **kw))
-    ((x0, y0, _, yq0, _),) = _first(kernel_tasks([astronaut_uint8], 3, 2, 24, 2, **kw))
+    ((x, y, xq, yq, features, _),) = _first(kernel_tasks([astronaut_uint8], 3, 2, 24, 2, bicubic_tasks=1, **kw))
+    ((x0, y0, _, yq0, _, _),) = _first(kernel_tasks([astronaut_uint8], 3, 2, 24, 2, **kw))
     np.testing.assert_array_equal(yq, yq0)
     np.testing.assert_array_equal(y[:2], y0[:2])
     np.testing.assert_array_equal(x[:2], x0[:2])
@@ -126,10 +126,11 @@ def test_bicubic_tasks_are_plain_bicubic_and_leave_the_rest(astronaut_uint8, sup
 def test_son_support_trains_the_inner_loop_on_the_pairs_the_meta_test_makes(astronaut_uint8, blind_tasks):
     """``support='son'``: D_te is (bicubic↑(LR), HR) of the task's patches, D_tr is each of those LRs' own training
     pair (``zero_shot.training_pair``: bicubic↑(LR son) → LR), under the task's kernel, as the meta-test adapts."""
+    from mzsr_tf.conditioning import start_features
     from mzsr_tf.kernels import kernel_features, kernel_offset
     from mzsr_tf.zero_shot import training_pair
 
-    ((x_tr, y_tr, x_te, y_te, features),) = _first(
+    ((x_tr, y_tr, x_te, y_te, features, start),) = _first(
         kernel_tasks([astronaut_uint8], 2, 3, 24, 2, seed=0, blind_tasks=blind_tasks, support="son")
     )
     assert x_tr.shape == y_tr.shape == (2, 3, 12, 12, 3) and x_te.shape == y_te.shape == (2, 3, 24, 24, 3)
@@ -143,7 +144,8 @@ def test_son_support_trains_the_inner_loop_on_the_pairs_the_meta_test_makes(astr
         np.testing.assert_allclose(x_tr[t], son, atol=1e-5)
         np.testing.assert_array_equal(y_tr[t], father)
         np.testing.assert_allclose(features[t], kernel_features(_task_kernel(t, blind_tasks)), atol=1e-6)
-    ((_, _, x_ext, _, _),) = _first(kernel_tasks([astronaut_uint8], 2, 3, 24, 2, seed=0, blind_tasks=blind_tasks))
+        np.testing.assert_allclose(start[t], start_features(_task_kernel(t, blind_tasks)), atol=1e-6)
+    ((_, _, x_ext, _, _, _),) = _first(kernel_tasks([astronaut_uint8], 2, 3, 24, 2, seed=0, blind_tasks=blind_tasks))
     assert x_ext.shape == (2, 3, 24, 24, 3)  # external support: twice the patches, half of them the query
 
 

@@ -481,3 +481,40 @@ def test_kernel_estimator_stage_trains_resumes_exactly_and_saves_npz(data_dir, t
         np.testing.assert_array_equal(a, b)
     config = json.loads((tmp_path / "straight" / "config.json").read_text())
     assert config["stage_config"]["scales"] == [2, 4] and config["stage_config"]["patch"] == 16
+
+
+def test_conditioned_start_learns_its_basis_resumes_exactly_and_ships_it(data_dir, tmp_path, capsys):
+    """--conditioned-start --inner-steps 0 --meta-lr 0: supervised training of V with θ frozen; the init's learned
+    rates travel on; a resume continues V exactly; an inner loop from θ(k) trains too."""
+    from mzsr_tf.weights import load_inner_lr, load_start_basis
+
+    start = tmp_path / "start"
+    argv = TINY_META + ["--data", data_dir, "--learn-inner-lr", "--meta-lr", "1e-3", "--out", start, "--steps", "1"]
+    assert run(argv, capsys)[0] == 0
+    init = start / "final.weights.h5"
+    supervised = ["--stage", "meta", "--patch", "16", "--meta-batch", "2", "--task-batch", "1", "--data", data_dir]
+    supervised += ["--init", init, "--conditioned-start", "--inner-steps", "0", "--meta-lr", "0"]
+    supervised += ["--start-lr", "1e-3", "--support", "son", "--val-every", "100"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert run(supervised + ["--out", straight, "--steps", "3"], capsys)[0] == 0
+    assert run(supervised + ["--out", resumed, "--steps", "2"], capsys)[0] == 0
+    code, err = run(supervised + ["--out", resumed, "--steps", "3", "--resume"], capsys)
+    assert code == 0, err
+    final = straight / "final.weights.h5"
+    for a, b in zip(load_params(final), load_params(init)):
+        np.testing.assert_array_equal(a, b)  # θ bit for bit
+    np.testing.assert_array_equal(load_inner_lr(final), load_inner_lr(init))  # the rates it adapts with
+    basis = load_start_basis(final)
+    assert len(basis) == 16 and basis[0].shape == (10, 3, 3, 3, 64) and np.abs(basis[-1]).max() > 1e-4
+    ckpt = load_start_basis(straight / "ckpt")
+    for a, b, c in zip(basis, ckpt, load_start_basis(resumed / "ckpt")):
+        np.testing.assert_array_equal(b, c)  # the resume is exact
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-7)  # shipped in float16
+    assert load_start_basis(init) is None
+    # MMAML: θ, V and the rates together, the inner loop from θ(k), V going on from the file's
+    joint = tmp_path / "joint"
+    argv = TINY_META + ["--data", data_dir, "--learn-inner-lr", "--conditioned-start", "--init", final]
+    code, err = run(argv + ["--out", joint, "--steps", "1", "--meta-lr", "1e-3", "--start-lr", "1e-3"], capsys)
+    assert code == 0, err
+    moved = [np.abs(a - b).max() for a, b in zip(load_start_basis(joint / "final.weights.h5"), basis)]
+    assert 0 < max(moved) < 1e-2

@@ -108,6 +108,14 @@ def build_parser(only_given: bool = False):
         default=None,
         help="with --learn-inner-lr: scale each step's rates by the task's kernel (size, anisotropy), learned too",
     )
+    meta.add_argument(
+        "--conditioned-start",
+        action="store_true",
+        default=None,
+        help="each task starts from theta(k) = theta + sum_i phi_i(k) V_i, the basis V learned and shipped (MMAML); "
+        "with --inner-steps 0 --meta-lr 0: supervised training of V, theta frozen",
+    )
+    meta.add_argument("--start-lr", type=float, help="with --conditioned-start: Adam rate of the basis V (meta-lr)")
     meta.add_argument("--first-order", action="store_true", default=None, help="first-order MAML throughout")
     meta.add_argument("--first-order-steps", type=int, help="first-order warm-up steps (0)")
     meta.add_argument("--anneal-steps", type=int, help="MAML++ loss-weight annealing length (3333)")
@@ -171,7 +179,6 @@ def main(argv=None):
         "steps",
         "batch_size",
         "patch",
-        "inner_steps",
         "meta_batch",
         "task_batch",
         "checkpoint_every",
@@ -182,7 +189,7 @@ def main(argv=None):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise InputError(f"{_flag(name)} must be positive, got {value}")
-    for name in ("lr", "lr_floor", "inner_lr", "meta_lr", "inner_lr_meta_lr", "min_variance"):
+    for name in ("lr", "lr_floor", "inner_lr", "meta_lr", "inner_lr_meta_lr", "start_lr", "min_variance"):
         value = getattr(args, name)
         if name == "meta_lr" and value == 0:  # θ frozen, the rates alone meta-learn (checked by MetaConfig)
             continue
@@ -227,6 +234,8 @@ def main(argv=None):
         learn_inner_lr=args.learn_inner_lr,
         inner_lr_meta_lr=args.inner_lr_meta_lr,
         kernel_rates=args.kernel_rates,
+        conditioned_start=args.conditioned_start,
+        start_lr=args.start_lr,
         first_order=args.first_order,
         first_order_steps=args.first_order_steps,
         anneal_steps=args.anneal_steps,

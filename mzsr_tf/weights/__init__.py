@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from mzsr_tf.conditioning import START_FEATURES
 from mzsr_tf.errors import InputError
 from mzsr_tf.kernels import KERNEL_FEATURES
 from mzsr_tf.model import PARAM_NAMES, MZSRNet, param_shapes
@@ -22,6 +23,7 @@ __all__ = [
     "load_params",
     "save_params",
     "load_inner_lr",
+    "load_start_basis",
     "load_scale",
     "check_scale",
 ]
@@ -53,6 +55,7 @@ def _check_shapes(arrays, source) -> list[np.ndarray]:
 
 
 INNER_LR = "inner_lr"  # learned per-tensor, per-step inner rates beside the weights (MAML++ LSLR)
+START_BASIS = "start_basis"  # the conditioned start's basis V (``conditioning``), [features, all θ's entries], float16
 SCALE = "mzsr_scale"  # the SR factor the weights were trained for, when the file records it
 # train.py checkpoints hold the network's variables, in ``params`` order, as the optimizer's.
 _TRAIN_CKPT = "optimizer/_trainable_variables/{}/.ATTRIBUTES/VARIABLE_VALUE"
@@ -140,6 +143,52 @@ def load_inner_lr(path) -> np.ndarray | None:
     return None if rates is None else _check_inner_lr(rates, path)
 
 
+def _check_basis(basis, source) -> np.ndarray:
+    basis = np.asarray(basis)
+    size = sum(int(np.prod(s)) for s in param_shapes())
+    if basis.ndim != 2 or basis.shape != (START_FEATURES, size):
+        raise InputError(f"{source}: {START_BASIS} has shape {basis.shape}, expected ({START_FEATURES}, {size})")
+    if not np.all(np.isfinite(basis)):
+        raise InputError(f"{source}: {START_BASIS} contains NaN or Inf")
+    return basis
+
+
+def _unflatten(basis) -> list[tf.Tensor]:
+    """[features, all entries] -> one float32 [features, *shape] tensor per θ tensor."""
+    out, start = [], 0
+    for s in param_shapes():
+        n = int(np.prod(s))
+        out.append(tf.constant(np.asarray(basis[:, start : start + n], np.float32).reshape(START_FEATURES, *s)))
+        start += n
+    return out
+
+
+def load_start_basis(path) -> list[tf.Tensor] | None:
+    """The conditioned start's basis V stored with the weights (``conditioning.conditioned_start``), or None."""
+    path = Path(path)
+    try:
+        if path.name.endswith(".weights.h5"):
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                basis = f[START_BASIS][()] if START_BASIS in f else None
+        elif path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                basis = data[START_BASIS] if START_BASIS in data else None
+        else:
+            prefix = path.with_suffix("") if path.suffix == ".index" else path
+            if path.is_dir():
+                prefix = tf.train.latest_checkpoint(str(path)) or path
+            reader = tf.train.load_checkpoint(str(prefix))
+            keys = [f"{START_BASIS}/{i}/.ATTRIBUTES/VARIABLE_VALUE" for i in range(len(PARAM_NAMES))]
+            if not reader.has_tensor(keys[0]):
+                return None
+            basis = np.concatenate([reader.get_tensor(k).reshape(START_FEATURES, -1) for k in keys], axis=1)
+    except Exception as e:  # h5py/TF raise many types for corrupt files
+        raise InputError(f"{path}: cannot read weights ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    return None if basis is None else _unflatten(_check_basis(basis, path))
+
+
 def load_scale(path) -> int | None:
     """The SR factor the weights were trained for, if their file records it (``save_params(scale=...)``)."""
     path = Path(path)
@@ -168,35 +217,45 @@ def check_scale(path, scale: int) -> None:
         raise InputError(f"{path}: weights trained for x{trained}, not x{int(scale)} (use --scale {trained})")
 
 
-def save_params(params, path, overwrite: bool = False, inner_lr=None, scale: int | None = None) -> Path:
+def save_params(
+    params, path, overwrite: bool = False, inner_lr=None, scale: int | None = None, start_basis=None
+) -> Path:
     """Save weights as ``.weights.h5`` (Keras) or ``.npz`` (``convN/kernel`` arrays), atomically.
 
     ``inner_lr``: learned inner learning rates [steps, 16] to store with them (:func:`load_inner_lr`);
-    ``scale``: the SR factor they were trained for (:func:`load_scale`).
+    ``scale``: the SR factor they were trained for (:func:`load_scale`); ``start_basis``: the conditioned start's
+    basis, one [features, *shape] tensor per θ tensor (:func:`load_start_basis`), stored in float16.
     """
     from mzsr_tf.io import atomic_write
 
     path = Path(path)
     arrays = _check_shapes([np.asarray(p) for p in params], path)
     rates = None if inner_lr is None else _check_inner_lr(inner_lr, path)
+    basis = None
+    if start_basis is not None:
+        flat = np.concatenate([np.asarray(b, np.float32).reshape(START_FEATURES, -1) for b in start_basis], axis=1)
+        basis = _check_basis(flat.astype(np.float16), path)
     with atomic_write(path, overwrite) as tmp:
         if path.name.endswith(".weights.h5"):
             net = MZSRNet()
             net.set_params(arrays)
             final = tmp.with_name(tmp.name + ".weights.h5")  # Keras insists on the suffix
             net.save_weights(str(final))
-            if rates is not None or scale is not None:
+            if rates is not None or scale is not None or basis is not None:
                 import h5py
 
                 with h5py.File(final, "a") as f:
                     if rates is not None:
                         f.create_dataset(INNER_LR, data=rates)
+                    if basis is not None:
+                        f.create_dataset(START_BASIS, data=basis, compression="gzip")
                     if scale is not None:
                         f.attrs[SCALE] = int(scale)
             final.replace(tmp)
         elif path.suffix == ".npz":
             extra = {} if rates is None else {INNER_LR: rates}
             extra.update({} if scale is None else {SCALE: np.int64(scale)})
+            extra.update({} if basis is None else {START_BASIS: basis})
             with open(tmp, "wb") as f:
                 np.savez(f, **dict(zip(PARAM_NAMES, arrays)), **extra)
         else:

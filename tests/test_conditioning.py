@@ -1,0 +1,46 @@
+"""conditioning: φ(k) in closed form equals the eigen-decomposition's, θ(k) is θ + Σ φ_i V_i, and meta-training
+learns V with θ frozen."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mzsr_tf.conditioning import START_FEATURES, conditioned_start, log_covariance, start_features
+from mzsr_tf.kernels import LAMBDA_FLOOR, gaussian_kernel, kernel_moments, resolve_degradation
+
+
+def _log_eigh(cov):
+    e, v = np.linalg.eigh(np.asarray(cov, np.float64))
+    return v @ np.diag(np.log(np.maximum(e, LAMBDA_FLOOR))) @ v.T
+
+
+@pytest.mark.parametrize(
+    "cov", [[[2.0, 0.0], [0.0, 2.0]], [[4.0, 1.5], [1.5, 1.0]], [[0.3, -0.1], [-0.1, 0.2]], [[0.0, 0.0], [0.0, 0.0]]]
+)
+def test_log_covariance_is_the_matrix_logarithm_with_floored_eigenvalues(cov):
+    np.testing.assert_allclose(log_covariance(tf.constant(cov)), _log_eigh(cov), atol=2e-5)
+
+
+def test_start_features_are_1_the_log_covariance_and_its_products():
+    k = resolve_degradation("g_d_ani").kernel
+    f = start_features(k).numpy()
+    log = _log_eigh(kernel_moments(k, tf.float64)[1]) / 1.6
+    a, b, c = log[0, 0], log[1, 1], log[0, 1]
+    np.testing.assert_allclose(f, [1, a, b, c, a * a, b * b, c * c, a * b, a * c, b * c], atol=1e-4)
+    assert f.shape == (START_FEATURES,)
+    # a kernel and its transpose differ only in the sign of c (orientation), a delta kernel (plain bicubic) is finite
+    np.testing.assert_allclose(start_features(np.ascontiguousarray(k.T)).numpy()[[1, 2, 3]], f[[2, 1, 3]], atol=1e-5)
+    assert np.all(np.isfinite(start_features(np.ones((1, 1), np.float32))))
+    mirrored = start_features(gaussian_kernel(4.0, 1.0, 0.5, 15)).numpy()  # θ = +0.5: the mirror image
+    np.testing.assert_allclose(mirrored[[1, 2, 3]], f[[1, 2, 3]] * [1, 1, -1], atol=1e-4)
+
+
+def test_conditioned_start_is_theta_plus_the_features_times_the_basis():
+    rng = np.random.default_rng(0)
+    params = [tf.constant(rng.standard_normal(s), tf.float32) for s in [(3, 3, 3, 4), (4,)]]
+    basis = [tf.constant(rng.standard_normal((START_FEATURES, *p.shape)), tf.float32) for p in params]
+    f = tf.constant(rng.standard_normal(START_FEATURES), tf.float32)
+    got = conditioned_start(params, basis, f)
+    for p, v, g in zip(params, basis, got):
+        np.testing.assert_allclose(g, p + np.tensordot(f.numpy(), v.numpy(), 1), atol=1e-5)
+    assert conditioned_start(params, None, f) == params
