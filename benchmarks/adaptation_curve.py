@@ -31,13 +31,14 @@ from mzsr_tf.metrics import psnr_y
 from mzsr_tf.zero_shot import AdaptConfig, adapt, zero_shot_sr
 
 
-def curve(params, images, degradation, scale, at, config: AdaptConfig):
-    """Mean PSNR-Y after each step count in ``at`` and the adaptation seconds of that many steps."""
+def curve(params, images, degradation, scale, at, config: AdaptConfig, start_basis=None):
+    """Mean PSNR-Y after each step count in ``at`` and the adaptation seconds of that many steps (``start_basis``:
+    the weights' kernel-conditioned start)."""
     rows = []
     for n in at:
         psnr, seconds = [], 0.0
         for hr, lr in images:
-            result = zero_shot_sr(params, lr, degradation, scale, replace(config, steps=n), hr.shape[:2])
+            result = zero_shot_sr(params, lr, degradation, scale, replace(config, steps=n), hr.shape[:2], start_basis)
             psnr.append(psnr_y(result.sr, hr, scale))
             seconds += result.seconds_adapt
         rows.append({"steps": n, "psnr_y": float(np.mean(psnr)), "seconds": seconds / len(images)})
@@ -126,7 +127,8 @@ def main(argv=None):
         else:
             config = AdaptConfig() if args.optimizer == "adam" else model.adapt_config()
         adapt(model.params, images[0][1], degradation, args.scale, replace(config, steps=1))  # trace once, untimed
-        curves[label], rules[label] = curve(model.params, images, degradation, args.scale, at, config), config.rule
+        rows = curve(model.params, images, degradation, args.scale, at, config, model.start_basis)
+        curves[label], rules[label] = rows, config.rule
         for row in curves[label]:
             print(f"{label:<20} {row['steps']:3d} steps  {row['psnr_y']:6.2f} dB  {row['seconds']:7.2f} s/image")
     results = {"kernel": args.kernel, "set": str(args.hr), "scale": args.scale, "optimizer": rules, "curves": curves}

@@ -146,10 +146,11 @@ def _estimated(lr, scale: int, factor: float | str, estimate) -> Degradation:
     return Degradation(kernel_from_covariance(covariance, scale).numpy(), "direct", "estimated")
 
 
-def sweep(params, images, kernels, settings, scale: int, noise: float = 0.0):
+def sweep(params, images, kernels, settings, scale: int, noise: float = 0.0, start_basis=None):
     """Rows of mean PSNR-Y per (kernel, setting), with each image's figure; kernel ``div2krk``: each image its own
     random DIV2KRK-style kernel (``blind_set``, seeded by the image's name); ``K:estimated[*F]`` and ``K:kernelgan``
-    (:func:`parse_kernel`) adapt with the kernel estimated from each LR."""
+    (:func:`parse_kernel`) adapt with the kernel estimated from each LR. ``start_basis``: the weights'
+    kernel-conditioned start (``zero_shot.zero_shot_sr``)."""
     from mzsr_tf.kernel_estimation import blind_estimator
 
     rows = []
@@ -163,7 +164,7 @@ def sweep(params, images, kernels, settings, scale: int, noise: float = 0.0):
         for label, config in settings:
             per_image, seconds = {}, []
             for n, hr in images.items():
-                result = zero_shot_sr(params, lrs[n], degradations[n], scale, config, hr.shape[:2])
+                result = zero_shot_sr(params, lrs[n], degradations[n], scale, config, hr.shape[:2], start_basis)
                 per_image[n] = psnr_y(result.sr, hr, scale)
                 seconds.append(result.seconds_adapt)
             mean = float(np.mean(list(per_image.values())))
@@ -212,7 +213,7 @@ def saved_rows(paths) -> list[dict]:
 
 
 def main(argv=None):
-    from mzsr_tf.weights import default_weights, load_inner_lr, load_params
+    from mzsr_tf.weights import default_weights, load_inner_lr, load_params, load_start_basis
 
     p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--settings", default="sgd:default;adam:default", help="';'-separated optimizer:rates")
@@ -247,7 +248,7 @@ def main(argv=None):
         parse_kernel(k)
     images = photos(args.scale, names[: args.limit])  # before the weights: a bad name fails fast
     params = load_params(weights)
-    rows = sweep(params, images, kernels, settings, args.scale, args.noise)
+    rows = sweep(params, images, kernels, settings, args.scale, args.noise, load_start_basis(weights))
     print(f"{args.steps} steps, mean PSNR-Y (dB) over {', '.join(images)}\n" + table(rows))
     if args.json:
         results = {"weights": str(args.weights or "shipped"), "steps": steps, "noise": args.noise, "rows": rows}

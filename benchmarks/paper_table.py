@@ -139,8 +139,8 @@ def make_mzsr(args: argparse.Namespace, steps: str = "0", official: str | None =
         return model.adapt_config(int(steps), precision=args.precision, noise_sigma=args.son_noise, **rule)
 
     def mzsr(lr, degradation, scale, *, output_shape):
-        params, config = model_for(degradation.subsample).params, config_for(scale, degradation.subsample)
-        return zero_shot_sr(params, lr, degradation, scale, config, output_shape=output_shape).sr
+        model, config = model_for(degradation.subsample), config_for(scale, degradation.subsample)
+        return zero_shot_sr(model.params, lr, degradation, scale, config, output_shape, model.start_basis).sr
 
     def settings(subsample: str) -> dict:  # what runs for a kernel of this subsampling (its own weights)
         config = config_for(args.scale, subsample)

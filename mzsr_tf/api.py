@@ -70,12 +70,15 @@ class ZeroShotSR:
       scale: the SR factor θ_M was meta-trained for.
       subsample: its kernels' subsampling, 'direct' or 'bicubic'.
       inner_lr: meta-learned per-tensor rates (``weights.load_inner_lr``); None: the default Adam steps.
+      start_basis: the basis V of a kernel-conditioned start (``weights.load_start_basis``); None: θ_M for every
+        kernel.
     """
 
     params: tuple
     scale: int = 2
     subsample: str = "direct"
     inner_lr: np.ndarray | None = None
+    start_basis: tuple | None = None
 
     @classmethod
     def from_preset(cls, name: str) -> ZeroShotSR:
@@ -87,9 +90,10 @@ class ZeroShotSR:
     @classmethod
     def from_weights(cls, path, scale: int = 2, subsample: str = "direct") -> ZeroShotSR:
         """Weights trained by ``train.py`` (``.weights.h5``, ``.npz``, a run's checkpoint or the official TF1 one)."""
-        from mzsr_tf.weights import load_inner_lr, load_params
+        from mzsr_tf.weights import load_inner_lr, load_params, load_start_basis
 
-        return cls(tuple(load_params(path)), int(scale), subsample, load_inner_lr(path))
+        basis = load_start_basis(path)
+        return cls(tuple(load_params(path)), int(scale), subsample, load_inner_lr(path), basis and tuple(basis))
 
     def adapt_config(self, steps: int = 10, **overrides):
         """The meta-test settings: SGD with the learned rates if θ_M has them, else ``AdaptConfig``'s Adam."""
@@ -108,7 +112,8 @@ class ZeroShotSR:
         lr, dtype, gray = _as_float_rgb(image)
         degradation = _degradation(kernel, self.subsample, lr, self.scale)
         config = self.adapt_config(steps, **overrides)
-        return _as_input_type(zero_shot_sr(self.params, lr, degradation, self.scale, config).sr, dtype, gray)
+        result = zero_shot_sr(self.params, lr, degradation, self.scale, config, start_basis=self.start_basis)
+        return _as_input_type(result.sr, dtype, gray)
 
 
 def _degradation(kernel, subsample: str | None = None, lr=None, scale: int = 2) -> Degradation:

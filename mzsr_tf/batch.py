@@ -113,11 +113,12 @@ def score(entry, baseline: str, before, after, hr, gt_path, scale):
         entry[f"psnr_y{suffix}"], entry[f"ssim_y{suffix}"] = psnr_y(sr, hr, scale), ssim_y(sr, hr, scale)
 
 
-def mzsr_runner(job: Job, config, params):
-    """``run(rgb, shape, gt_path, name, degradation) -> (sr, report fields)`` for MZSR(n) from the meta-weights."""
+def mzsr_runner(job: Job, config, params, start_basis=None):
+    """``run(rgb, shape, gt_path, name, degradation) -> (sr, report fields)`` for MZSR(n) from the meta-weights
+    (``start_basis``: their kernel-conditioned start's, ``zero_shot.zero_shot_sr``)."""
 
     def run(rgb, shape, gt_path, name, degradation):
-        result = zero_shot_sr(params, rgb, degradation, job.scale, config, output_shape=shape)
+        result = zero_shot_sr(params, rgb, degradation, job.scale, config, shape, start_basis)
         if result.diverged:
             print(
                 f"warning: {name}: update {len(result.losses) + 1} of {config.steps} diverged (non-finite); "
@@ -139,7 +140,8 @@ def mzsr_runner(job: Job, config, params):
             "seconds_sr": round(result.seconds_sr, 4),
         }
         if gt_path is not None:
-            before = zero_shot_sr(params, rgb, degradation, job.scale, dataclasses.replace(config, steps=0), shape)
+            no_updates = dataclasses.replace(config, steps=0)
+            before = zero_shot_sr(params, rgb, degradation, job.scale, no_updates, shape, start_basis)
             hr = load_gt(gt_path, job.scale, job.max_gt_pixels)
             score(entry, "before", before.sr, result.sr, hr, gt_path, job.scale)
             print(

@@ -44,3 +44,45 @@ def test_conditioned_start_is_theta_plus_the_features_times_the_basis():
     for p, v, g in zip(params, basis, got):
         np.testing.assert_allclose(g, p + np.tensordot(f.numpy(), v.numpy(), 1), atol=1e-5)
     assert conditioned_start(params, None, f) == params
+
+
+def _basis(seed: int, scale: float = 2e-3) -> list:
+    from mzsr_tf.model import param_shapes
+
+    rng = np.random.default_rng(seed)
+    return [tf.constant(scale * rng.standard_normal((START_FEATURES, *s)), tf.float32) for s in param_shapes()]
+
+
+def test_meta_test_api_and_adapt_cli_start_from_theta_k(astronaut_uint8, tmp_path, capsys):
+    """Weights carrying a basis: ``zero_shot_sr(start_basis=V)`` is MZSR from θ(k) for the image's kernel, and the
+    API and adapt.py read V from the file and run exactly that."""
+    from PIL import Image
+
+    import mzsr_tf
+    from mzsr_tf import cli
+    from mzsr_tf.commands import adapt as adapt_cli
+    from mzsr_tf.model import init_params
+    from mzsr_tf.weights import load_start_basis, save_params
+    from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
+
+    params, basis = init_params(2), _basis(1)
+    lr = np.ascontiguousarray(astronaut_uint8[:30, :34]).astype(np.float32) / 255.0
+    degradation = resolve_degradation("g_d_ani")
+    config = AdaptConfig(steps=2)
+    start = conditioned_start(params, basis, start_features(degradation.kernel))
+    got = zero_shot_sr(params, lr, degradation, 2, config, start_basis=basis).sr
+    np.testing.assert_array_equal(got, zero_shot_sr(start, lr, degradation, 2, config).sr)
+    assert np.abs(got - zero_shot_sr(params, lr, degradation, 2, config).sr).max() > 1e-3  # V moved the start
+
+    weights = save_params(params, tmp_path / "c.weights.h5", start_basis=basis)
+    stored = load_start_basis(weights)  # float16 on disk
+    api = mzsr_tf.ZeroShotSR.from_weights(weights).super_resolve(lr, "g_d_ani", 2)
+    np.testing.assert_allclose(api, zero_shot_sr(params, lr, degradation, 2, config, start_basis=stored).sr, atol=1e-6)
+    Image.fromarray(np.ascontiguousarray(astronaut_uint8[:30, :34])).save(tmp_path / "in.png")
+    argv = ["--weights", weights, "--kernel", "g_d_ani", "--steps", "2", "--precision", "auto"]
+    argv += ["--out", tmp_path / "out.png", tmp_path / "in.png"]
+    assert cli.run(adapt_cli.main, [str(a) for a in argv]) == 0, capsys.readouterr().err
+    from mzsr_tf.metrics import to_uint8
+
+    expected = to_uint8(zero_shot_sr(params, lr, degradation, 2, config, start_basis=stored).sr).numpy()
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out.png")), expected)

@@ -593,3 +593,30 @@ def test_learned_rates_travel_into_the_weights_files_and_the_servings_adaptation
     weights = runner(interpreter, "get_weights")()
     for name, w in zip(WEIGHT_NAMES, fast):
         np.testing.assert_allclose(weights[name], w, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_conditioned_start_travels_into_the_weights_files_and_the_servings_adaptation(tmp_path, image):
+    """Weights with a kernel-conditioned start (``conditioning``): export keeps V, and the SavedModel adapts from
+    θ(k) as adapt.py does."""
+    from mzsr_tf.conditioning import START_FEATURES
+    from mzsr_tf.weights import load_start_basis
+
+    params = distinct_params(5)
+    rng = np.random.default_rng(1)
+    basis = [(2e-3 * rng.standard_normal((START_FEATURES, *s))).astype(np.float32) for s in param_shapes()]
+    weights = save_params(params, tmp_path / "cond.weights.h5", start_basis=basis)
+    stored = load_start_basis(weights)
+    out = tmp_path / "out"
+    argv = ["--weights", weights, "--out", out, "--kernel-size", KERNEL_SIZE, "--max-pixels", MAX_PIXELS]
+    assert cli.run(export_cli.main, [str(a) for a in argv]) == 0
+    for name in (FILES["weights_h5"], FILES["weights_npz"]):
+        for a, b in zip(load_start_basis(out / name), stored):
+            np.testing.assert_array_equal(a, b)
+    served = tf.saved_model.load(str(out / FILES["serving"]))
+    degradation = Degradation(validate_kernel(KERNEL), "direct")
+    config = AdaptConfig(steps=3, precision="float32")
+    expected = zero_shot_sr(params, image / np.float32(255), degradation, 2, config, start_basis=stored)
+    assert_rounds_alike(serve(served, image, KERNEL, 3)[0], to_uint8(expected.sr).numpy())
+    plain = zero_shot_sr(params, image / np.float32(255), degradation, 2, config)
+    assert np.abs(to_uint8(plain.sr).numpy().astype(int) - serve(served, image, KERNEL, 3)[0].astype(int)).max() > 2

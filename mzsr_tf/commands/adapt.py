@@ -149,7 +149,7 @@ def _method_config(args, degradation, job):
     blind (each photo's kernel estimated, direct subsampling)."""
     from mzsr_tf.batch import mzsr_runner, zssr_runner
     from mzsr_tf.errors import InputError
-    from mzsr_tf.weights import check_scale, load_inner_lr, load_params
+    from mzsr_tf.weights import check_scale, load_inner_lr, load_params, load_start_basis
 
     mzsr_only = {"--steps": args.steps, "--weights": args.weights, "--optimizer": args.optimizer, "--lr": args.lr}
     mzsr_only.update({"--precision": args.precision, "--crop": args.crop, "--son-noise": args.son_noise})
@@ -187,6 +187,7 @@ def _method_config(args, degradation, job):
     check_scale(weights, args.scale)
     params = load_params(weights)
     inner_lr = load_inner_lr(weights)
+    start_basis = load_start_basis(weights)
     optimizer = args.optimizer or ("learned" if inner_lr is not None and not args.lr else "adam")
     if optimizer == "learned" and (inner_lr is None or args.lr):
         raise InputError(f"--optimizer learned needs weights with learned rates and no --lr ({weights} has none)")
@@ -212,7 +213,8 @@ def _method_config(args, degradation, job):
 
     def demo(steps):
         def fn(lr, degradation, shape):
-            result = zero_shot_sr(params, lr, degradation, args.scale, dataclasses.replace(config, steps=steps), shape)
+            steps_config = dataclasses.replace(config, steps=steps)
+            result = zero_shot_sr(params, lr, degradation, args.scale, steps_config, shape, start_basis)
             return result.sr, result.seconds_adapt
 
         return fn
@@ -222,7 +224,7 @@ def _method_config(args, degradation, job):
     def check(rgb, shape, degradation):
         check_input(rgb, degradation, args.scale)
 
-    return mzsr_runner(job, config, params), check, rows
+    return mzsr_runner(job, config, params, start_basis), check, rows
 
 
 def main(argv=None):

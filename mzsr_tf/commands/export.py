@@ -53,7 +53,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     from mzsr_tf.errors import InputError
     from mzsr_tf.export import ExportConfig, check_output_folder, export_all
-    from mzsr_tf.weights import check_scale, default_weights, load_inner_lr, load_params
+    from mzsr_tf.weights import check_scale, default_weights, load_inner_lr, load_params, load_start_basis
 
     inputs = [args.weights] if args.weights else []
     check_output_folder(args.out, args.overwrite, inputs)  # fail before the slow part
@@ -68,7 +68,9 @@ def main(argv=None):
 
         estimator = load_estimator(args.kernel_estimator or default_estimator())
     config = ExportConfig(args.scale, args.kernel_size, args.max_pixels, args.max_steps)
-    for kind, path in export_all(params, args.out, config, args.overwrite, inputs, inner_lr, estimator).items():
+    basis = load_start_basis(weights)
+    exported = export_all(params, args.out, config, args.overwrite, inputs, inner_lr, estimator, basis)
+    for kind, path in exported.items():
         print(f"{kind:<12} {path}")
     return 0
 

@@ -123,6 +123,7 @@ def export_all(
     inputs=(),
     inner_lr=None,
     estimator=None,
+    start_basis=None,
 ) -> dict[str, Path]:
     """Write every export of θ_M (``params``, 16 tensors) into folder ``out``; returns the paths by kind.
 
@@ -130,7 +131,9 @@ def export_all(
     weights read) must not lie inside ``out``. ``inner_lr``: θ_M's meta-learned rates (``weights.load_inner_lr``),
     kept in the weights files and run by the SavedModel's adaptation and the LiteRT model's ``learning_rates``.
     ``estimator``: kernel estimator weights for the SavedModel's ``blind`` and the LiteRT model's ``estimate_kernel``
-    signatures (``kernel_estimation``).
+    signatures (``kernel_estimation``). ``start_basis``: the basis of kernel-conditioned meta-weights
+    (``conditioning``), kept in the weights files and run by the SavedModel; the LiteRT model, held to its size
+    budget, adapts from θ_M.
     """
     from mzsr_tf.export.savedmodel import save_serving
     from mzsr_tf.export.tflite import save_inference_model, save_tflite
@@ -139,10 +142,11 @@ def export_all(
     out = check_output_folder(out, overwrite, inputs)
     staging = make_staging(out)
     try:
-        save_params(params, staging / FILES["weights_h5"], inner_lr=inner_lr)
-        save_params(params, staging / FILES["weights_npz"], inner_lr=inner_lr)
+        save_params(params, staging / FILES["weights_h5"], inner_lr=inner_lr, start_basis=start_basis)
+        save_params(params, staging / FILES["weights_npz"], inner_lr=inner_lr, start_basis=start_basis)
+        serving = staging / FILES["serving"]
         save_serving(
-            params, staging / FILES["serving"], config.scale, config.max_pixels, config.max_steps, inner_lr, estimator
+            params, serving, config.scale, config.max_pixels, config.max_steps, inner_lr, estimator, start_basis
         )
         save_tflite(params, staging / FILES["tflite"], config.scale, config.kernel_size, estimator, inner_lr)
         save_inference_model(params, staging / FILES["tflite_sr"], config.scale)

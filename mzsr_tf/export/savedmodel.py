@@ -4,7 +4,8 @@
 made from the request image with the request kernel, ``steps`` updates from θ_M follow ``adapt.py``'s
 (``AdaptConfig``: Adam, ``ADAM_RATES``, unless given another config), and the adapted net super-resolves
 the image. It is :func:`mzsr_tf.zero_shot.adapt_graph`, so the fast weights are ``tf.while_loop``
-values: θ_M is read-only and concurrent requests share no state.
+values: θ_M is read-only and concurrent requests share no state. Kernel-conditioned meta-weights start from
+θ(k) = θ_M + Σ φ_i(k) V_i for the request's kernel (``conditioning``), as ``adapt.py``.
 ``super_resolve(image) -> sr`` is net(bicubic↑(image)) with θ_M, no adaptation.
 ``png(image_bytes, kernel, steps) -> sr_bytes`` is ``serving_default`` on an encoded image (PNG, JPEG, BMP or GIF,
 a string scalar; ``{"b64": ...}`` in a REST body) with a PNG back: a fraction of the size of JSON numbers;
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from mzsr_tf.conditioning import conditioned_start, start_features
 from mzsr_tf.imresize import upscale
 from mzsr_tf.kernel_estimation import estimate_graph
 from mzsr_tf.kernels import kernel_features, kernel_offset
@@ -110,10 +112,18 @@ class ServingModule(tf.Module):
       max_steps: most adaptation steps per request.
       config: adaptation settings (optimizer, schedule, crops above ``config.max_pixels``, seed).
       estimator: kernel estimator weights (``kernel_estimation``) for the ``blind`` signature, or None.
+      start_basis: the basis V of kernel-conditioned meta-weights (``conditioning``): adaptation starts from θ(k).
     """
 
     def __init__(
-        self, params, scale: int, max_pixels: int, max_steps: int, config: AdaptConfig = AdaptConfig(), estimator=None
+        self,
+        params,
+        scale: int,
+        max_pixels: int,
+        max_steps: int,
+        config: AdaptConfig = AdaptConfig(),
+        estimator=None,
+        start_basis=None,
     ):
         super().__init__(name="mzsr")
         self.scale, self.max_pixels, self.max_steps = int(scale), int(max_pixels), int(max_steps)
@@ -122,6 +132,12 @@ class ServingModule(tf.Module):
             tf.Variable(p, trainable=False, name=n.replace("/", "_"), dtype=tf.float32)
             for n, p in zip(PARAM_NAMES, params)
         ]
+        self.start_basis = None
+        if start_basis is not None:
+            self.start_basis = [
+                tf.Variable(b, trainable=False, name="start_basis_" + n.replace("/", "_"), dtype=tf.float32)
+                for n, b in zip(PARAM_NAMES, start_basis)
+            ]
         # Batch dimension open, as TF Serving clients send it, and checked in the graph (one image
         # per request: its weights are adapted to that image, so they must not serve another).
         image = tf.TensorSpec([None, None, None, 3], tf.uint8, name="image")
@@ -170,6 +186,9 @@ class ServingModule(tf.Module):
             rates = kernel_rates(rates, kernel_features(kernel))
         sigma = son_noise_sigma_graph(lr[0]) if self._config.noise_sigma == "auto" else self._config.noise_sigma
         theta = [v.read_value() for v in self.theta]
+        if self.start_basis is not None:  # θ(k): the start meant for this kernel
+            basis = [v.read_value() for v in self.start_basis]
+            theta = conditioned_start(theta, basis, start_features(kernel))
         fast, _ = adapt_graph(theta, lr[0], kernel, rates, self.scale, self._config, SUBSAMPLE, sigma)
         return self._sr_uint8(fast, lr, kernel_offset(kernel))
 
@@ -179,12 +198,14 @@ class ServingModule(tf.Module):
         return {"sr": self._sr_uint8([v.read_value() for v in self.theta], lr)}
 
 
-def save_serving(params, path, scale: int, max_pixels: int, max_steps: int, inner_lr=None, estimator=None) -> Path:
+def save_serving(
+    params, path, scale: int, max_pixels: int, max_steps: int, inner_lr=None, estimator=None, start_basis=None
+) -> Path:
     """Write the SavedModel to ``path`` (a TF Serving version folder, e.g. ``serving/1``); with meta-learned
     ``inner_lr`` its adaptation is ``AdaptConfig.learned`` (as ``adapt.py`` for such weights); with ``estimator``
-    weights it also has the ``blind`` signature."""
+    weights it also has the ``blind`` signature; with a ``start_basis`` adaptation starts from θ(k)."""
     config = AdaptConfig() if inner_lr is None else AdaptConfig.learned(inner_lr)
-    module = ServingModule(params, scale, max_pixels, max_steps, config, estimator)
+    module = ServingModule(params, scale, max_pixels, max_steps, config, estimator, start_basis)
     signatures = {
         "serving_default": module.serving_default.get_concrete_function(),
         "super_resolve": module.super_resolve.get_concrete_function(),
