@@ -88,13 +88,21 @@ class MetaConfig:
     monotone: float = 0.0  # weight of each task's query-loss rises from one update to the next
     kernel_rates: bool = False  # learned rates scaled per step by the task's kernel (:func:`kernel_rates`)
     conditioned_start: bool = False  # each task starts from θ(k) = θ + Σ φ_i(k) V_i, V learned (``conditioning``)
-    start_lr: float | None = None  # Adam rate of the basis V (None: meta_lr)
+    start_lr: float | None = None  # Adam rate of the basis V (None: meta_lr; 0 freezes V)
     precision: str = "float32"  # or 'bfloat16': mixed-precision convolutions in the inner and outer loops
 
+    @property
+    def learns_rates(self) -> bool:
+        """Whether the outer loop moves the learned inner rates (a positive rate for their Adam)."""
+        return self.learn_inner_lr and (self.inner_lr_meta_lr or self.meta_lr) > 0
+
+    @property
+    def learns_basis(self) -> bool:
+        """Whether the outer loop moves the conditioned start's basis V."""
+        return self.conditioned_start and (self.meta_lr if self.start_lr is None else self.start_lr) > 0
+
     def __post_init__(self):
-        learns_rates = self.learn_inner_lr and (self.inner_lr_meta_lr or 0) > 0
-        learns_basis = self.conditioned_start and (self.start_lr or 0) > 0
-        if self.meta_lr == 0 and not (learns_rates or learns_basis):
+        if self.meta_lr == 0 and not (self.learns_rates or self.learns_basis):
             raise InputError(
                 "meta_lr 0 (θ frozen) needs learned inner rates with a positive inner_lr_meta_lr, or a "
                 "conditioned start with a positive start_lr"

@@ -257,10 +257,16 @@ class MetaStage(Stage):
             objective, per_step = meta_objective(
                 params, batch, step, self.config, first_order, global_size, self.conv_ops, inner_lr, basis
             )
-        if self.config.meta_lr == 0:  # θ frozen: only the inner rates and/or the start's basis are meta-learned
-            rest = list(variables)[len(params) :]
-            return objective, [tf.zeros_like(p) for p in params] + tape.gradient(objective, rest), per_step
-        return objective, tape.gradient(objective, variables), per_step
+        c = self.config  # a frozen group (learning rate 0) takes no gradient: zeros, and its Adam does not move it
+        groups = [(params, c.meta_lr > 0), ([inner_lr] if inner_lr is not None else [], c.learns_rates)]
+        groups.append((basis or [], c.learns_basis))
+        trained = [v for group, learns in groups if learns for v in group]
+        grads = iter(tape.gradient(objective, trained))
+        return (
+            objective,
+            [next(grads) if learns else tf.zeros_like(v) for group, learns in groups for v in group],
+            per_step,
+        )
 
     def validate(self, variables, batch):
         """PSNR (RGB, no shave) of the query patches at the (conditioned) start and after the inner loop."""
@@ -504,6 +510,11 @@ class _TrainState:
         return pairs + ([(self.basis_optimizer, len(self.basis))] if self.basis else [])
 
 
+def _start_lr(config) -> float:
+    """The basis V's Adam rate: ``start_lr``, or ``meta_lr`` when it is None (0 freezes V)."""
+    return config.meta_lr if config.start_lr is None else config.start_lr
+
+
 def initial_rates(config, n: int):
     """The learned rates' starting table: ``inner_lr`` for each of the ``n`` tensors and inner steps, and with
     ``kernel_rates`` slopes of 0 (the same rates for every kernel; ``meta.kernel_rates``)."""
@@ -528,7 +539,7 @@ def _build_state(stage: Stage, run: RunConfig, config, strategy) -> _TrainState:
         if stage.learns_basis:  # V starts at 0: θ(k) = θ for every kernel
             basis = [tf.Variable(tf.zeros([START_FEATURES, *p.shape]), name=f"start_basis_{i}") for i, p in
                      enumerate(net.params)]  # fmt: skip
-            basis_optimizer = keras.optimizers.Adam(config.start_lr or config.meta_lr, epsilon=1e-8)
+            basis_optimizer = keras.optimizers.Adam(_start_lr(config), epsilon=1e-8)
             basis_optimizer.build(basis)
             extra.update(start_basis=basis, basis_optimizer=basis_optimizer)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -549,7 +560,7 @@ def _restore_or_init(state: _TrainState, stage: Stage, run: RunConfig, config, c
         if state.rates_optimizer is not None:
             state.rates_optimizer.learning_rate = config.inner_lr_meta_lr or config.meta_lr
         if state.basis_optimizer is not None:
-            state.basis_optimizer.learning_rate = config.start_lr or config.meta_lr
+            state.basis_optimizer.learning_rate = _start_lr(config)
         return
     if run.resume:
         log(f"no checkpoint in {ckpt_dir}: starting at step 0")

@@ -518,3 +518,15 @@ def test_conditioned_start_learns_its_basis_resumes_exactly_and_ships_it(data_di
     assert code == 0, err
     moved = [np.abs(a - b).max() for a, b in zip(load_start_basis(joint / "final.weights.h5"), basis)]
     assert 0 < max(moved) < 1e-2
+    # the update rule calibrated for θ(k): θ and V frozen (--meta-lr 0 --start-lr 0), only the rates move
+    calibrated = tmp_path / "calibrated"
+    argv = TINY_META + ["--data", data_dir, "--learn-inner-lr", "--conditioned-start", "--init", final, "--steps", "1"]
+    argv += ["--out", calibrated, "--meta-lr", "0", "--start-lr", "0", "--inner-lr-meta-lr", "1e-3"]
+    code, err = run(argv, capsys)
+    assert code == 0, err
+    out = calibrated / "final.weights.h5"
+    for a, b in zip(load_start_basis(out), basis):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(load_params(out), load_params(init)):
+        np.testing.assert_array_equal(a, b)
+    assert np.abs(load_inner_lr(out) - load_inner_lr(init)).max() > 1e-4

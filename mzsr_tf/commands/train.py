@@ -115,7 +115,9 @@ def build_parser(only_given: bool = False):
         help="each task starts from theta(k) = theta + sum_i phi_i(k) V_i, the basis V learned and shipped (MMAML); "
         "with --inner-steps 0 --meta-lr 0: supervised training of V, theta frozen",
     )
-    meta.add_argument("--start-lr", type=float, help="with --conditioned-start: Adam rate of the basis V (meta-lr)")
+    meta.add_argument(
+        "--start-lr", type=float, help="with --conditioned-start: Adam rate of the basis V (meta-lr; 0 freezes V)"
+    )
     meta.add_argument("--first-order", action="store_true", default=None, help="first-order MAML throughout")
     meta.add_argument("--first-order-steps", type=int, help="first-order warm-up steps (0)")
     meta.add_argument("--anneal-steps", type=int, help="MAML++ loss-weight annealing length (3333)")
@@ -191,7 +193,7 @@ def main(argv=None):
             raise InputError(f"{_flag(name)} must be positive, got {value}")
     for name in ("lr", "lr_floor", "inner_lr", "meta_lr", "inner_lr_meta_lr", "start_lr", "min_variance"):
         value = getattr(args, name)
-        if name == "meta_lr" and value == 0:  # θ frozen, the rates alone meta-learn (checked by MetaConfig)
+        if name in ("meta_lr", "start_lr") and value == 0:  # θ or V frozen (what is left to learn: MetaConfig)
             continue
         if value is not None and not value > 0:
             raise InputError(f"{_flag(name)} must be positive, got {value}")
