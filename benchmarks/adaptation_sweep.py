@@ -248,10 +248,12 @@ def main(argv=None):
         parse_kernel(k)
     images = photos(args.scale, names[: args.limit])  # before the weights: a bad name fails fast
     params = load_params(weights)
-    rows = sweep(params, images, kernels, settings, args.scale, args.noise, load_start_basis(weights))
+    basis = load_start_basis(weights)
+    rows = sweep(params, images, kernels, settings, args.scale, args.noise, basis)
     print(f"{args.steps} steps, mean PSNR-Y (dB) over {', '.join(images)}\n" + table(rows))
     if args.json:
         results = {"weights": str(args.weights or "shipped"), "steps": steps, "noise": args.noise, "rows": rows}
+        results |= {"conditioned_start": True} if basis is not None else {}
         save_json(args.json, results, overwrite=args.overwrite)
 
 

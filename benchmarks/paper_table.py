@@ -146,7 +146,8 @@ def make_mzsr(args: argparse.Namespace, steps: str = "0", official: str | None =
         config = config_for(args.scale, subsample)
         adapts = {"optimizer": config.rule, "keep_best": config.keep_best, "precision": config.compute_precision,
                   "son_noise": config.noise_sigma, **({"backtrack": True} if config.backtrack else {})}  # fmt: skip
-        return {"weights": str(args.weights or "shipped"), **(adapts if config.steps else {})}
+        start = {"conditioned_start": True} if model_for(subsample).start_basis is not None else {}
+        return {"weights": str(args.weights or "shipped"), **start, **(adapts if config.steps else {})}
 
     mzsr.settings = settings
     return mzsr
