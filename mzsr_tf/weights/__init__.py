@@ -118,28 +118,32 @@ def _check_inner_lr(rates, source) -> np.ndarray:
     return rates
 
 
-def load_inner_lr(path) -> np.ndarray | None:
-    """The learned inner learning rates (MAML++ LSLR, [steps, 16]; with kernel slopes [steps, 18],
-    ``meta.kernel_rates``) stored with the weights, or None."""
+def _stored(path, name: str, from_checkpoint):
+    """What a weights file holds beside θ under ``name`` (an h5 dataset, an npz array), or for a TF checkpoint
+    ``from_checkpoint(reader)``; None when it holds none."""
     path = Path(path)
     try:
         if path.name.endswith(".weights.h5"):
             import h5py
 
             with h5py.File(path, "r") as f:
-                rates = f[INNER_LR][()] if INNER_LR in f else None
-        elif path.suffix == ".npz":
+                return f[name][()] if name in f else None
+        if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as data:
-                rates = data[INNER_LR] if INNER_LR in data else None
-        else:
-            prefix = path.with_suffix("") if path.suffix == ".index" else path
-            if path.is_dir():
-                prefix = tf.train.latest_checkpoint(str(path)) or path
-            reader = tf.train.load_checkpoint(str(prefix))
-            key = f"{INNER_LR}/.ATTRIBUTES/VARIABLE_VALUE"
-            rates = reader.get_tensor(key) if reader.has_tensor(key) else None
+                return data[name] if name in data else None
+        prefix = path.with_suffix("") if path.suffix == ".index" else path
+        if path.is_dir():
+            prefix = tf.train.latest_checkpoint(str(path)) or path
+        return from_checkpoint(tf.train.load_checkpoint(str(prefix)))
     except Exception as e:  # h5py/TF raise many types for corrupt files
         raise InputError(f"{path}: cannot read weights ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+
+
+def load_inner_lr(path) -> np.ndarray | None:
+    """The learned inner learning rates (MAML++ LSLR, [steps, 16]; with kernel slopes [steps, 18],
+    ``meta.kernel_rates``) stored with the weights, or None."""
+    key = f"{INNER_LR}/.ATTRIBUTES/VARIABLE_VALUE"
+    rates = _stored(path, INNER_LR, lambda reader: reader.get_tensor(key) if reader.has_tensor(key) else None)
     return None if rates is None else _check_inner_lr(rates, path)
 
 
@@ -165,27 +169,14 @@ def _unflatten(basis) -> list[tf.Tensor]:
 
 def load_start_basis(path) -> list[tf.Tensor] | None:
     """The conditioned start's basis V stored with the weights (``conditioning.conditioned_start``), or None."""
-    path = Path(path)
-    try:
-        if path.name.endswith(".weights.h5"):
-            import h5py
+    keys = [f"{START_BASIS}/{i}/.ATTRIBUTES/VARIABLE_VALUE" for i in range(len(PARAM_NAMES))]
 
-            with h5py.File(path, "r") as f:
-                basis = f[START_BASIS][()] if START_BASIS in f else None
-        elif path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                basis = data[START_BASIS] if START_BASIS in data else None
-        else:
-            prefix = path.with_suffix("") if path.suffix == ".index" else path
-            if path.is_dir():
-                prefix = tf.train.latest_checkpoint(str(path)) or path
-            reader = tf.train.load_checkpoint(str(prefix))
-            keys = [f"{START_BASIS}/{i}/.ATTRIBUTES/VARIABLE_VALUE" for i in range(len(PARAM_NAMES))]
-            if not reader.has_tensor(keys[0]):
-                return None
-            basis = np.concatenate([reader.get_tensor(k).reshape(START_FEATURES, -1) for k in keys], axis=1)
-    except Exception as e:  # h5py/TF raise many types for corrupt files
-        raise InputError(f"{path}: cannot read weights ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    def from_checkpoint(reader):
+        if not reader.has_tensor(keys[0]):
+            return None
+        return np.concatenate([reader.get_tensor(k).reshape(START_FEATURES, -1) for k in keys], axis=1)
+
+    basis = _stored(path, START_BASIS, from_checkpoint)
     return None if basis is None else _unflatten(_check_basis(basis, path))
 
 
