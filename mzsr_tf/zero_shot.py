@@ -2,7 +2,9 @@
 
 The LR test image is the HR father; its LR son is ``degrade(lr, k, s)`` with the image's own
 kernel. A few gradient steps on L1(net(bicubic↑(son)), lr) from θ_M give image-specific fast
-weights, which then super-resolve the LR image, trained on the whole image pair.
+weights, which then super-resolve the LR image, trained on the whole image pair. Kernel-conditioned meta-weights
+(``conditioning``) start from θ(k) = θ_M + Σ φ_i(k) V_i for the image's kernel instead (``zero_shot_sr``'s
+``start_basis``).
 
 Guard (``AdaptConfig.keep_best``, on with the learned rule): of θ_M and the weights after each update, the ones
 with the lowest L1 on the image's own pair are returned, so an overshooting update is never the answer (issue 16:
