@@ -9,10 +9,6 @@ point meant for that kernel instead of one θ_M for all of them. The network at 
 φ(k): 1, the log-Euclidean coordinates (a, b, c) of the kernel's covariance Σ (log Σ = [[a, c], [c, b]], Arsigny
 et al. 2006), divided by ``LOG_UNIT``, and their six quadratic terms: a smooth embedding of size, elongation and
 orientation in which the sharpest kernel and a wide one are as far apart as their effect on the photo.
-
-V is learned on noise-free tasks, and on a noisy photo θ(k) sharpens the noise with the image, so the meta-test
-starts from θ(k) only for a photo that reads noise-free (``noise.son_noise_sigma`` under one grey level,
-``CLEAN_SIGMA``) and from θ_M otherwise (:func:`photo_start`).
 """
 
 from __future__ import annotations
@@ -21,18 +17,9 @@ import tensorflow as tf
 
 from mzsr_tf.kernels import LAMBDA_FLOOR, covariance_eigenvalues, kernel_moments
 
-__all__ = [
-    "START_FEATURES",
-    "CLEAN_SIGMA",
-    "LOG_UNIT",
-    "log_covariance",
-    "start_features",
-    "conditioned_start",
-    "photo_start",
-]
+__all__ = ["START_FEATURES", "LOG_UNIT", "log_covariance", "start_features", "conditioned_start"]
 
 START_FEATURES = 10
-CLEAN_SIGMA = 1.0 / 255.0  # a photo whose son would get less noise than one grey level reads noise-free
 LOG_UNIT = 1.6  # the log-eigenvalue spread of the paper's kernels (λ 0.2 to 10): features of order one
 
 
@@ -61,12 +48,3 @@ def conditioned_start(params, basis, features) -> list:
         return list(params)
     features = tf.cast(features, tf.float32)
     return [p + tf.tensordot(features, v, 1) for p, v in zip(params, basis)]
-
-
-def photo_start(params, basis, kernel, noise_sigma) -> list:
-    """Where a photo's adaptation starts: θ(k) if it reads noise-free (``noise_sigma``, its
-    ``noise.son_noise_sigma``, under ``CLEAN_SIGMA``), else θ; graph code (the SavedModel decides per request)."""
-    if basis is None:
-        return list(params)
-    clean = tf.cast(tf.convert_to_tensor(noise_sigma, tf.float32) < CLEAN_SIGMA, tf.float32)
-    return conditioned_start(params, basis, clean * start_features(kernel))

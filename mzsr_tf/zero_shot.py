@@ -43,7 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from mzsr_tf.backward import l1_loss_and_grads
-from mzsr_tf.conditioning import photo_start
+from mzsr_tf.conditioning import conditioned_start, start_features
 from mzsr_tf.conv_ops import NATIVE
 from mzsr_tf.degradation import degrade
 from mzsr_tf.ensemble import back_projection, dihedral_shift, geometric_self_ensemble
@@ -601,12 +601,11 @@ def zero_shot_sr(
     """MZSR(n): adapt θ_M to ``lr_image`` then super-resolve it (plus optional ensemble/back-projection).
 
     ``start_basis``: the basis V of kernel-conditioned meta-weights (``weights.load_start_basis``): adaptation starts
-    from θ(k) = θ_M + Σ φ_i(k) V_i for the image's kernel if the image reads noise-free (``conditioning.photo_start``).
-    """
+    from θ(k) = θ_M + Σ φ_i(k) V_i for the image's kernel (``conditioning``)."""
     lr_image = np.asarray(lr_image, np.float32)
     s = check_input(lr_image, degradation, scale)
     if start_basis is not None:
-        params = photo_start(params, start_basis, degradation.blur, son_noise_sigma(lr_image))
+        params = conditioned_start(params, start_basis, start_features(degradation.blur))
     t0 = time.perf_counter()
     if config.steps > 0:
         fast, losses, updates = adapt(params, lr_image, degradation, s, config)

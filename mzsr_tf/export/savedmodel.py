@@ -31,7 +31,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from mzsr_tf.conditioning import photo_start
+from mzsr_tf.conditioning import conditioned_start, start_features
 from mzsr_tf.imresize import upscale
 from mzsr_tf.kernel_estimation import estimate_graph
 from mzsr_tf.kernels import kernel_features, kernel_offset
@@ -186,9 +186,9 @@ class ServingModule(tf.Module):
             rates = kernel_rates(rates, kernel_features(kernel))
         sigma = son_noise_sigma_graph(lr[0]) if self._config.noise_sigma == "auto" else self._config.noise_sigma
         theta = [v.read_value() for v in self.theta]
-        if self.start_basis is not None:  # θ(k), the start meant for this kernel, if the photo reads noise-free
+        if self.start_basis is not None:  # θ(k): the start meant for this kernel
             basis = [v.read_value() for v in self.start_basis]
-            theta = photo_start(theta, basis, kernel, son_noise_sigma_graph(lr[0]))
+            theta = conditioned_start(theta, basis, start_features(kernel))
         fast, _ = adapt_graph(theta, lr[0], kernel, rates, self.scale, self._config, SUBSAMPLE, sigma)
         return self._sr_uint8(fast, lr, kernel_offset(kernel))
 
