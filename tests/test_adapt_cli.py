@@ -123,11 +123,12 @@ def test_precision_and_crop_flags_reach_the_adaptation(workspace, tmp_path, caps
 
 
 def test_shipped_weights_follow_the_kernels_subsampling(workspace, tmp_path, capsys):
-    """Without --weights, a g^b kernel takes the shipped bicubic-subsampling θ_M, a g^d one the direct θ_M."""
+    """Without --weights, a g^b kernel takes the shipped bicubic-subsampling θ_M, a g^d one the direct θ_M (with its
+    kernel-conditioned start, when the file carries one)."""
     from mzsr_tf.io import read_image
     from mzsr_tf.kernels import resolve_degradation
     from mzsr_tf.metrics import to_uint8
-    from mzsr_tf.weights import default_weights, load_params
+    from mzsr_tf.weights import default_weights, load_params, load_start_basis
     from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
 
     lr = read_image(workspace / "lr" / "face.png").rgb
@@ -135,8 +136,10 @@ def test_shipped_weights_follow_the_kernels_subsampling(workspace, tmp_path, cap
         out = tmp_path / f"{subsample}.png"
         code, err = run([workspace / "lr" / "face.png", "--kernel", kernel, "--steps", "0", "--out", out], capsys)
         assert code == 0, err
-        params = load_params(default_weights(2, subsample))
-        expected = zero_shot_sr(params, lr, resolve_degradation(kernel), 2, AdaptConfig(steps=0)).sr
+        weights = default_weights(2, subsample)
+        basis = load_start_basis(weights)
+        degradation = resolve_degradation(kernel)
+        expected = zero_shot_sr(load_params(weights), lr, degradation, 2, AdaptConfig(steps=0), start_basis=basis).sr
         np.testing.assert_array_equal(np.asarray(Image.open(out)), to_uint8(expected).numpy())
 
 
