@@ -97,9 +97,14 @@ class MetaConfig:
         return self.learn_inner_lr and (self.inner_lr_meta_lr or self.meta_lr) > 0
 
     @property
+    def basis_lr(self) -> float:
+        """The basis V's Adam rate: ``start_lr``, or ``meta_lr`` when it is None (0 freezes V)."""
+        return self.meta_lr if self.start_lr is None else self.start_lr
+
+    @property
     def learns_basis(self) -> bool:
         """Whether the outer loop moves the conditioned start's basis V."""
-        return self.conditioned_start and (self.meta_lr if self.start_lr is None else self.start_lr) > 0
+        return self.conditioned_start and self.basis_lr > 0
 
     def __post_init__(self):
         if self.meta_lr == 0 and not (self.learns_rates or self.learns_basis):

@@ -510,11 +510,6 @@ class _TrainState:
         return pairs + ([(self.basis_optimizer, len(self.basis))] if self.basis else [])
 
 
-def _start_lr(config) -> float:
-    """The basis V's Adam rate: ``start_lr``, or ``meta_lr`` when it is None (0 freezes V)."""
-    return config.meta_lr if config.start_lr is None else config.start_lr
-
-
 def initial_rates(config, n: int):
     """The learned rates' starting table: ``inner_lr`` for each of the ``n`` tensors and inner steps, and with
     ``kernel_rates`` slopes of 0 (the same rates for every kernel; ``meta.kernel_rates``)."""
@@ -539,7 +534,7 @@ def _build_state(stage: Stage, run: RunConfig, config, strategy) -> _TrainState:
         if stage.learns_basis:  # V starts at 0: θ(k) = θ for every kernel
             basis = [tf.Variable(tf.zeros([START_FEATURES, *p.shape]), name=f"start_basis_{i}") for i, p in
                      enumerate(net.params)]  # fmt: skip
-            basis_optimizer = keras.optimizers.Adam(_start_lr(config), epsilon=1e-8)
+            basis_optimizer = keras.optimizers.Adam(config.basis_lr, epsilon=1e-8)
             basis_optimizer.build(basis)
             extra.update(start_basis=basis, basis_optimizer=basis_optimizer)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -560,7 +555,7 @@ def _restore_or_init(state: _TrainState, stage: Stage, run: RunConfig, config, c
         if state.rates_optimizer is not None:
             state.rates_optimizer.learning_rate = config.inner_lr_meta_lr or config.meta_lr
         if state.basis_optimizer is not None:
-            state.basis_optimizer.learning_rate = _start_lr(config)
+            state.basis_optimizer.learning_rate = config.basis_lr
         return
     if run.resume:
         log(f"no checkpoint in {ckpt_dir}: starting at step 0")
