@@ -1,14 +1,20 @@
-"""Kernel-conditioned meta-initialisation: θ(k) = θ_M + Σ_i φ_i(k) V_i (issue 16).
+"""Kernel- and noise-conditioned meta-initialisation: θ(k, σ̂) = θ_M + Σ_i φ_i(k, σ̂) V_i (issue 16).
 
 MMAML's task-aware modulation of the initialisation (Vuorio et al., NeurIPS 2019) with the task embedding given
 rather than inferred: the meta-test knows the photo's kernel (blind SR estimates it), so adaptation starts from a
-point meant for that kernel instead of one θ_M for all of them. The network at inference is unchanged (8 convs,
+point meant for that kernel instead of one θ_M for all of them. The photo's noise level is given too, as the
+estimate σ̂ the meta-test reads off the LR (``noise.son_noise_sigma_graph``): a start that sharpens a clean photo
+would sharpen a noisy one's noise. The network at inference is unchanged (8 convs,
 225,091 parameters); the weights file carries the basis V, one tensor per parameter with a leading axis of
 ``START_FEATURES``.
 
 φ(k): 1, the log-Euclidean coordinates (a, b, c) of the kernel's covariance Σ (log Σ = [[a, c], [c, b]], Arsigny
 et al. 2006), divided by ``LOG_UNIT``, and their six quadratic terms: a smooth embedding of size, elongation and
-orientation in which the sharpest kernel and a wide one are as far apart as their effect on the photo.
+orientation in which the sharpest kernel and a wide one are as far apart as their effect on the photo; then
+s = σ̂ / ``NOISE_UNIT``, its products with (a, b, c) and s². Training computes σ̂ on each task's LR exactly as the
+meta-test does on the photo (``data.kernel_tasks``), so what the estimator misreads as noise (aliasing, texture) is
+learned as what it is. A basis of the first ``NOISE_BLIND_FEATURES`` rows only (noise-blind weights) is read as one
+whose noise rows are 0.
 """
 
 from __future__ import annotations
@@ -17,10 +23,15 @@ import tensorflow as tf
 
 from mzsr_tf.kernels import LAMBDA_FLOOR, covariance_eigenvalues, kernel_moments
 
-__all__ = ["START_FEATURES", "LOG_UNIT", "log_covariance", "start_features", "conditioned_start"]
+__all__ = [
+    "NOISE_BLIND_FEATURES", "START_FEATURES", "LOG_UNIT", "NOISE_UNIT", "log_covariance", "start_features",
+    "conditioned_start",
+]  # fmt: skip
 
-START_FEATURES = 10
+NOISE_BLIND_FEATURES = 10  # 1, (a, b, c) and their products
+START_FEATURES = 15  # and s, s·(a, b, c), s²
 LOG_UNIT = 1.6  # the log-eigenvalue spread of the paper's kernels (λ 0.2 to 10): features of order one
+NOISE_UNIT = 5.0 / 255.0  # the noisiest LR the benchmarks check (σ = 5 grey levels): s of order one
 
 
 def log_covariance(cov):
@@ -35,11 +46,13 @@ def log_covariance(cov):
     return log2 * tf.eye(2) + slope * (cov - lambda2 * tf.eye(2))
 
 
-def start_features(kernel):
-    """φ(k), [START_FEATURES] float32: 1, (a, b, c) / ``LOG_UNIT`` and their products (:func:`log_covariance`)."""
+def start_features(kernel, noise_sigma=0.0):
+    """φ(k, σ̂), [START_FEATURES] float32: 1, (a, b, c) / ``LOG_UNIT`` and their products (:func:`log_covariance`),
+    then s = ``noise_sigma`` / ``NOISE_UNIT`` (σ̂ in [0, 1] units, a number or a scalar tensor), s·(a, b, c), s²."""
     log_cov = log_covariance(kernel_moments(kernel, tf.float32)[1]) / LOG_UNIT
     a, b, c = log_cov[0, 0], log_cov[1, 1], log_cov[0, 1]
-    return tf.stack([1.0, a, b, c, a * a, b * b, c * c, a * b, a * c, b * c])
+    s = tf.cast(noise_sigma, tf.float32) / NOISE_UNIT
+    return tf.stack([1.0, a, b, c, a * a, b * b, c * c, a * b, a * c, b * c, s, s * a, s * b, s * c, s * s])
 
 
 def conditioned_start(params, basis, features) -> list:

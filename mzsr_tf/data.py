@@ -34,6 +34,7 @@ from mzsr_tf.kernels import (
     sample_blind_kernel,
     sample_kernel,
 )
+from mzsr_tf.noise import son_noise_sigma_graph
 
 __all__ = [
     "load_images",
@@ -48,6 +49,7 @@ __all__ = [
 BLIND_KERNEL_SIZE, BLIND_LAMBDAS, BLIND_KERNEL_NOISE = 11, (0.6, 5.0), 0.25  # DIV2KRK at ×2 (KernelGAN)
 FLAT_THRESHOLD = -6.0  # MainSR: keep patches with log(mean squared gradient) >= -6
 _MAX_TRIES = 20
+NOISY_SHARE = 0.5  # the share of tasks that get noise with ``task_noise``
 
 
 def load_images(dirs, min_size: int) -> list[np.ndarray]:
@@ -163,10 +165,11 @@ def _blind_kernel_lr(hr, stream: int, step, scale, noise):
     return _quantise(lr), k
 
 
-def _blind_upscale(lr, k, scale, shape):
-    """bicubic↑(lr) with the kernel's phase (``kernels.kernel_offset``), as the meta-test up-samples (two ×2 steps
-    at ×4: δ + 2δ)."""
-    return upscale(lr, scale, shape, kernel_offset(k) * (scale - 1))
+def _task_noise(lr, seed, task_noise: float):
+    """uint8(LR + n): with probability ``NOISY_SHARE`` n ~ N(0, σ²), σ ~ U[0, ``task_noise``], else LR as it is."""
+    draw = tf.random.stateless_uniform([2], seed)
+    sigma = tf.where(draw[0] < NOISY_SHARE, draw[1] * task_noise, 0.0)
+    return _quantise(tf.clip_by_value(lr + sigma * tf.random.stateless_normal(tf.shape(lr), seed[::-1]), 0.0, 1.0))
 
 
 def kernel_pairs(
@@ -219,43 +222,54 @@ def kernel_tasks(
     blind_tasks: int = 0,
     support: str = "external",
     bicubic_tasks: int = 0,
+    task_noise: float = 0.0,
 ):
     """Batches of ``meta_batch`` tasks, (x_tr, y_tr, x_te, y_te, φ, φ_start): ``task_batch`` patches apiece in each
-    pair and the features of the task's kernel as the meta-test is given it (``kernels.kernel_features``,
-    ``conditioning.start_features``).
+    pair and the features of the task's kernel as the meta-test is given it (``kernels.kernel_features``), and of
+    its kernel and LR noise as the meta-test reads them (``conditioning.start_features``: σ̂ by
+    ``noise.son_noise_sigma_graph`` on the task's LR patches side by side, as on a photo).
 
     One kernel k ~ p(k) per task (paper Sec. 4.2; eigenvalues from ``min_variance``, ``sample_kernel``);
     LR = (HR ⊛ k)↓s (+ noise), rounded to uint8 levels; x = bicubic↑(LR), y = HR. The first ``blind_tasks``
     tasks draw a DIV2KRK-style kernel instead (block-centred, kernel noise: what blind SR estimates and adapts to),
     the last ``bicubic_tasks`` none (k = [[1]] under ``subsample='bicubic'``: plain MATLAB bicubic, the benchmarks'
-    standard degradation and the meta-test's kernel 'bicubic').
+    standard degradation and the meta-test's kernel 'bicubic'). With ``task_noise`` one task in
+    ``1 / NOISY_SHARE`` on average gets Gaussian noise of σ ~ U[0, task_noise] on its LR (then rounded again), on
+    top of ``noise``.
 
     ``support``: 'external' (official): D_tr and D_te are (x, y) pairs of different HR patches. 'son': D_te is
     (x, y) of the task's patches and D_tr their LRs' own training pairs, bicubic↑(LR son) → LR
-    (``zero_shot.training_pair``, as the meta-test adapts; MLSR, Park et al. 2020), so the inner loop learns on the
-    pairs it will see at test time.
+    (``zero_shot.training_pair``, with the son's noise σ̂ as the meta-test's default ``noise_sigma='auto'``; MLSR,
+    Park et al. 2020), so the inner loop learns on the pairs it will see at test time.
     """
     from mzsr_tf.zero_shot import training_pair
 
     per_task = task_batch if support == "son" else 2 * task_batch
 
     def task(hr, t, step):
-        """(bicubic↑(LR), LR, the LR's kernel at ``scale`` as the meta-test is given it) of task ``t``."""
+        """(bicubic↑(LR), LR, the LR's kernel at ``scale`` as the meta-test is given it, σ̂ of the LR) of task ``t``."""
+        offset = None  # a blind task's LR is up-sampled with its kernel's phase, as the meta-test does
         if t < blind_tasks:
             lr, k = _blind_kernel_lr(hr, seed * 1000 + 700 + t, step, scale, noise)
-            x = _blind_upscale(lr, k, scale, tf.shape(hr)[1:3])
-            return x, lr, tf.cast(compose_x4(k), tf.float32) if scale == 4 else k
-        plain = tf.constant(IDENTITY) if t >= meta_batch - bicubic_tasks else None
-        lr, k = _random_kernel_lr(hr, seed * 1000 + t, step, scale, subsample, kernel_size, noise, min_variance, plain)
-        return upscale(lr, scale, tf.shape(hr)[1:3]), lr, k
+            offset, k = kernel_offset(k) * (scale - 1), tf.cast(compose_x4(k), tf.float32) if scale == 4 else k
+        else:
+            plain = tf.constant(IDENTITY) if t >= meta_batch - bicubic_tasks else None
+            lr, k = _random_kernel_lr(hr, seed * 1000 + t, step, scale, subsample, kernel_size, noise, min_variance,
+                                      plain)  # fmt: skip
+        if task_noise:
+            lr = _task_noise(lr, _blind_seed(seed * 1000 + 900 + t, step), task_noise)
+        sigma = son_noise_sigma_graph(tf.concat(tf.unstack(lr), axis=1))  # the patches side by side, as one photo
+        return upscale(lr, scale, tf.shape(hr)[1:3], offset), lr, k, sigma
 
     def tasks(step, hr):
         hr = tf.reshape(hr, [meta_batch, per_task, patch, patch, 3])
-        x, lr, k = zip(*(task(hr[t], t, step) for t in range(meta_batch)))
+        x, lr, k, sigma = zip(*(task(hr[t], t, step) for t in range(meta_batch)))
         features = tf.stack([kernel_features(k[t]) for t in range(meta_batch)])
-        start = tf.stack([start_features(k[t]) for t in range(meta_batch)])
+        start = tf.stack([start_features(k[t], sigma[t]) for t in range(meta_batch)])
         if support == "son":
-            son, father = zip(*(training_pair(lr[t], k[t], scale, subsample) for t in range(meta_batch)))
+            son, father = zip(*(training_pair(lr[t], k[t], scale, subsample, sigma[t],
+                                              _blind_seed(seed * 1000 + 950 + t, step))
+                                for t in range(meta_batch)))  # fmt: skip
             return tf.stack(son), tf.stack(father), tf.stack(x), hr, features, start
         x = tf.stack(x)
         return x[:, :task_batch], hr[:, :task_batch], x[:, task_batch:], hr[:, task_batch:], features, start

@@ -76,6 +76,7 @@ class MetaConfig:
     kernel_size: int = 15
     min_variance: float = 1.0  # p(k) eigenvalues from this (paper 1; < 1 adds sharp kernels)
     noise: float = 0.0  # std of Gaussian noise on the LR (official train.py: 0)
+    task_noise: float = 0.0  # half the tasks get LR noise of std σ ~ U[0, task_noise] (``data.kernel_tasks``)
     blind_tasks: int = 0  # tasks per meta-batch under DIV2KRK-style kernels (block-centred, noisy: blind SR's)
     bicubic_tasks: int = 0  # tasks per meta-batch under plain bicubic (no blur; needs subsample 'bicubic')
     support: str = "external"  # D_tr: 'external' HR patch pairs (official) or 'son': LR son → LR, as the meta-test
@@ -118,6 +119,8 @@ class MetaConfig:
             raise InputError("inner_steps 0 has no inner rates to learn")
         if self.inner_steps == 0 and self.step_weights is None:  # the start's own query loss is all there is
             object.__setattr__(self, "step_weights", (1.0,))
+        if self.noise < 0 or self.task_noise < 0:
+            raise InputError(f"noise and task_noise must be >= 0, got {self.noise} and {self.task_noise}")
         if not 0 <= self.blind_tasks <= self.meta_batch:
             raise InputError(f"blind_tasks must be 0..meta_batch ({self.meta_batch}), got {self.blind_tasks}")
         if not 0 <= self.bicubic_tasks <= self.meta_batch - self.blind_tasks:

@@ -44,14 +44,17 @@ def noise_sigma_graph(image):
 
     def quiet_level():
         r = tf.abs(tf.nn.depthwise_conv2d(x[None], kernel, [1, 1, 1, 1], "VALID"))
-        pooled = tf.cond(
-            tf.reduce_min(tf.shape(r)[1:3]) >= BLOCK,
-            lambda: tf.reshape(tf.nn.avg_pool2d(r, BLOCK, BLOCK, "VALID"), [-1, channels]),
-            lambda: tf.reshape(r, [-1, channels]),  # too small for blocks: every response on its own
-        )
+        blocks = lambda: tf.reshape(tf.nn.avg_pool2d(r, BLOCK, BLOCK, "VALID"), [-1, channels])  # noqa: E731
+        responses = lambda: tf.reshape(r, [-1, channels])  # noqa: E731  too small for blocks: each on its own
+        if None not in r.shape[1:3]:  # a static size: one branch (the other could not even be built)
+            pooled = blocks() if min(r.shape[1:3]) >= BLOCK else responses()
+        else:
+            pooled = tf.cond(tf.reduce_min(tf.shape(r)[1:3]) >= BLOCK, blocks, responses)
         per_channel = tf.map_fn(lambda c: _percentile(c, QUIET_PERCENTILE), tf.transpose(pooled))
         return math.sqrt(math.pi / 2.0) * tf.reduce_mean(per_channel) / 6.0
 
+    if None not in x.shape[:2]:  # a static size: one branch (the other could not even be built)
+        return quiet_level() if min(x.shape[:2]) >= 3 else tf.constant(0.0)
     return tf.cond(tf.reduce_min(tf.shape(x)[:2]) >= 3, quiet_level, lambda: tf.constant(0.0))
 
 

@@ -245,7 +245,7 @@ class MetaStage(Stage):
         c = self.config
         return data_lib.kernel_tasks(
             self.images, c.meta_batch, c.task_batch, c.patch, c.scale, c.subsample, c.kernel_size, c.noise,
-            self.run.seed, start_step, c.min_variance, c.blind_tasks, c.support, c.bicubic_tasks,
+            self.run.seed, start_step, c.min_variance, c.blind_tasks, c.support, c.bicubic_tasks, c.task_noise,
         )  # fmt: skip
 
     def global_size(self):

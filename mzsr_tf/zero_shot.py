@@ -600,12 +600,13 @@ def zero_shot_sr(
 ):
     """MZSR(n): adapt θ_M to ``lr_image`` then super-resolve it (plus optional ensemble/back-projection).
 
-    ``start_basis``: the basis V of kernel-conditioned meta-weights (``weights.load_start_basis``): adaptation starts
-    from θ(k) = θ_M + Σ φ_i(k) V_i for the image's kernel (``conditioning``)."""
+    ``start_basis``: the basis V of conditioned meta-weights (``weights.load_start_basis``): adaptation starts from
+    θ(k, σ̂) = θ_M + Σ φ_i(k, σ̂) V_i for the image's kernel and the noise level read off it (``conditioning``)."""
     lr_image = np.asarray(lr_image, np.float32)
     s = check_input(lr_image, degradation, scale)
     if start_basis is not None:
-        params = conditioned_start(params, start_basis, start_features(degradation.blur))
+        features = start_features(degradation.blur, son_noise_sigma(lr_image))
+        params = conditioned_start(params, start_basis, features)
     t0 = time.perf_counter()
     if config.steps > 0:
         fast, losses, updates = adapt(params, lr_image, degradation, s, config)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mzsr_tf.conditioning import START_FEATURES, conditioned_start, log_covariance, start_features
+from mzsr_tf.conditioning import NOISE_BLIND_FEATURES, START_FEATURES, conditioned_start, log_covariance, start_features
 from mzsr_tf.kernels import LAMBDA_FLOOR, gaussian_kernel, kernel_moments, resolve_degradation
 
 
@@ -21,13 +21,16 @@ def test_log_covariance_is_the_matrix_logarithm_with_floored_eigenvalues(cov):
     np.testing.assert_allclose(log_covariance(tf.constant(cov)), _log_eigh(cov), atol=2e-5)
 
 
-def test_start_features_are_1_the_log_covariance_and_its_products():
+def test_start_features_are_1_the_log_covariance_the_noise_level_and_their_products():
     k = resolve_degradation("g_d_ani").kernel
-    f = start_features(k).numpy()
+    f = start_features(k, 2.55 / 255).numpy()
     log = _log_eigh(kernel_moments(k, tf.float64)[1]) / 1.6
     a, b, c = log[0, 0], log[1, 1], log[0, 1]
-    np.testing.assert_allclose(f, [1, a, b, c, a * a, b * b, c * c, a * b, a * c, b * c], atol=1e-4)
+    n = 2.55 / 5
+    expected = [1, a, b, c, a * a, b * b, c * c, a * b, a * c, b * c, n, n * a, n * b, n * c, n * n]
+    np.testing.assert_allclose(f, expected, atol=1e-4)
     assert f.shape == (START_FEATURES,)
+    np.testing.assert_array_equal(start_features(k).numpy(), [*f[:NOISE_BLIND_FEATURES], 0, 0, 0, 0, 0])  # clean
     # a kernel and its transpose differ only in the sign of c (orientation), a delta kernel (plain bicubic) is finite
     np.testing.assert_allclose(start_features(np.ascontiguousarray(k.T)).numpy()[[1, 2, 3]], f[[2, 1, 3]], atol=1e-5)
     assert np.all(np.isfinite(start_features(np.ones((1, 1), np.float32))))
@@ -62,6 +65,7 @@ def test_meta_test_api_and_adapt_cli_start_from_theta_k(astronaut_uint8, tmp_pat
     from mzsr_tf import cli
     from mzsr_tf.commands import adapt as adapt_cli
     from mzsr_tf.model import init_params
+    from mzsr_tf.noise import son_noise_sigma
     from mzsr_tf.weights import load_start_basis, save_params
     from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
 
@@ -70,7 +74,7 @@ def test_meta_test_api_and_adapt_cli_start_from_theta_k(astronaut_uint8, tmp_pat
     lr = photo.astype(np.float32) / 255.0
     degradation = resolve_degradation("g_d_ani")
     config = AdaptConfig(steps=2)
-    start = conditioned_start(params, basis, start_features(degradation.kernel))
+    start = conditioned_start(params, basis, start_features(degradation.kernel, son_noise_sigma(lr)))
     got = zero_shot_sr(params, lr, degradation, 2, config, start_basis=basis).sr
     np.testing.assert_array_equal(got, zero_shot_sr(start, lr, degradation, 2, config).sr)
     assert np.abs(got - zero_shot_sr(params, lr, degradation, 2, config).sr).max() > 1e-3  # V moved the start
@@ -87,3 +91,21 @@ def test_meta_test_api_and_adapt_cli_start_from_theta_k(astronaut_uint8, tmp_pat
 
     expected = to_uint8(zero_shot_sr(params, lr, degradation, 2, config, start_basis=stored).sr).numpy()
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out.png")), expected)
+
+
+def test_a_noise_blind_basis_is_read_with_zero_noise_rows(tmp_path):
+    """Weights conditioned on the kernel alone (``NOISE_BLIND_FEATURES`` rows) load as a full basis whose noise
+    rows are 0, so a noisy photo starts where a clean one would; a wrong number of rows is refused."""
+    from mzsr_tf.errors import InputError
+    from mzsr_tf.model import init_params
+    from mzsr_tf.weights import load_start_basis, save_params
+
+    kernel_only = [b[:NOISE_BLIND_FEATURES] for b in _basis(2)]
+    path = save_params(init_params(2), tmp_path / "k.weights.h5", start_basis=kernel_only)
+    loaded = load_start_basis(path)
+    for b, v in zip(kernel_only, loaded):
+        assert v.shape == (START_FEATURES, *b.shape[1:])
+        np.testing.assert_allclose(v[:NOISE_BLIND_FEATURES], b, rtol=1e-3, atol=1e-7)  # float16 on disk
+        np.testing.assert_array_equal(v[NOISE_BLIND_FEATURES:], 0.0)
+    with pytest.raises(InputError, match="start_basis has shape"):
+        save_params(init_params(2), tmp_path / "bad.weights.h5", start_basis=[b[:4] for b in _basis(2)])

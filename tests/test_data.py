@@ -60,6 +60,30 @@ def test_kernel_tasks_min_variance_widens_p_k_towards_sharp_kernels(astronaut_ui
     assert np.abs(x02 - y).mean() < 0.97 * np.abs(x1 - y).mean()  # sharper kernels: inputs closer to HR
 
 
+def test_task_noise_makes_some_tasks_noisy_and_the_start_reads_it(astronaut_uint8):
+    """``task_noise``: about half the tasks get LR noise σ ~ U[0, max]; the rest, the kernels and the HR patches are
+    as without it, and the start's noise feature s (``conditioning.start_features``) rises on the noisy ones."""
+    from mzsr_tf.conditioning import NOISE_UNIT
+
+    def batches(**kw):
+        return _first(kernel_tasks([astronaut_uint8], 4, 2, 32, 2, seed=3, **kw), n=3)
+
+    noisy_tasks = 0
+    for clean, noisy in zip(batches(), batches(task_noise=5 / 255)):
+        np.testing.assert_array_equal(noisy[3], clean[3])  # HR
+        np.testing.assert_array_equal(noisy[4], clean[4])  # the kernels' features
+        np.testing.assert_array_equal(noisy[5][:, :10], clean[5][:, :10])  # the start's kernel features
+        for t in range(4):
+            if np.array_equal(noisy[0][t], clean[0][t]):
+                assert noisy[5][t, 10] == clean[5][t, 10]
+                continue
+            noisy_tasks += 1
+            assert noisy[5][t, 10] > clean[5][t, 10] and noisy[5][t, 10] < 1.5 * (5 / 255) / NOISE_UNIT
+            lr = noisy[0][t]  # the input is bicubic↑ of a noisy LR on uint8 levels
+            assert np.abs(lr - clean[0][t]).max() > 1.5 / 255
+    assert 2 <= noisy_tasks <= 10  # of 12, each noisy with probability 1/2
+
+
 def test_kernel_pairs_with_a_fixed_kernel_blur_every_patch_with_it(astronaut_uint8):
     """``kernel``: a non-blind pair set, every LR = bicubic↑(uint8((HR ⊛ k)↓s)) for the one k."""
     from mzsr_tf.degradation import degrade
@@ -101,7 +125,6 @@ def test_bicubic_tasks_are_plain_bicubic_and_leave_the_rest(astronaut_uint8, sup
     """``bicubic_tasks``: the last tasks' LR = uint8(MATLAB-bicubic↓2(HR)), no blur (the meta-test's kernel
     'bicubic'), in the query and, for 'son' support, the son made the same way; the other tasks are unchanged."""
     from mzsr_tf.kernels import LAMBDA_FLOOR
-    from mzsr_tf.zero_shot import training_pair
 
     kw = dict(seed=0, subsample="bicubic", support=support)
     ((x, y, xq, yq, features, _),) = _first(kernel_tasks([astronaut_uint8], 3, 2, 24, 2, bicubic_tasks=1, **kw))
@@ -115,8 +138,7 @@ def test_bicubic_tasks_are_plain_bicubic_and_leave_the_rest(astronaut_uint8, sup
     np.testing.assert_allclose(xq[2], upscale(lr, 2, (24, 24)), atol=1e-5)
     if support == "son":
         np.testing.assert_allclose(y[2], lr, atol=1e-6)
-        np.testing.assert_allclose(x[2], training_pair(lr, np.ones((1, 1), np.float32), 2, "bicubic")[0], atol=1e-5)
-        np.testing.assert_allclose(x[2], upscale(downscale(lr, 2), 2, (12, 12)), atol=1e-5)
+        np.testing.assert_allclose(x[2], _son(lr, np.ones((1, 1), np.float32), "bicubic", 2), atol=1e-5)
     else:
         lr_support = tf.round(tf.clip_by_value(downscale(y[2], 2), 0, 1) * 255) / 255
         np.testing.assert_allclose(x[2], upscale(lr_support, 2, (24, 24)), atol=1e-5)
@@ -125,10 +147,11 @@ def test_bicubic_tasks_are_plain_bicubic_and_leave_the_rest(astronaut_uint8, sup
 @pytest.mark.parametrize("blind_tasks", [0, 1])
 def test_son_support_trains_the_inner_loop_on_the_pairs_the_meta_test_makes(astronaut_uint8, blind_tasks):
     """``support='son'``: D_te is (bicubic↑(LR), HR) of the task's patches, D_tr is each of those LRs' own training
-    pair (``zero_shot.training_pair``: bicubic↑(LR son) → LR), under the task's kernel, as the meta-test adapts."""
+    pair (``zero_shot.training_pair``: bicubic↑(LR son) → LR, the son as noisy as σ̂ reads the LR), under the task's
+    kernel, as the meta-test adapts; the start's features are the kernel's and σ̂'s."""
     from mzsr_tf.conditioning import start_features
     from mzsr_tf.kernels import kernel_features, kernel_offset
-    from mzsr_tf.zero_shot import training_pair
+    from mzsr_tf.noise import son_noise_sigma_graph
 
     ((x_tr, y_tr, x_te, y_te, features, start),) = _first(
         kernel_tasks([astronaut_uint8], 2, 3, 24, 2, seed=0, blind_tasks=blind_tasks, support="son")
@@ -140,13 +163,23 @@ def test_son_support_trains_the_inner_loop_on_the_pairs_the_meta_test_makes(astr
         np.testing.assert_allclose(lr * 255, np.round(lr * 255), atol=1e-4)
         offset = kernel_offset(_task_kernel(t, blind_tasks)) if t < blind_tasks else None
         np.testing.assert_allclose(x_te[t], upscale(lr, 2, (24, 24), offset), atol=1e-5)
-        son, father = training_pair(lr, _task_kernel(t, blind_tasks), 2)
-        np.testing.assert_allclose(x_tr[t], son, atol=1e-5)
-        np.testing.assert_array_equal(y_tr[t], father)
+        np.testing.assert_allclose(x_tr[t], _son(lr, _task_kernel(t, blind_tasks), "direct", t), atol=1e-5)
+        sigma = son_noise_sigma_graph(tf.concat(tf.unstack(lr), axis=1))
         np.testing.assert_allclose(features[t], kernel_features(_task_kernel(t, blind_tasks)), atol=1e-6)
-        np.testing.assert_allclose(start[t], start_features(_task_kernel(t, blind_tasks)), atol=1e-6)
+        np.testing.assert_allclose(start[t], start_features(_task_kernel(t, blind_tasks), sigma), atol=1e-6)
     ((_, _, x_ext, _, _, _),) = _first(kernel_tasks([astronaut_uint8], 2, 3, 24, 2, seed=0, blind_tasks=blind_tasks))
     assert x_ext.shape == (2, 3, 24, 24, 3)  # external support: twice the patches, half of them the query
+
+
+def _son(lr, kernel, subsample: str, t: int):
+    """The LR son of task ``t`` in the first batch of seed 0: ``zero_shot.training_pair``'s, as noisy as σ̂ reads the
+    task's LR patches side by side."""
+    from mzsr_tf.data import _blind_seed
+    from mzsr_tf.noise import son_noise_sigma_graph
+    from mzsr_tf.zero_shot import training_pair
+
+    sigma = son_noise_sigma_graph(tf.concat(tf.unstack(lr), axis=1))
+    return training_pair(lr, kernel, 2, subsample, sigma, _blind_seed(950 + t, 0))[0]
 
 
 def _task_kernel(t: int, blind_tasks: int):

@@ -260,6 +260,7 @@ def test_resume_refuses_other_data_and_a_failed_start_leaves_no_record(data_dir,
         (["--steps", "2", "--meta-lr", "0"], "meta_lr 0 (θ frozen) needs learned inner rates"),
         (["--steps", "2", "--meta-lr", "0", "--learn-inner-lr"], "meta_lr 0 (θ frozen) needs learned inner rates"),
         (["--steps", "2", "--meta-lr", "-1"], "--meta-lr must be positive"),
+        (["--steps", "2", "--task-noise", "-0.1"], "noise and task_noise must be >= 0"),
         (["--steps", "2", "--support", "son", "--patch", "4"], "--patch 4 is too small for the kernels at x2"),
         (["--steps", "2", "--scale", "4", "--support", "son"], "--patch 16 is too small for the kernels at x4"),
     ],
@@ -484,8 +485,9 @@ def test_kernel_estimator_stage_trains_resumes_exactly_and_saves_npz(data_dir, t
 
 
 def test_conditioned_start_learns_its_basis_resumes_exactly_and_ships_it(data_dir, tmp_path, capsys):
-    """--conditioned-start --inner-steps 0 --meta-lr 0: supervised training of V with θ frozen; the init's learned
-    rates travel on; a resume continues V exactly; an inner loop from θ(k) trains too."""
+    """--conditioned-start --inner-steps 0 --meta-lr 0: supervised training of V with θ frozen, noisy tasks among
+    them; the init's learned rates travel on; a resume continues V exactly; an inner loop from θ(k) trains too."""
+    from mzsr_tf.conditioning import START_FEATURES
     from mzsr_tf.weights import load_inner_lr, load_start_basis
 
     start = tmp_path / "start"
@@ -494,7 +496,7 @@ def test_conditioned_start_learns_its_basis_resumes_exactly_and_ships_it(data_di
     init = start / "final.weights.h5"
     supervised = ["--stage", "meta", "--patch", "16", "--meta-batch", "2", "--task-batch", "1", "--data", data_dir]
     supervised += ["--init", init, "--conditioned-start", "--inner-steps", "0", "--meta-lr", "0"]
-    supervised += ["--start-lr", "1e-3", "--support", "son", "--val-every", "100"]
+    supervised += ["--start-lr", "1e-3", "--support", "son", "--val-every", "100", "--task-noise", "0.02"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert run(supervised + ["--out", straight, "--steps", "3"], capsys)[0] == 0
     assert run(supervised + ["--out", resumed, "--steps", "2"], capsys)[0] == 0
@@ -505,7 +507,7 @@ def test_conditioned_start_learns_its_basis_resumes_exactly_and_ships_it(data_di
         np.testing.assert_array_equal(a, b)  # θ bit for bit
     np.testing.assert_array_equal(load_inner_lr(final), load_inner_lr(init))  # the rates it adapts with
     basis = load_start_basis(final)
-    assert len(basis) == 16 and basis[0].shape == (10, 3, 3, 3, 64) and np.abs(basis[-1]).max() > 1e-4
+    assert len(basis) == 16 and basis[0].shape == (START_FEATURES, 3, 3, 3, 64) and np.abs(basis[-1]).max() > 1e-4
     ckpt = load_start_basis(straight / "ckpt")
     for a, b, c in zip(basis, ckpt, load_start_basis(resumed / "ckpt")):
         np.testing.assert_array_equal(b, c)  # the resume is exact

@@ -85,6 +85,9 @@ def build_parser(only_given: bool = False):
     meta.add_argument("--task-batch", type=int, help="patches per task in each of D_tr and D_te (4)")
     meta.add_argument("--noise", type=float, help="std of Gaussian noise on the LR (0)")
     meta.add_argument(
+        "--task-noise", type=float, help="half the tasks get LR noise of std ~ U[0, this] (0; 0-1 units, 5/255: 0.0196)"
+    )
+    meta.add_argument(
         "--blind-tasks", type=int, help="tasks per meta-batch under DIV2KRK-style kernels, as blind SR sees (0)"
     )
     meta.add_argument(
@@ -230,6 +233,7 @@ def main(argv=None):
         meta_batch=args.meta_batch,
         task_batch=args.task_batch,
         noise=args.noise,
+        task_noise=args.task_noise,
         blind_tasks=args.blind_tasks,
         bicubic_tasks=args.bicubic_tasks,
         support=args.support,

@@ -184,11 +184,12 @@ class ServingModule(tf.Module):
         rates = schedule_rates(_checked_steps(steps, self.max_steps), schedule)
         if self._config.layer_rates:  # learned rates, kernel-conditioned or not (meta.kernel_rates)
             rates = kernel_rates(rates, kernel_features(kernel))
-        sigma = son_noise_sigma_graph(lr[0]) if self._config.noise_sigma == "auto" else self._config.noise_sigma
+        read = son_noise_sigma_graph(lr[0])
+        sigma = read if self._config.noise_sigma == "auto" else self._config.noise_sigma
         theta = [v.read_value() for v in self.theta]
-        if self.start_basis is not None:  # θ(k): the start meant for this kernel
+        if self.start_basis is not None:  # θ(k, σ̂): the start meant for this kernel and noise level
             basis = [v.read_value() for v in self.start_basis]
-            theta = conditioned_start(theta, basis, start_features(kernel))
+            theta = conditioned_start(theta, basis, start_features(kernel, read))
         fast, _ = adapt_graph(theta, lr[0], kernel, rates, self.scale, self._config, SUBSAMPLE, sigma)
         return self._sr_uint8(fast, lr, kernel_offset(kernel))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from mzsr_tf.conditioning import START_FEATURES
+from mzsr_tf.conditioning import NOISE_BLIND_FEATURES, START_FEATURES
 from mzsr_tf.errors import InputError
 from mzsr_tf.kernels import KERNEL_FEATURES
 from mzsr_tf.model import PARAM_NAMES, MZSRNet, param_shapes
@@ -148,13 +148,17 @@ def load_inner_lr(path) -> np.ndarray | None:
 
 
 def _check_basis(basis, source) -> np.ndarray:
+    """A [features, entries] basis; a noise-blind one (``NOISE_BLIND_FEATURES`` rows) padded with zero noise rows."""
     basis = np.asarray(basis)
     size = sum(int(np.prod(s)) for s in param_shapes())
-    if basis.ndim != 2 or basis.shape != (START_FEATURES, size):
-        raise InputError(f"{source}: {START_BASIS} has shape {basis.shape}, expected ({START_FEATURES}, {size})")
+    rows = (START_FEATURES, NOISE_BLIND_FEATURES)
+    if basis.ndim != 2 or basis.shape[0] not in rows or basis.shape[1] != size:
+        raise InputError(
+            f"{source}: {START_BASIS} has shape {basis.shape}, expected ({' or '.join(map(str, rows))}, {size})"
+        )
     if not np.all(np.isfinite(basis)):
         raise InputError(f"{source}: {START_BASIS} contains NaN or Inf")
-    return basis
+    return np.pad(basis, [(0, START_FEATURES - basis.shape[0]), (0, 0)])
 
 
 def _unflatten(basis) -> list[tf.Tensor]:
@@ -174,7 +178,8 @@ def load_start_basis(path) -> list[tf.Tensor] | None:
     def from_checkpoint(reader):
         if not reader.has_tensor(keys[0]):
             return None
-        return np.concatenate([reader.get_tensor(k).reshape(START_FEATURES, -1) for k in keys], axis=1)
+        tensors = [reader.get_tensor(k) for k in keys]
+        return np.concatenate([t.reshape(t.shape[0], -1) for t in tensors], axis=1)
 
     basis = _stored(path, START_BASIS, from_checkpoint)
     return None if basis is None else _unflatten(_check_basis(basis, path))
@@ -224,7 +229,7 @@ def save_params(
     rates = None if inner_lr is None else _check_inner_lr(inner_lr, path)
     basis = None
     if start_basis is not None:
-        flat = np.concatenate([np.asarray(b, np.float32).reshape(START_FEATURES, -1) for b in start_basis], axis=1)
+        flat = np.concatenate([np.asarray(b, np.float32).reshape(len(b), -1) for b in start_basis], axis=1)
         basis = _check_basis(flat.astype(np.float16), path)
     with atomic_write(path, overwrite) as tmp:
         if path.name.endswith(".weights.h5"):
