@@ -511,7 +511,9 @@ def test_conditioned_start_learns_its_basis_resumes_exactly_and_ships_it(data_di
     ckpt = load_start_basis(straight / "ckpt")
     for a, b, c in zip(basis, ckpt, load_start_basis(resumed / "ckpt")):
         np.testing.assert_array_equal(b, c)  # the resume is exact
-        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-7)  # shipped in float16
+        b = np.asarray(b)
+        step = np.abs(b).reshape(len(b), -1, b.shape[-1]).max(axis=1) / 7  # shipped in 4-bit codes
+        assert np.all(np.abs(np.asarray(a) - b).reshape(len(b), -1, b.shape[-1]) <= step[:, None])
     assert load_start_basis(init) is None
     # MMAML: θ, V and the rates together, the inner loop from θ(k), V going on from the file's
     joint = tmp_path / "joint"

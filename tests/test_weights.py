@@ -17,7 +17,7 @@ def test_shipped_meta_weights_load_and_fit_the_budget(scale, subsample):
     from mzsr_tf.weights import load_start_basis
 
     path = default_weights(scale, subsample)
-    basis_bytes = 0 if load_start_basis(path) is None else 2 * START_FEATURES * 225_091  # float16
+    basis_bytes = 0 if load_start_basis(path) is None else START_FEATURES * 225_091 // 2  # 4-bit codes
     assert path.stat().st_size <= 1_000_000 + basis_bytes
     params = load_params(path)
     assert len(params) == 16 and all(np.all(np.isfinite(p)) for p in params)
@@ -182,3 +182,40 @@ def test_bad_weight_files(tmp_path):
         load_params(tmp_path / "missing.weights.h5")
     with pytest.raises(InputError, match="not a .weights.h5"):
         load_params(tmp_path / "whatever.bin")
+
+
+def test_the_start_basis_is_stored_in_4_bits_with_a_scale_per_channel(tmp_path):
+    """save_params stores V as 4-bit codes, two a byte, with a float32 scale per output channel: each entry within
+    half a step of its channel's scale, zeros exact, and an earlier file's float16 V still reads."""
+    import h5py
+
+    from mzsr_tf.conditioning import START_FEATURES
+    from mzsr_tf.weights import START_BASIS, START_CODES, START_SCALES, load_start_basis
+    from mzsr_tf.weights.quantisation import LEVELS
+
+    rng = np.random.default_rng(5)
+    basis = [rng.standard_normal((START_FEATURES, *s)).astype(np.float32) * 10.0 ** rng.uniform(-4, -2, s[-1])
+             for s in param_shapes()]  # fmt: skip
+    basis[2][..., 7] = 0.0  # a channel of zeros
+    path = save_params(init_params(0), tmp_path / "q.weights.h5", start_basis=basis)
+    with h5py.File(path, "r") as f:
+        assert f[START_CODES].dtype == np.uint8 and f[START_CODES].shape == (START_FEATURES, (225_091 + 1) // 2)
+        assert f[START_SCALES].dtype == np.float32 and START_BASIS not in f
+    for b, q in zip(basis, load_start_basis(path)):
+        step = np.abs(b).reshape(START_FEATURES, -1, b.shape[-1]).max(axis=1) / LEVELS  # [features, channels]
+        error = np.abs(q.numpy() - b).reshape(START_FEATURES, -1, b.shape[-1])
+        assert np.all(error <= 0.5 * step[:, None] * (1 + 1e-5) + 1e-12)
+    assert np.all(load_start_basis(path)[2].numpy()[..., 7] == 0.0)
+    npz = save_params(init_params(0), tmp_path / "q.npz", start_basis=basis)
+    for a, b in zip(load_start_basis(path), load_start_basis(npz)):
+        np.testing.assert_array_equal(a, b)
+    earlier = save_params(init_params(0), tmp_path / "f16.weights.h5")
+    flat = np.concatenate([b.reshape(START_FEATURES, -1) for b in basis], axis=1).astype(np.float16)
+    with h5py.File(earlier, "a") as f:
+        f.create_dataset(START_BASIS, data=flat)
+    for b, v in zip(basis, load_start_basis(earlier)):
+        np.testing.assert_allclose(v, b, rtol=1e-3, atol=1e-7)
+    with h5py.File(path, "a") as f:
+        del f[START_SCALES]
+    with pytest.raises(InputError, match="do not make a basis"):
+        load_start_basis(path)

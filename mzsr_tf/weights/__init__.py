@@ -15,6 +15,7 @@ from mzsr_tf.conditioning import NOISE_BLIND_FEATURES, START_FEATURES
 from mzsr_tf.errors import InputError
 from mzsr_tf.kernels import KERNEL_FEATURES
 from mzsr_tf.model import PARAM_NAMES, MZSRNet, param_shapes
+from mzsr_tf.weights.quantisation import channels, dequantise, quantise
 
 __all__ = [
     "WEIGHTS_DIR",
@@ -55,7 +56,8 @@ def _check_shapes(arrays, source) -> list[np.ndarray]:
 
 
 INNER_LR = "inner_lr"  # learned per-tensor, per-step inner rates beside the weights (MAML++ LSLR)
-START_BASIS = "start_basis"  # the conditioned start's basis V (``conditioning``), [features, all θ's entries], float16
+START_BASIS = "start_basis"  # the conditioned start's basis V (``conditioning``), [features, all θ's entries]
+START_CODES, START_SCALES = "start_basis_int4", "start_basis_scales"  # V as stored: 4-bit codes (``quantisation``)
 SCALE = "mzsr_scale"  # the SR factor the weights were trained for, when the file records it
 # train.py checkpoints hold the network's variables, in ``params`` order, as the optimizer's.
 _TRAIN_CKPT = "optimizer/_trainable_variables/{}/.ATTRIBUTES/VARIABLE_VALUE"
@@ -171,8 +173,21 @@ def _unflatten(basis) -> list[tf.Tensor]:
     return out
 
 
+def _decoded(codes, scales, source) -> np.ndarray:
+    """V from its 4-bit codes and per-channel scales (``quantisation``), their shapes checked."""
+    shapes = param_shapes()
+    size, rows = sum(int(np.prod(s)) for s in shapes), np.shape(codes)[0] if np.ndim(codes) == 2 else -1
+    if scales is None or np.shape(codes) != (rows, (size + 1) // 2) or np.shape(scales) != (rows, channels(shapes)):
+        raise InputError(
+            f"{source}: {START_CODES} {np.shape(codes)} and {START_SCALES} {np.shape(scales)} do not make a basis "
+            f"of {size} entries a row"
+        )
+    return dequantise(codes, scales, shapes)
+
+
 def load_start_basis(path) -> list[tf.Tensor] | None:
-    """The conditioned start's basis V stored with the weights (``conditioning.conditioned_start``), or None."""
+    """The conditioned start's basis V stored with the weights (``conditioning.conditioned_start``), or None: a
+    checkpoint's as trained, a weights file's 4-bit codes decoded (or, in earlier files, float16)."""
     keys = [f"{START_BASIS}/{i}/.ATTRIBUTES/VARIABLE_VALUE" for i in range(len(PARAM_NAMES))]
 
     def from_checkpoint(reader):
@@ -182,7 +197,12 @@ def load_start_basis(path) -> list[tf.Tensor] | None:
         return np.concatenate([t.reshape(t.shape[0], -1) for t in tensors], axis=1)
 
     basis = _stored(path, START_BASIS, from_checkpoint)
-    return None if basis is None else _unflatten(_check_basis(basis, path))
+    if basis is None:
+        codes = _stored(path, START_CODES, lambda reader: None)
+        if codes is None:
+            return None
+        basis = _decoded(codes, _stored(path, START_SCALES, lambda reader: None), path)
+    return _unflatten(_check_basis(basis, path))
 
 
 def load_scale(path) -> int | None:
@@ -220,40 +240,41 @@ def save_params(
 
     ``inner_lr``: learned inner learning rates [steps, 16] to store with them (:func:`load_inner_lr`);
     ``scale``: the SR factor they were trained for (:func:`load_scale`); ``start_basis``: the conditioned start's
-    basis, one [features, *shape] tensor per θ tensor (:func:`load_start_basis`), stored in float16.
+    basis, one [features, *shape] tensor per θ tensor (:func:`load_start_basis`), stored as 4-bit codes with a
+    scale per output channel (``quantisation``).
     """
     from mzsr_tf.io import atomic_write
 
     path = Path(path)
     arrays = _check_shapes([np.asarray(p) for p in params], path)
     rates = None if inner_lr is None else _check_inner_lr(inner_lr, path)
-    basis = None
+    stored = {}
     if start_basis is not None:
         flat = np.concatenate([np.asarray(b, np.float32).reshape(len(b), -1) for b in start_basis], axis=1)
-        basis = _check_basis(flat.astype(np.float16), path)
+        stored = dict(zip((START_CODES, START_SCALES), quantise(_check_basis(flat, path), param_shapes())))
     with atomic_write(path, overwrite) as tmp:
         if path.name.endswith(".weights.h5"):
             net = MZSRNet()
             net.set_params(arrays)
             final = tmp.with_name(tmp.name + ".weights.h5")  # Keras insists on the suffix
             net.save_weights(str(final))
-            if rates is not None or scale is not None or basis is not None:
+            if rates is not None or scale is not None or stored:
                 import h5py
 
                 with h5py.File(final, "a") as f:
                     if rates is not None:
                         f.create_dataset(INNER_LR, data=rates)
-                    if basis is not None:
-                        f.create_dataset(START_BASIS, data=basis, compression="gzip")
+                    for name, array in stored.items():
+                        f.create_dataset(name, data=array, compression="gzip", compression_opts=9)
                     if scale is not None:
                         f.attrs[SCALE] = int(scale)
             final.replace(tmp)
         elif path.suffix == ".npz":
             extra = {} if rates is None else {INNER_LR: rates}
             extra.update({} if scale is None else {SCALE: np.int64(scale)})
-            extra.update({} if basis is None else {START_BASIS: basis})
+            extra.update(stored)
             with open(tmp, "wb") as f:
-                np.savez(f, **dict(zip(PARAM_NAMES, arrays)), **extra)
+                np.savez_compressed(f, **dict(zip(PARAM_NAMES, arrays)), **extra)
         else:
             raise InputError(f"{path}: weights must be saved as .weights.h5 or .npz")
     return path
