@@ -371,7 +371,8 @@ def make_step_fn(stage: Stage, variables, optimizers, strategy, first_order: boo
         if finite:
             start = 0
             for optimizer, count in optimizers:
-                optimizer.apply_gradients(zip(grads[start : start + count], variables[start : start + count]))
+                if optimizer is not None:  # None: a frozen group
+                    optimizer.apply_gradients(zip(grads[start : start + count], variables[start : start + count]))
                 start += count
         return loss, per_step, finite
 
@@ -405,6 +406,18 @@ def data_fingerprint(dirs) -> str:
     return digest.hexdigest()
 
 
+def init_fingerprint(path) -> str:
+    """A digest of the ``--init`` weights (a file, or a checkpoint's files): a resume reloads frozen groups from it."""
+    path = Path(path)
+    if path.is_dir():
+        path = Path(tf.train.latest_checkpoint(str(path)) or path)
+    files = [path] if path.is_file() else sorted(path.parent.glob(path.name.removesuffix(".index") + ".*"))
+    digest = hashlib.sha1()
+    for f in files:
+        digest.update(f.read_bytes())
+    return digest.hexdigest()
+
+
 def _check_run_dir(run: RunConfig, config) -> tuple[dict, list[str]]:
     """Refuse a run folder that holds another run (unless resuming it with the same settings and data).
 
@@ -419,7 +432,10 @@ def _check_run_dir(run: RunConfig, config) -> tuple[dict, list[str]]:
         "run": dataclasses.asdict(run),
         "stage_config": _as_json(dataclasses.asdict(config)),
         "data_fingerprint": data_fingerprint(run.data),
+        "frozen": frozen_groups(config),
     }
+    if run.init and record["frozen"]:  # the frozen groups are reloaded from --init on every resume
+        record["init_fingerprint"] = init_fingerprint(run.init)
     changed_recipe: list[str] = []
     if run.resume and saved.exists():
         try:
@@ -433,6 +449,16 @@ def _check_run_dir(run: RunConfig, config) -> tuple[dict, list[str]]:
                 )
         if previous.get("data_fingerprint", record["data_fingerprint"]) != record["data_fingerprint"]:
             raise InputError(f"--resume with other training data (--data) than the run in {out}")
+        if previous.get("frozen", record["frozen"]) != record["frozen"]:
+            raise InputError(
+                f"--resume cannot freeze or unfreeze θ, the rates or V (a learning rate to or from 0): {out} "
+                f"froze {previous['frozen'] or 'nothing'}; start a new run with --init from its final weights"
+            )
+        if previous.get("init_fingerprint", record.get("init_fingerprint")) != record.get("init_fingerprint"):
+            raise InputError(
+                f"--resume with another --init than the run in {out} started from (or that file changed): its frozen "
+                f"{', '.join(record['frozen'])} come from it"
+            )
         defaults = _as_json(dataclasses.asdict(type(config)()))
         # settings added since the run started count with their defaults
         before = {k: previous["stage_config"].get(k, defaults[k]) for k in record["stage_config"]}
@@ -497,6 +523,7 @@ class _TrainState:
     checkpoint: tf.train.Checkpoint
     basis: list = dataclasses.field(default_factory=list)  # V, one variable per θ tensor, with conditioned_start
     basis_optimizer: keras.optimizers.Optimizer | None = None
+    from_init: set = dataclasses.field(default_factory=set)  # frozen groups left out of the checkpoint
 
     @property
     def variables(self) -> list:
@@ -504,9 +531,9 @@ class _TrainState:
 
     @property
     def optimizers(self) -> list:
-        """(optimizer, how many of ``variables`` it updates), in order."""
+        """(optimizer, how many of ``variables`` it updates), in order; None for a frozen group."""
         pairs = [(self.optimizer, len(self.net.params))]
-        pairs += [(self.rates_optimizer, 1)] if self.rates_optimizer is not None else []
+        pairs += [(self.rates_optimizer, 1)] if self.rates else []
         return pairs + ([(self.basis_optimizer, len(self.basis))] if self.basis else [])
 
 
@@ -517,67 +544,99 @@ def initial_rates(config, n: int):
     return tf.concat([tf.fill([config.inner_steps, n], config.inner_lr), tf.zeros([config.inner_steps, slopes])], 1)
 
 
+def frozen_groups(config) -> list[str]:
+    """What a meta run holds but does not train (its learning rate 0): of 'theta', 'rates' and 'basis'."""
+    if not isinstance(config, MetaConfig):
+        return []
+    held = (("theta", True, config.meta_lr > 0), ("rates", config.learn_inner_lr, config.learns_rates))
+    held += (("basis", config.conditioned_start, config.learns_basis),)
+    return [name for name, holds, trained in held if holds and not trained]
+
+
+def _adam(learning_rate, variables):
+    optimizer = keras.optimizers.Adam(learning_rate, epsilon=1e-8)
+    optimizer.build(variables)
+    return optimizer
+
+
 def _build_state(stage: Stage, run: RunConfig, config, strategy) -> _TrainState:
-    """The net, θ's Adam and, with learned inner rates, the rates and their own Adam, under ``strategy``."""
+    """The net, θ's Adam and, with learned inner rates or a conditioned start, those and their own Adams, under
+    ``strategy``. A frozen group (``frozen_groups``) gets no Adam, and the checkpoint leaves it out when ``--init``
+    holds it: a resume reloads it from there (``_check_run_dir`` checks that file is unchanged), so the state to
+    keep is what the run trains."""
+    frozen = set(frozen_groups(config))
+    from_init = frozen if run.init else set()
     with strategy.scope():
         net = stage.make_net()
-        rates, rates_optimizer, extra = [], None, {}
+        rates, rates_optimizer, basis, basis_optimizer = [], None, [], None
         if stage.learns_rates:
             rates = [tf.Variable(initial_rates(config, len(net.params)), name="inner_lr")]
-        optimizer = keras.optimizers.Adam(stage.learning_rate(), epsilon=1e-8)
-        optimizer.build(net.params)
-        if rates:  # the rates have an Adam of their own (their learning rate may differ from θ's)
-            rates_optimizer = keras.optimizers.Adam(config.inner_lr_meta_lr or config.meta_lr, epsilon=1e-8)
-            rates_optimizer.build(rates)
-            extra = {"inner_lr": rates[0], "rates_optimizer": rates_optimizer}
-        basis, basis_optimizer = [], None
         if stage.learns_basis:  # V starts at 0: θ(k) = θ for every kernel
             basis = [tf.Variable(tf.zeros([START_FEATURES, *p.shape]), name=f"start_basis_{i}") for i, p in
                      enumerate(net.params)]  # fmt: skip
-            basis_optimizer = keras.optimizers.Adam(config.basis_lr, epsilon=1e-8)
-            basis_optimizer.build(basis)
-            extra.update(start_basis=basis, basis_optimizer=basis_optimizer)
+        optimizer = None if "theta" in frozen else _adam(stage.learning_rate(), net.params)
+        if rates and "rates" not in frozen:  # the rates have an Adam of their own (their rate may differ from θ's)
+            rates_optimizer = _adam(config.inner_lr_meta_lr or config.meta_lr, rates)
+        if basis and "basis" not in frozen:
+            basis_optimizer = _adam(config.basis_lr, basis)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    checkpoint = tf.train.Checkpoint(model=net, optimizer=optimizer, step=step, seed=tf.Variable(run.seed), **extra)
-    return _TrainState(net, rates, optimizer, rates_optimizer, step, checkpoint, basis, basis_optimizer)
+    kept = {"step": step, "seed": tf.Variable(run.seed)}
+    kept.update({} if "theta" in from_init else {"model": net})
+    kept.update({} if optimizer is None else {"optimizer": optimizer})
+    kept.update({} if not rates or "rates" in from_init else {"inner_lr": rates[0]})
+    kept.update({} if rates_optimizer is None else {"rates_optimizer": rates_optimizer})
+    kept.update({} if not basis or "basis" in from_init else {"start_basis": basis})
+    kept.update({} if basis_optimizer is None else {"basis_optimizer": basis_optimizer})
+    checkpoint = tf.train.Checkpoint(**kept)
+    return _TrainState(net, rates, optimizer, rates_optimizer, step, checkpoint, basis, basis_optimizer, from_init)
 
 
 def _restore_or_init(state: _TrainState, stage: Stage, run: RunConfig, config, ckpt_dir: Path, changed, log):
-    """Resume from the newest checkpoint (the recipe's learning rates win over the restored ones), or start from
-    ``run.init``."""
+    """Resume from the newest checkpoint (the recipe's learning rates win over the restored ones; the frozen groups
+    it leaves out come from ``run.init``), or start from ``run.init``."""
     if run.resume and _checkpoints(ckpt_dir):
         restored = _restore_newest(state.checkpoint, ckpt_dir, log)
         log(f"resumed {restored} at step {int(state.step.numpy())}")
         if changed:  # on purpose: the restored optimizer holds the old rate
             log("changed on resume: " + ", ".join(f"{k} -> {getattr(config, k)}" for k in changed))
-        if not isinstance(state.optimizer.learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+        if state.optimizer is not None and not isinstance(
+            state.optimizer.learning_rate, keras.optimizers.schedules.LearningRateSchedule
+        ):
             state.optimizer.learning_rate = stage.learning_rate()
         if state.rates_optimizer is not None:
             state.rates_optimizer.learning_rate = config.inner_lr_meta_lr or config.meta_lr
         if state.basis_optimizer is not None:
             state.basis_optimizer.learning_rate = config.basis_lr
+        _load_init(state, stage, run, state.from_init)
         return
     if run.resume:
         log(f"no checkpoint in {ckpt_dir}: starting at step 0")
     if run.init:
+        _load_init(state, stage, run, {"theta", "rates", "basis"})
+
+
+def _load_init(state: _TrainState, stage: Stage, run: RunConfig, groups) -> None:
+    """Set ``groups`` of the state (of 'theta', 'rates', 'basis') from ``run.init``, as far as it holds them."""
+    if "theta" in groups:
         state.net.set_params(stage.load_init(run.init))
-        init_rates = load_inner_lr(run.init) if state.rates else None
-        if init_rates is not None and init_rates.shape[0] == state.rates[0].shape[0]:
-            # kernel slopes start at 0 beside plain rates (the rates as they were); a run without kernel_rates
-            # takes a kernel-conditioned table's rates and leaves its slopes
-            if init_rates.shape[1] < state.rates[0].shape[1]:
-                init_rates = np.pad(init_rates, [(0, 0), (0, state.rates[0].shape[1] - init_rates.shape[1])])
-            state.rates[0].assign(init_rates[:, : state.rates[0].shape[1]])
-        init_basis = load_start_basis(run.init) if state.basis else None
-        if init_basis is not None:  # a conditioned θ_M goes on from its own start
-            for v, b in zip(state.basis, init_basis):
-                v.assign(b)
+    init_rates = load_inner_lr(run.init) if state.rates and "rates" in groups else None
+    if init_rates is not None and init_rates.shape[0] == state.rates[0].shape[0]:
+        # kernel slopes start at 0 beside plain rates (the rates as they were); a run without kernel_rates
+        # takes a kernel-conditioned table's rates and leaves its slopes
+        if init_rates.shape[1] < state.rates[0].shape[1]:
+            init_rates = np.pad(init_rates, [(0, 0), (0, state.rates[0].shape[1] - init_rates.shape[1])])
+        state.rates[0].assign(init_rates[:, : state.rates[0].shape[1]])
+    init_basis = load_start_basis(run.init) if state.basis and "basis" in groups else None
+    if init_basis is not None:  # a conditioned θ_M goes on from its own start
+        for v, b in zip(state.basis, init_basis):
+            v.assign(b)
 
 
 def _log_train_step(state: _TrainState, loss, per_step, seconds_per_step: float) -> None:
     """TensorBoard scalars of one training step (inside the writer's default step)."""
     tf.summary.scalar("train/loss", loss)
-    tf.summary.scalar("train/learning_rate", state.optimizer.learning_rate)
+    if state.optimizer is not None:  # θ trained
+        tf.summary.scalar("train/learning_rate", state.optimizer.learning_rate)
     tf.summary.scalar("train/seconds_per_step", seconds_per_step)
     for j in range(int(per_step.shape[0])):
         tf.summary.scalar(f"train/query_loss_step{j + 1}", per_step[j])

@@ -1,6 +1,7 @@
 """train.py: exact resume, MirroredStrategy == one device, run-folder safety, non-finite guard."""
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -488,7 +489,7 @@ def test_conditioned_start_learns_its_basis_resumes_exactly_and_ships_it(data_di
     """--conditioned-start --inner-steps 0 --meta-lr 0: supervised training of V with θ frozen, noisy tasks among
     them; the init's learned rates travel on; a resume continues V exactly; an inner loop from θ(k) trains too."""
     from mzsr_tf.conditioning import START_FEATURES
-    from mzsr_tf.weights import load_inner_lr, load_start_basis
+    from mzsr_tf.weights import load_inner_lr, load_start_basis, save_params
 
     start = tmp_path / "start"
     argv = TINY_META + ["--data", data_dir, "--learn-inner-lr", "--meta-lr", "1e-3", "--out", start, "--steps", "1"]
@@ -522,11 +523,16 @@ def test_conditioned_start_learns_its_basis_resumes_exactly_and_ships_it(data_di
     assert code == 0, err
     moved = [np.abs(a - b).max() for a, b in zip(load_start_basis(joint / "final.weights.h5"), basis)]
     assert 0 < max(moved) < 1e-2
-    # the update rule calibrated for θ(k): θ and V frozen (--meta-lr 0 --start-lr 0), only the rates move
-    calibrated = tmp_path / "calibrated"
-    argv = TINY_META + ["--data", data_dir, "--learn-inner-lr", "--conditioned-start", "--init", final, "--steps", "1"]
-    argv += ["--out", calibrated, "--meta-lr", "0", "--start-lr", "0", "--inner-lr-meta-lr", "1e-3"]
-    code, err = run(argv, capsys)
+    # the update rule calibrated for θ(k): θ and V frozen (--meta-lr 0 --start-lr 0), only the rates move; the
+    # checkpoint keeps only what moves (θ and V come back from --init on a resume, which must be the same file)
+    start_file = shutil.copy(final, tmp_path / "start.weights.h5")
+    calibrated, stepwise = tmp_path / "calibrated", tmp_path / "stepwise"
+    argv = TINY_META + ["--data", data_dir, "--learn-inner-lr", "--conditioned-start", "--init", start_file]
+    argv += ["--meta-lr", "0", "--start-lr", "0", "--inner-lr-meta-lr", "1e-3"]
+    code, err = run(argv + ["--out", calibrated, "--steps", "2"], capsys)
+    assert code == 0, err
+    assert run(argv + ["--out", stepwise, "--steps", "1"], capsys)[0] == 0
+    code, err = run(argv + ["--out", stepwise, "--steps", "2", "--resume"], capsys)
     assert code == 0, err
     out = calibrated / "final.weights.h5"
     for a, b in zip(load_start_basis(out), basis):
@@ -534,3 +540,14 @@ def test_conditioned_start_learns_its_basis_resumes_exactly_and_ships_it(data_di
     for a, b in zip(load_params(out), load_params(init)):
         np.testing.assert_array_equal(a, b)
     assert np.abs(load_inner_lr(out) - load_inner_lr(init)).max() > 1e-4
+    np.testing.assert_array_equal(load_inner_lr(stepwise / "final.weights.h5"), load_inner_lr(out))  # exact resume
+    kept = tf.train.load_checkpoint(
+        str(tf.train.latest_checkpoint(str(calibrated / "ckpt")))
+    ).get_variable_to_shape_map()
+    assert not [k for k in kept if k.startswith(("model/", "optimizer/", "start_basis", "basis_optimizer"))], kept
+    assert sum(f.stat().st_size for f in (calibrated / "ckpt").glob("ckpt-2.*")) < 10_000
+    code, err = run(argv + ["--out", stepwise, "--steps", "3", "--resume", "--start-lr", "1e-3"], capsys)
+    assert code == 2 and "cannot freeze or unfreeze" in err
+    save_params(load_params(init), start_file, overwrite=True, inner_lr=load_inner_lr(init), start_basis=basis)
+    code, err = run(argv + ["--out", stepwise, "--steps", "3", "--resume"], capsys)
+    assert code == 2 and "another --init" in err
