@@ -13,6 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 from mzsr_tf.commands import train
+from mzsr_tf.errors import InputError
 from mzsr_tf.weights import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -541,11 +542,12 @@ def test_conditioned_start_learns_its_basis_resumes_exactly_and_ships_it(data_di
         np.testing.assert_array_equal(a, b)
     assert np.abs(load_inner_lr(out) - load_inner_lr(init)).max() > 1e-4
     np.testing.assert_array_equal(load_inner_lr(stepwise / "final.weights.h5"), load_inner_lr(out))  # exact resume
-    kept = tf.train.load_checkpoint(
-        str(tf.train.latest_checkpoint(str(calibrated / "ckpt")))
-    ).get_variable_to_shape_map()
+    newest = tf.train.latest_checkpoint(str(calibrated / "ckpt"))
+    kept = tf.train.load_checkpoint(newest).get_variable_to_shape_map()
     assert not [k for k in kept if k.startswith(("model/", "optimizer/", "start_basis", "basis_optimizer"))], kept
     assert sum(f.stat().st_size for f in (calibrated / "ckpt").glob("ckpt-2.*")) < 10_000
+    with pytest.raises(InputError, match="without θ"):
+        load_params(newest)
     code, err = run(argv + ["--out", stepwise, "--steps", "3", "--resume", "--start-lr", "1e-3"], capsys)
     assert code == 2 and "cannot freeze or unfreeze" in err
     save_params(load_params(init), start_file, overwrite=True, inner_lr=load_inner_lr(init), start_basis=basis)

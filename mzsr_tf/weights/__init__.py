@@ -96,6 +96,11 @@ def load_params(path) -> list[tf.Tensor]:
             names = [f"MODEL/{n}" for n in PARAM_NAMES]
             if names[0] not in keys and _TRAIN_CKPT.format(0) in keys:  # a train.py checkpoint
                 names = [_TRAIN_CKPT.format(i) for i in range(len(PARAM_NAMES))]
+            elif names[0] not in keys and "step/.ATTRIBUTES/VARIABLE_VALUE" in keys:
+                raise InputError(
+                    f"{path}: a train.py checkpoint without θ (its run froze θ, which its --init holds): use the run's "
+                    "final.weights.h5 (train.py --config RUN/config.json --resume --steps N writes it)"
+                )
             missing = [n for n in names if n not in keys]
             if missing:
                 raise InputError(f"{path}: checkpoint lacks {missing[0]}")
