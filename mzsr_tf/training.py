@@ -449,6 +449,12 @@ def _check_run_dir(run: RunConfig, config) -> tuple[dict, list[str]]:
                 )
         if previous.get("data_fingerprint", record["data_fingerprint"]) != record["data_fingerprint"]:
             raise InputError(f"--resume with other training data (--data) than the run in {out}")
+        if "frozen" not in previous or previous.get("frozen_in_checkpoint"):
+            # a run from before frozen groups were left out of checkpoints: its checkpoint holds them, and its
+            # --init file may have changed since (the shipped weights do), so they keep coming from the checkpoint
+            record["frozen_in_checkpoint"] = True
+            record.pop("init_fingerprint", None)
+            previous.setdefault("frozen", record["frozen"])
         if previous.get("frozen", record["frozen"]) != record["frozen"]:
             raise InputError(
                 f"--resume cannot freeze or unfreeze θ, the rates or V (a learning rate to or from 0): {out} "
@@ -559,13 +565,13 @@ def _adam(learning_rate, variables):
     return optimizer
 
 
-def _build_state(stage: Stage, run: RunConfig, config, strategy) -> _TrainState:
+def _build_state(stage: Stage, run: RunConfig, config, strategy, frozen_in_checkpoint: bool = False) -> _TrainState:
     """The net, θ's Adam and, with learned inner rates or a conditioned start, those and their own Adams, under
     ``strategy``. A frozen group (``frozen_groups``) gets no Adam, and the checkpoint leaves it out when ``--init``
     holds it: a resume reloads it from there (``_check_run_dir`` checks that file is unchanged), so the state to
     keep is what the run trains."""
     frozen = set(frozen_groups(config))
-    from_init = frozen if run.init else set()
+    from_init = frozen if run.init and not frozen_in_checkpoint else set()
     with strategy.scope():
         net = stage.make_net()
         rates, rates_optimizer, basis, basis_optimizer = [], None, [], None
@@ -688,7 +694,7 @@ def train(run: RunConfig, config, log=print) -> Path:
     val_batch = val_batches[0]
     # Every worker saves (saving may need collectives); the others into a folder of their own, removed at the end.
     with _save_dir(chief, ckpt_dir) as save_dir:
-        state = _build_state(stage, run, config, strategy)
+        state = _build_state(stage, run, config, strategy, record.get("frozen_in_checkpoint", False))
         _restore_or_init(state, stage, run, config, ckpt_dir, changed_recipe, log)
         # An unreadable state file: TF logs it and starts anew (the checkpoints were found from their .index files).
         manager = tf.train.CheckpointManager(state.checkpoint, str(save_dir), max_to_keep=3)

@@ -553,3 +553,29 @@ def test_conditioned_start_learns_its_basis_resumes_exactly_and_ships_it(data_di
     save_params(load_params(init), start_file, overwrite=True, inner_lr=load_inner_lr(init), start_basis=basis)
     code, err = run(argv + ["--out", stepwise, "--steps", "3", "--resume"], capsys)
     assert code == 2 and "another --init" in err
+
+
+def test_a_run_from_before_frozen_groups_left_checkpoints_keeps_them_there(data_dir, tmp_path):
+    """A run whose config.json predates ``frozen`` (its checkpoints hold θ even when θ is frozen, and its --init file
+    may have changed since) goes on restoring its frozen groups from its checkpoints, never from --init."""
+    from mzsr_tf.meta import MetaConfig
+    from mzsr_tf.training import RunConfig, _build_state, _check_run_dir, make_stage, make_strategy
+
+    init = tmp_path / "init.weights.h5"
+    from mzsr_tf.model import init_params
+    from mzsr_tf.weights import save_params
+
+    save_params(init_params(0), init, inner_lr=np.full([2, 16], 0.01, np.float32))
+    config = MetaConfig(meta_lr=0.0, learn_inner_lr=True, inner_lr_meta_lr=1e-3, inner_steps=2, patch=16)
+    run_config = RunConfig("meta", (str(data_dir),), str(tmp_path / "run"), 2, init=str(init), resume=True)
+    record, _ = _check_run_dir(run_config, config)
+    assert record["frozen"] == ["theta"] and "init_fingerprint" in record and "frozen_in_checkpoint" not in record
+    (tmp_path / "run").mkdir()
+    legacy = {k: v for k, v in record.items() if k not in ("frozen", "init_fingerprint")}
+    (tmp_path / "run" / "config.json").write_text(json.dumps(legacy))
+    record, _ = _check_run_dir(run_config, config)
+    assert record["frozen_in_checkpoint"] and "init_fingerprint" not in record
+    stage, strategy = make_stage(run_config, config), make_strategy("default")
+    kept = _build_state(stage, run_config, config, strategy, record["frozen_in_checkpoint"]).checkpoint
+    assert hasattr(kept, "model")  # θ stays in the checkpoint
+    assert not hasattr(_build_state(stage, run_config, config, strategy).checkpoint, "model")
