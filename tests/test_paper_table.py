@@ -409,8 +409,9 @@ def test_precision_flag_reaches_mzsr_but_not_the_official_schedule(hr_folder, tm
         settings = {r["method"]: r["settings"] for r in results}  # what ran, resolved
         resolved = AdaptConfig(precision=precision).compute_precision
         assert settings["mzsr1"] == {  # the shipped bicubic weights carry learned rates: their rule, guarded (a
-            # plain bicubic LR, whose first update gains, so the guard keeps it)
+            # plain bicubic LR, whose first update gains, so the guard keeps it), from their conditioned start
             "weights": "shipped",
+            "conditioned_start": True,
             "optimizer": "learned",
             "keep_best": True,
             "precision": resolved,
@@ -418,6 +419,7 @@ def test_precision_flag_reaches_mzsr_but_not_the_official_schedule(hr_folder, tm
         }
         official = {
             "weights": "shipped",
+            "conditioned_start": True,
             "optimizer": "sgd",
             "keep_best": False,
             "precision": "float32",
@@ -450,9 +452,10 @@ def test_optimizer_flag_puts_adam_in_place_of_learned_rates(tmp_path, hr_folder,
 
 
 def test_official_methods_take_the_rates_of_the_kernels_model(hr_folder, tmp_path, capsys, astronaut_uint8):
-    """mzsrN_official under a g^b kernel: the Bicubic×2 model with its own official rates, as adapt.py."""
+    """mzsrN_official under a g^b kernel: the Bicubic×2 model with its own official rates, from its conditioned start,
+    as adapt.py."""
     from mzsr_tf.kernels import resolve_degradation
-    from mzsr_tf.weights import default_weights, load_params
+    from mzsr_tf.weights import default_weights, load_params, load_start_basis
     from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
 
     out = tmp_path / "official.json"
@@ -462,10 +465,10 @@ def test_official_methods_take_the_rates_of_the_kernels_model(hr_folder, tmp_pat
     hr = astronaut_uint8[:48, :40]
     degradation = resolve_degradation("g_b_1.3")
     lr = paper_table.make_lr(hr, degradation, 2).astype(np.float32) / 255.0
-    params = load_params(default_weights(2, "bicubic"))
+    params, basis = load_params(default_weights(2, "bicubic")), load_start_basis(default_weights(2, "bicubic"))
     expected = {
         subsample: psnr_y(
-            zero_shot_sr(params, lr, degradation, 2, AdaptConfig.official(2, subsample, steps=2)).sr, hr, 2
+            zero_shot_sr(params, lr, degradation, 2, AdaptConfig.official(2, subsample, steps=2), None, basis).sr, hr, 2
         )
         for subsample in ("bicubic", "direct")
     }
