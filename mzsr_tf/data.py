@@ -233,9 +233,9 @@ def kernel_tasks(
     LR = (HR ⊛ k)↓s (+ noise), rounded to uint8 levels; x = bicubic↑(LR), y = HR. The first ``blind_tasks``
     tasks draw a DIV2KRK-style kernel instead (block-centred, kernel noise: what blind SR estimates and adapts to),
     the last ``bicubic_tasks`` none (k = [[1]] under ``subsample='bicubic'``: plain MATLAB bicubic, the benchmarks'
-    standard degradation and the meta-test's kernel 'bicubic'). With ``task_noise`` one task in
-    ``1 / NOISY_SHARE`` on average gets Gaussian noise of σ ~ U[0, task_noise] on its LR (then rounded again), on
-    top of ``noise``.
+    standard degradation and the meta-test's kernel 'bicubic'). With ``task_noise`` each task is noisy with
+    probability ``NOISY_SHARE``: Gaussian noise of σ ~ U[0, task_noise] on its LR (then rounded again), on top of
+    ``noise``.
 
     ``support``: 'external' (official): D_tr and D_te are (x, y) pairs of different HR patches. 'son': D_te is
     (x, y) of the task's patches and D_tr their LRs' own training pairs, bicubic↑(LR son) → LR
