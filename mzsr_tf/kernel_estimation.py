@@ -42,6 +42,7 @@ __all__ = [
     "floor_covariance",
     "narrowest_variance",
     "photo_tiles",
+    "textured_tiles",
     "blind_kernel_size",
     "load_estimator",
     "save_estimator",
@@ -68,6 +69,7 @@ class EstimatorConfig:
     lambda_max: float = 5.5
     kernel_noise: float = 0.25  # DIV2KRK multiplicative kernel noise, up to this
     image_noise: float = 2.0  # LR noise σ ~ U[0, this] in 0–255 units, then uint8 rounding
+    zooms: tuple[float, ...] = (1.0,)  # the photos also shrunk by these factors (data.zoomed): sharper content
 
 
 # === Network === (functional, like model.forward: params is a flat list)
@@ -241,6 +243,23 @@ def photo_tiles(y, patch: int = 48, max_tiles: int = 1024):
     return tf.gather(tiles, keep)
 
 
+TEXTURED_SHARE = 1 / 3  # the share of a photo's tiles the estimate is read from, the most textured ones
+
+
+def textured_tiles(tiles, share: float = TEXTURED_SHARE):
+    """The ``share`` of tiles [N, t, t, 1] with the most gradient energy (at least one), in their order. The
+    estimator trains on textured patches only (flat ones are rejected, ``data.FLAT_THRESHOLD``); a photo's flat
+    tiles (sky, walls) hold little but sensor and rounding noise, which reads as a sharp kernel. Builtin ops only
+    (top-k), for LiteRT."""
+    gx = tiles[:, :, 1:] - tiles[:, :, :-1]
+    gy = tiles[:, 1:] - tiles[:, :-1]
+    energy = tf.reduce_mean(tf.square(gx), [1, 2, 3]) + tf.reduce_mean(tf.square(gy), [1, 2, 3])
+    n = tf.shape(tiles)[0]
+    keep = tf.maximum(1, tf.cast(tf.round(tf.cast(n, tf.float32) * share), tf.int32))
+    _, index = tf.math.top_k(energy, keep)
+    return tf.gather(tiles, tf.sort(index))
+
+
 def narrowest_variance(scale: int) -> float:
     """The smallest kernel eigenvalue the estimator was trained on, in HR pixels."""
     return _hr_variance(EstimatorConfig().lambda_min, scale)
@@ -255,10 +274,11 @@ def floor_covariance(cov, floor: float):
 
 
 def estimate_graph(params, lr, scale: int, size: int | None = None, precision=tf.float64, max_tiles: int = 1024):
-    """(kernel [k, k] float32, Σ_HR [2, 2] in ``precision``) of an LR image [H, W, 3] in [0, 1], as graph code;
-    k = ``size`` or :func:`blind_kernel_size`. Σ's eigenvalues are kept at or above those of the narrowest training
-    kernel (:func:`floor_covariance`). LiteRT graphs pass ``precision=tf.float32``."""
-    tiles = photo_tiles(luminance(lr), EstimatorConfig().patch, max_tiles)
+    """(kernel [k, k] float32, Σ_HR [2, 2] in ``precision``) of an LR image [H, W, 3] in [0, 1], as graph code,
+    read off its most textured tiles (:func:`textured_tiles`); k = ``size`` or :func:`blind_kernel_size`. Σ's
+    eigenvalues are kept at or above those of the narrowest training kernel (:func:`floor_covariance`). LiteRT
+    graphs pass ``precision=tf.float32``."""
+    tiles = textured_tiles(photo_tiles(luminance(lr), EstimatorConfig().patch, max_tiles))
     cov_hr = tf.cast(estimate_covariance(params, tiles, groups=tf.shape(tiles)[0])[0], precision) * scale**2
     cov_hr = floor_covariance(cov_hr, narrowest_variance(scale))
     return kernel_from_covariance(cov_hr, scale, size, precision), cov_hr

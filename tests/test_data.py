@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mzsr_tf.data import bicubic_pairs, kernel_pairs, kernel_tasks
+from mzsr_tf.data import bicubic_pairs, blind_pairs, kernel_pairs, kernel_tasks, zoomed
+from mzsr_tf.errors import InputError
 from mzsr_tf.imresize import downscale, upscale
 
 
@@ -191,3 +192,20 @@ def _task_kernel(t: int, blind_tasks: int):
         seed = tf.constant([700 + t, 0], tf.int32)
         return sample_blind_kernel(seed, BLIND_KERNEL_SIZE, BLIND_LAMBDAS, BLIND_KERNEL_NOISE, blind_offset(2))
     return sample_kernel(tf.constant([t, 0], tf.int32), 2, 15)
+
+
+def test_zoomed_adds_shrunk_copies_and_patches_come_only_from_large_enough_ones(astronaut_uint8):
+    """Scale augmentation: each zoom z > 1 adds the photo shrunk by z (antialiased MATLAB bicubic, uint8);
+    a patch stream draws from the photos at least its size, so large patches still come from the full photo."""
+    small = astronaut_uint8[:40, :60]
+    out = zoomed([astronaut_uint8, small], (1, 2))
+    assert [a.shape for a in out] == [astronaut_uint8.shape, small.shape, (64, 64, 3), (20, 30, 3)]
+    np.testing.assert_array_equal(out[3], np.round(np.clip(downscale(small.astype(np.float32), 2), 0, 255)))
+    assert out[2].dtype == np.uint8 and out[2].std() > 0
+    with pytest.raises(InputError, match="factors are >= 1"):
+        zoomed([small], (0.5,))
+    # ×4 patches of 16 LR pixels need 64² HR: only the unshrunk photo has them, whatever the zooms
+    ((lr, cov),) = _first(blind_pairs([astronaut_uint8], 4, 16, (2, 4), zooms=(1, 3)))
+    assert lr.shape == (4, 16, 16, 3) and cov.shape == (4, 2, 2)
+    with pytest.raises(InputError, match="at least 64x64"):
+        blind_pairs([small], 4, 16, (2, 4))

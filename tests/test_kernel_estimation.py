@@ -159,6 +159,22 @@ def test_photo_tiles_cover_the_photo_in_order_and_cap_their_number():
     assert ke.photo_tiles(y[:20, :30], 48).shape == (1, 20, 20, 1)  # smaller than a tile: one smaller tile
 
 
+def test_the_estimate_reads_the_most_textured_share_of_tiles_in_order():
+    rng = np.random.default_rng(0)
+    flat = [np.full((8, 8, 1), 0.5) + rng.normal(0, 0.002, (8, 8, 1)) for _ in range(4)]
+    textured = [rng.uniform(0, 1, (8, 8, 1)), np.kron(rng.uniform(0, 1, (4, 4, 1)), np.ones((2, 2, 1)))]
+    tiles = tf.constant(np.stack([flat[0], textured[0], flat[1], flat[2], textured[1], flat[3]]), tf.float32)
+    np.testing.assert_array_equal(ke.textured_tiles(tiles, 1 / 3), tf.gather(tiles, [1, 4]))
+    np.testing.assert_array_equal(ke.textured_tiles(tiles, 0.01), tiles[1:2])  # at least one: the most textured
+    np.testing.assert_array_equal(ke.textured_tiles(tiles, 1.0), tiles)
+    # a photo's flat part (a wall, sky) leaves the estimate of its textured part unchanged
+    params = ke.init_estimator(8, seed=3)
+    photo = tf.random.stateless_uniform([48, 96, 3], [4, 5])
+    wall = tf.round((0.5 + tf.random.stateless_normal([96, 96, 3], [6, 7], stddev=0.002)) * 255) / 255
+    alone = ke.estimate_covariance(params, ke.photo_tiles(ke.luminance(photo)), groups=2)[0] * 4  # both its tiles
+    np.testing.assert_allclose(ke.estimate_graph(params, tf.concat([photo, wall], 0), 2)[1], alone, rtol=1e-5)
+
+
 def test_estimate_kernel_runs_on_any_photo_size(astronaut64):
     params = ke.init_estimator(8, seed=3)
     for shape in [(20, 30), (64, 128)]:

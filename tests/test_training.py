@@ -470,6 +470,7 @@ def test_kernel_estimator_stage_trains_resumes_exactly_and_saves_npz(data_dir, t
     from mzsr_tf.kernel_estimation import load_estimator
 
     tiny = ["--stage", "kernel", "--patch", "16", "--batch-size", "4", "--data", data_dir, "--val-every", "2"]
+    tiny += ["--zooms", "1", "2.5"]
     code, err = run([*tiny, "--out", tmp_path / "straight", "--steps", "4"], capsys)
     assert code == 0, err
     assert "val/covariance_error" in err
@@ -484,6 +485,8 @@ def test_kernel_estimator_stage_trains_resumes_exactly_and_saves_npz(data_dir, t
         np.testing.assert_array_equal(a, b)
     config = json.loads((tmp_path / "straight" / "config.json").read_text())
     assert config["stage_config"]["scales"] == [2, 4] and config["stage_config"]["patch"] == 16
+    assert config["stage_config"]["zooms"] == [1.0, 2.5]
+    assert run([*tiny[:-3], "--out", tmp_path / "bad", "--steps", "1", "--zooms", "0.5"], capsys)[0] == 2
 
 
 def test_conditioned_start_learns_its_basis_resumes_exactly_and_ships_it(data_dir, tmp_path, capsys):

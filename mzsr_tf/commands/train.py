@@ -124,6 +124,10 @@ def build_parser(only_given: bool = False):
     meta.add_argument("--first-order", action="store_true", default=None, help="first-order MAML throughout")
     meta.add_argument("--first-order-steps", type=int, help="first-order warm-up steps (0)")
     meta.add_argument("--anneal-steps", type=int, help="MAML++ loss-weight annealing length (3333)")
+    est = p.add_argument_group("kernel")
+    est.add_argument(
+        "--zooms", type=float, nargs="+", help="also train on the photos shrunk by these factors (1: none)"
+    )
     if only_given:  # no defaults at all, explicit ones included: what is in the namespace was typed
         for action in p._actions:
             action.default = argparse.SUPPRESS
@@ -245,6 +249,7 @@ def main(argv=None):
         first_order=args.first_order,
         first_order_steps=args.first_order_steps,
         anneal_steps=args.anneal_steps,
+        zooms=tuple(args.zooms) if args.zooms else None,
     )
     run = RunConfig(
         stage=args.stage,
