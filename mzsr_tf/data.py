@@ -101,7 +101,7 @@ def _quantise(x):
 
 
 def zoomed(images, zooms=(1.0,)) -> list[np.ndarray]:
-    """The photos, each also shrunk by every factor z > 1 in ``zooms`` (antialiased MATLAB bicubic, uint8):
+    """The photos shrunk by every factor z in ``zooms`` (z = 1: as they are; antialiased MATLAB bicubic, uint8):
     scale augmentation. A photo shrunk by z has z× sharper content, as photos downscaled for the web or
     renders; training photos at their own resolution alone teach that photos are soft."""
     out = []

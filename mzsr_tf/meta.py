@@ -107,6 +107,17 @@ class MetaConfig:
         """Whether the outer loop moves the conditioned start's basis V."""
         return self.conditioned_start and self.basis_lr > 0
 
+    @property
+    def trains(self) -> dict[str, bool]:
+        """Which of the groups a run holds it trains: 'theta' always held, 'rates' with learned inner rates,
+        'basis' with a conditioned start; False is a frozen group (its learning rate 0)."""
+        held = {"theta": self.meta_lr > 0}
+        if self.learn_inner_lr:
+            held["rates"] = self.learns_rates
+        if self.conditioned_start:
+            held["basis"] = self.learns_basis
+        return held
+
     def __post_init__(self):
         if self.meta_lr == 0 and not (self.learns_rates or self.learns_basis):
             raise InputError(

@@ -257,9 +257,9 @@ class MetaStage(Stage):
             objective, per_step = meta_objective(
                 params, batch, step, self.config, first_order, global_size, self.conv_ops, inner_lr, basis
             )
-        c = self.config  # a frozen group (learning rate 0) takes no gradient: zeros, and its Adam does not move it
-        groups = [(params, c.meta_lr > 0), ([inner_lr] if inner_lr is not None else [], c.learns_rates)]
-        groups.append((basis or [], c.learns_basis))
+        trains = self.config.trains  # a frozen group takes no gradient: zeros, and its Adam does not move it
+        groups = [(params, trains["theta"]), ([inner_lr] if inner_lr is not None else [], trains.get("rates", False))]
+        groups.append((basis or [], trains.get("basis", False)))
         trained = [v for group, learns in groups if learns for v in group]
         grads = iter(tape.gradient(objective, trained))
         return (
@@ -554,9 +554,7 @@ def frozen_groups(config) -> list[str]:
     """What a meta run holds but does not train (its learning rate 0): of 'theta', 'rates' and 'basis'."""
     if not isinstance(config, MetaConfig):
         return []
-    held = (("theta", True, config.meta_lr > 0), ("rates", config.learn_inner_lr, config.learns_rates))
-    held += (("basis", config.conditioned_start, config.learns_basis),)
-    return [name for name, holds, trained in held if holds and not trained]
+    return [name for name, trained in config.trains.items() if not trained]
 
 
 def _adam(learning_rate, variables):

@@ -604,12 +604,13 @@ def zero_shot_sr(
     θ(k, σ̂) = θ_M + Σ φ_i(k, σ̂) V_i for the image's kernel and the noise level read off it (``conditioning``)."""
     lr_image = np.asarray(lr_image, np.float32)
     s = check_input(lr_image, degradation, scale)
+    sigma = son_noise_sigma(lr_image) if start_basis is not None or config.noise_sigma == "auto" else None
     if start_basis is not None:
-        features = start_features(degradation.blur, son_noise_sigma(lr_image))
-        params = conditioned_start(params, start_basis, features)
+        params = conditioned_start(params, start_basis, start_features(degradation.blur, sigma))
     t0 = time.perf_counter()
-    if config.steps > 0:
-        fast, losses, updates = adapt(params, lr_image, degradation, s, config)
+    if config.steps > 0:  # the son's noise: the same reading, taken once
+        own = dataclasses.replace(config, noise_sigma=sigma) if config.noise_sigma == "auto" else config
+        fast, losses, updates = adapt(params, lr_image, degradation, s, own)
     else:
         fast, losses, updates = [tf.convert_to_tensor(p, tf.float32) for p in params], np.zeros([0], np.float32), 0
     t1 = time.perf_counter() if config.steps > 0 else t0  # no steps: no adaptation time

@@ -210,3 +210,28 @@ def test_shipped_estimator_tells_sharp_from_blurred(astronaut_uint8):
         found[lam] = np.trace(ke.estimate_kernel(lr, 2, params).covariance) / 2
     assert found[0.5] < found[2.0] < found[4.5]
     assert found[2.0] == pytest.approx(2.0, rel=0.35) and found[4.5] == pytest.approx(4.5, rel=0.35)
+
+
+@pytest.mark.parametrize("damage", ["jpeg75", "noise5"])
+def test_shipped_estimator_gives_a_sensible_kernel_for_compressed_or_noisy_photos(damage):
+    """Real photos (issue 17): a JPEG at quality 75 or an LR with noise σ = 5/255 still gives a blur near the true
+    one, not a delta (the floor) or a blow-up (scikit-image photo, not a training one)."""
+    import io
+
+    import skimage.data
+    from PIL import Image
+
+    hr = skimage.data.coffee().astype(np.float32) / 255.0
+    k = gaussian_kernel(2.5, 1.2, 0.6, 21, offset=0.5)
+    lr = np.round(degrade(hr, k, 2).numpy() * 255) / 255
+    if damage == "jpeg75":
+        buffer = io.BytesIO()
+        Image.fromarray((lr * 255).astype(np.uint8)).save(buffer, "JPEG", quality=75)
+        lr = np.asarray(Image.open(buffer), np.float32) / 255
+    else:
+        lr = np.clip(np.round((lr + np.random.default_rng(0).normal(0, 5 / 255, lr.shape)) * 255) / 255, 0, 1)
+    est = ke.estimate_kernel(lr.astype(np.float32), 2)
+    small, large = np.linalg.eigvalsh(est.covariance)
+    assert small > 2 * ke.narrowest_variance(2)  # not a delta
+    assert 0.5 * 1.2 < small and large < 2 * 2.5  # within a factor 2 of the true eigenvalues
+    assert abs(est.kernel.sum() - 1) < 1e-9 and np.all(np.isfinite(est.kernel))

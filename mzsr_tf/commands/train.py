@@ -126,7 +126,7 @@ def build_parser(only_given: bool = False):
     meta.add_argument("--anneal-steps", type=int, help="MAML++ loss-weight annealing length (3333)")
     est = p.add_argument_group("kernel")
     est.add_argument(
-        "--zooms", type=float, nargs="+", help="also train on the photos shrunk by these factors (1: none)"
+        "--zooms", type=float, nargs="+", help="train on the photos shrunk by these factors (1: as they are; default 1)"
     )
     if only_given:  # no defaults at all, explicit ones included: what is in the namespace was typed
         for action in p._actions:
