@@ -222,6 +222,9 @@ def main(argv=None):
     p.add_argument("--kernels", default=PAPER_KERNELS)
     p.add_argument("--scale", type=int, default=2)
     p.add_argument("--weights", type=Path, help="default: the shipped meta-weights")
+    p.add_argument(
+        "--unconditioned", action="store_true", help="ablation: adapt from θ_M, leaving out the weights' basis V"
+    )
     p.add_argument("--photos", default="", help="comma list of scikit-image photos, or 'more' (default: the five)")
     p.add_argument("--limit", type=int, help="only the first N photos")
     p.add_argument("--json", type=Path)
@@ -248,7 +251,7 @@ def main(argv=None):
         parse_kernel(k)
     images = photos(args.scale, names[: args.limit])  # before the weights: a bad name fails fast
     params = load_params(weights)
-    basis = load_start_basis(weights)
+    basis = None if args.unconditioned else load_start_basis(weights)
     rows = sweep(params, images, kernels, settings, args.scale, args.noise, basis)
     print(f"{args.steps} steps, mean PSNR-Y (dB) over {', '.join(images)}\n" + table(rows))
     if args.json:

@@ -114,7 +114,8 @@ def _weights(args: argparse.Namespace):
 
     @functools.cache
     def model_for(subsample: str):
-        return ZeroShotSR.from_weights(args.weights or default_weights(args.scale, subsample), args.scale, subsample)
+        model = ZeroShotSR.from_weights(args.weights or default_weights(args.scale, subsample), args.scale, subsample)
+        return replace(model, start_basis=None) if args.unconditioned else model
 
     return model_for
 
@@ -503,6 +504,9 @@ def build_parser() -> cli.ArgumentParser:
     p.add_argument("--noise", default="0", help="comma list of LR noise levels, Gaussian σ in 0-255 units (default 0)")
     p.add_argument("--weights", type=Path, help="network weights for noadapt/mzsrN (default: shipped meta-weights)")
     p.add_argument("--kernel-estimator", type=Path, help="blind_ methods: estimator weights (default: shipped)")
+    p.add_argument(
+        "--unconditioned", action="store_true", help="ablation: adapt from θ_M, leaving out the weights' basis V"
+    )
     p.add_argument(
         "--precision",
         default="auto",

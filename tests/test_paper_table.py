@@ -369,10 +369,14 @@ def test_mzsr_takes_the_shipped_weights_of_each_kernels_subsampling(tmp_path):
     from mzsr_tf.model import init_params
     from mzsr_tf.weights import default_weights, load_params, save_params
 
-    model_for = paper_table._weights(argparse.Namespace(weights=None, scale=2))
+    model_for = paper_table._weights(argparse.Namespace(weights=None, scale=2, unconditioned=False))
     for subsample in ("direct", "bicubic"):
         for a, b in zip(model_for(subsample).params, load_params(default_weights(2, subsample))):
             np.testing.assert_array_equal(a, b)
+        assert model_for(subsample).start_basis is not None  # the shipped weights carry V
+    plain = paper_table._weights(argparse.Namespace(weights=None, scale=2, unconditioned=True))("direct")
+    assert plain.start_basis is None  # --unconditioned: the ablation adapts from θ_M
+    np.testing.assert_array_equal(plain.params[3], model_for("direct").params[3])
     rates = np.full([2, 16], 1e-2, np.float32)
     given = save_params(init_params(0), tmp_path / "w.weights.h5", inner_lr=rates)
     args = argparse.Namespace(
@@ -382,6 +386,7 @@ def test_mzsr_takes_the_shipped_weights_of_each_kernels_subsampling(tmp_path):
         son_noise=0.0,
         optimizer="default",
         backtrack=False,
+        unconditioned=False,
     )
     model_for = paper_table._weights(args)
     np.testing.assert_array_equal(model_for("bicubic").params[0], init_params(0)[0])
