@@ -106,12 +106,12 @@ def zoomed(images, zooms=(1.0,)) -> list[np.ndarray]:
     renders; training photos at their own resolution alone teach that photos are soft."""
     out = []
     for z in sorted(set(zooms)):
-        if z < 1:
-            raise InputError(f"a zoom shrinks the photos: factors are >= 1, got {z}")
+        if not 1 <= z < float("inf"):
+            raise InputError(f"--zooms shrink the photos: factors are >= 1, got {z}")
         for img in images:
             if z == 1:
                 out.append(img)
-            elif min(img.shape[:2]) >= 2 * z:
+            elif min(img.shape[:2]) >= z:  # at least a pixel left
                 small = downscale(tf.constant(img, tf.float32), z)
                 out.append(tf.cast(tf.clip_by_value(tf.round(small), 0, 255), tf.uint8).numpy())
     return out
@@ -322,15 +322,13 @@ def blind_pairs(
     lambda_range=BLIND_LAMBDAS,
     kernel_noise: float = BLIND_KERNEL_NOISE,
     image_noise: float = 0.0,
-    zooms=(1.0,),
 ):
     """Batches ``(LR, Σ)`` for the kernel estimator: ``batch`` LR ``patch``² RGB patches, an equal share per scale
     (×2 and ×4 as two ×2 steps, DIV2KRK), a fresh kernel per patch, and each kernel's covariance in LR pixels.
-    HR patches come from the photos and their shrunk copies (:func:`zoomed`), those large enough for the scale."""
+    Each scale's HR patches come from the photos large enough for them (with :func:`zoomed`, shrunk copies too)."""
     if any(s not in (2, 4) for s in scales):
         raise InputError(f"blind kernels are made at x2 and x4, not {scales}")
     share = batch // len(scales)
-    images = zoomed(images, zooms)
     streams = [_patch_dataset(images, share, patch * s, seed + 31 * i, start_step) for i, s in enumerate(scales)]
 
     def pairs(*per_scale):

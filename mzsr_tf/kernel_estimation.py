@@ -1,11 +1,11 @@
 """Blind SR: estimate the blur kernel of an LR photo, so zero-shot SR needs no kernel file.
 
 A small feed-forward estimator (after IKC's predictor and DAN's estimator) maps the LR image to the
-covariance of its kernel: a CNN over contrast-normalised luminance patches, attention-pooled over every
-patch of the photo, then a small head. It predicts Σ in LR pixels (Σ_HR / s²), which is about the same
-range at ×2 and ×4, so one network serves both. It is trained (``train.py --stage kernel``) on the
-training photos degraded with DIV2KRK-style kernels (:func:`kernels.sample_blind_kernel`) at ×2 and, as
-two ×2 steps, at ×4.
+covariance of its kernel: a CNN over contrast-normalised luminance patches, attention-pooled over the photo's
+most textured tiles (:func:`textured_tiles`), then a small head. It predicts Σ in LR pixels (Σ_HR / s²), which
+is about the same range at ×2 and ×4, so one network serves both. It is trained (``train.py --stage kernel``) on
+the training photos, and copies of them shrunk (``EstimatorConfig.zooms``), degraded with DIV2KRK-style kernels
+(:func:`kernels.sample_blind_kernel`) at ×2 and, as two ×2 steps, at ×4.
 
 The estimate is an anisotropic Gaussian with that covariance. Its centre is a convention, not an
 estimate (:func:`kernels.blind_offset`): a sub-pixel shift of the kernel is a translation of the scene.
@@ -69,7 +69,11 @@ class EstimatorConfig:
     lambda_max: float = 5.5
     kernel_noise: float = 0.25  # DIV2KRK multiplicative kernel noise, up to this
     image_noise: float = 2.0  # LR noise σ ~ U[0, this] in 0–255 units, then uint8 rounding
-    zooms: tuple[float, ...] = (1.0,)  # the photos also shrunk by these factors (data.zoomed): sharper content
+    zooms: tuple[float, ...] = (1.0,)  # the photos shrunk by these factors (data.zoomed; 1: as they are)
+
+    def __post_init__(self):
+        if not self.zooms or not all(1 <= z < float("inf") for z in self.zooms):
+            raise InputError(f"--zooms shrink the photos: factors are >= 1, got {list(self.zooms)}")
 
 
 # === Network === (functional, like model.forward: params is a flat list)
@@ -247,10 +251,10 @@ TEXTURED_SHARE = 1 / 3  # the share of a photo's tiles the estimate is read from
 
 
 def textured_tiles(tiles, share: float = TEXTURED_SHARE):
-    """The ``share`` of tiles [N, t, t, 1] with the most gradient energy (at least one), in their order. The
-    estimator trains on textured patches only (flat ones are rejected, ``data.FLAT_THRESHOLD``); a photo's flat
-    tiles (sky, walls) hold little but sensor and rounding noise, which reads as a sharp kernel. Builtin ops only
-    (top-k), for LiteRT."""
+    """The ``share`` of tiles [N, t, t, 1] with the most gradient energy, in their order; at least one (a photo of
+    a few tiles is read off its most textured one). The estimator trains on textured patches only (flat ones are
+    rejected, ``data.FLAT_THRESHOLD``); a photo's flat tiles (sky, walls) hold little but sensor and rounding
+    noise, which reads as a sharp kernel. Builtin ops only (top-k), for LiteRT."""
     gx = tiles[:, :, 1:] - tiles[:, :, :-1]
     gy = tiles[:, 1:] - tiles[:, :-1]
     energy = tf.reduce_mean(tf.square(gx), [1, 2, 3]) + tf.reduce_mean(tf.square(gy), [1, 2, 3])

@@ -164,6 +164,10 @@ class Stage:
         """Whether meta-iteration ``step`` stops the inner gradients (always, outside meta-training)."""
         return True
 
+    def prepare_images(self, images: list) -> list:
+        """The training photos as this stage samples them (read once; the validation stage shares them)."""
+        return images
+
     def make_net(self):
         return MZSRNet(scale=self.config.scale)
 
@@ -300,11 +304,14 @@ class KernelStage(Stage):
     def min_image_size(self) -> int:
         return self.config.patch * max(self.config.scales)
 
+    def prepare_images(self, images: list) -> list:
+        return data_lib.zoomed(images, self.config.zooms)
+
     def dataset(self, start_step):
         c = self.config
         return data_lib.blind_pairs(
             self.images, c.batch_size, c.patch, c.scales, self.run.seed, start_step, c.kernel_size,
-            (c.lambda_min, c.lambda_max), c.kernel_noise, c.image_noise, c.zooms,
+            (c.lambda_min, c.lambda_max), c.kernel_noise, c.image_noise,
         )  # fmt: skip
 
     def global_size(self):
@@ -684,7 +691,7 @@ def train(run: RunConfig, config, log=print) -> Path:
 
     record, changed_recipe = _check_run_dir(run, config)
     ckpt_dir = Path(run.out) / "ckpt"
-    stage.images = data_lib.load_images(run.data, stage.min_image_size)
+    stage.images = stage.prepare_images(data_lib.load_images(run.data, stage.min_image_size))
     # Fixed validation batches from their own seed, not batches of the training stream; drawn before anything is
     # written, so settings the data pipeline cannot make (a patch too small for its kernels) fail cleanly.
     val_stage = make_stage(dataclasses.replace(run, seed=run.seed + 10_007), config, stage.images)

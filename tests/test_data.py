@@ -198,14 +198,18 @@ def test_zoomed_adds_shrunk_copies_and_patches_come_only_from_large_enough_ones(
     """Scale augmentation: each zoom z > 1 adds the photo shrunk by z (antialiased MATLAB bicubic, uint8);
     a patch stream draws from the photos at least its size, so large patches still come from the full photo."""
     small = astronaut_uint8[:40, :60]
-    out = zoomed([astronaut_uint8, small], (1, 2))
-    assert [a.shape for a in out] == [astronaut_uint8.shape, small.shape, (64, 64, 3), (20, 30, 3)]
-    np.testing.assert_array_equal(out[3], np.round(np.clip(downscale(small.astype(np.float32), 2), 0, 255)))
-    assert out[2].dtype == np.uint8 and out[2].std() > 0
-    with pytest.raises(InputError, match="factors are >= 1"):
-        zoomed([small], (0.5,))
-    # ×4 patches of 16 LR pixels need 64² HR: only the unshrunk photo has them, whatever the zooms
-    ((lr, cov),) = _first(blind_pairs([astronaut_uint8], 4, 16, (2, 4), zooms=(1, 3)))
+    out = zoomed([astronaut_uint8, small], (1, 2, 1.5))
+    shapes = [astronaut_uint8.shape, small.shape, (86, 86, 3), (27, 40, 3), (64, 64, 3), (20, 30, 3)]
+    assert [a.shape for a in out] == shapes  # factors in increasing order; MATLAB's ceil(size / z)
+    np.testing.assert_array_equal(out[5], np.round(np.clip(downscale(small.astype(np.float32), 2), 0, 255)))
+    assert out[4].dtype == np.uint8 and out[4].std() > 0
+    for bad in (0.5, float("nan")):
+        with pytest.raises(InputError, match="factors are >= 1"):
+            zoomed([small], (bad,))
+    # ×4 patches of 16 LR pixels need 64² HR: the ×3-shrunk copy (43²) serves only the ×2 stream
+    ((lr, cov),) = _first(blind_pairs(zoomed([astronaut_uint8], (1, 3)), 4, 16, (2, 4)))
     assert lr.shape == (4, 16, 16, 3) and cov.shape == (4, 2, 2)
+    ((only_x2, _),) = _first(blind_pairs(zoomed([astronaut_uint8], (3,)), 2, 16, (2,)))
+    assert only_x2.shape == (2, 16, 16, 3)
     with pytest.raises(InputError, match="at least 64x64"):
         blind_pairs([small], 4, 16, (2, 4))

@@ -169,9 +169,9 @@ def test_the_estimate_reads_the_most_textured_share_of_tiles_in_order():
     np.testing.assert_array_equal(ke.textured_tiles(tiles, 1.0), tiles)
     # a photo's flat part (a wall, sky) leaves the estimate of its textured part unchanged
     params = ke.init_estimator(8, seed=3)
-    photo = tf.random.stateless_uniform([48, 96, 3], [4, 5])
-    wall = tf.round((0.5 + tf.random.stateless_normal([96, 96, 3], [6, 7], stddev=0.002)) * 255) / 255
-    alone = ke.estimate_covariance(params, ke.photo_tiles(ke.luminance(photo)), groups=2)[0] * 4  # both its tiles
+    photo = tf.random.stateless_uniform([96, 96, 3], [4, 5])
+    wall = tf.round((0.5 + tf.random.stateless_normal([192, 96, 3], [6, 7], stddev=0.002)) * 255) / 255
+    alone = ke.estimate_covariance(params, ke.photo_tiles(ke.luminance(photo)), groups=4)[0] * 4  # its 4 tiles
     np.testing.assert_allclose(ke.estimate_graph(params, tf.concat([photo, wall], 0), 2)[1], alone, rtol=1e-5)
 
 
@@ -226,12 +226,11 @@ def test_shipped_estimator_gives_a_sensible_kernel_for_compressed_or_noisy_photo
     lr = np.round(degrade(hr, k, 2).numpy() * 255) / 255
     if damage == "jpeg75":
         buffer = io.BytesIO()
-        Image.fromarray((lr * 255).astype(np.uint8)).save(buffer, "JPEG", quality=75)
+        Image.fromarray(np.round(lr * 255).astype(np.uint8)).save(buffer, "JPEG", quality=75)
         lr = np.asarray(Image.open(buffer), np.float32) / 255
     else:
         lr = np.clip(np.round((lr + np.random.default_rng(0).normal(0, 5 / 255, lr.shape)) * 255) / 255, 0, 1)
     est = ke.estimate_kernel(lr.astype(np.float32), 2)
     small, large = np.linalg.eigvalsh(est.covariance)
-    assert small > 2 * ke.narrowest_variance(2)  # not a delta
-    assert 0.5 * 1.2 < small and large < 2 * 2.5  # within a factor 2 of the true eigenvalues
+    assert 1.2 / 2 < small < 1.2 * 2 and 2.5 / 2 < large < 2.5 * 2  # within a factor 2 of the true eigenvalues
     assert abs(est.kernel.sum() - 1) < 1e-9 and np.all(np.isfinite(est.kernel))

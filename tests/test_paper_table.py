@@ -273,6 +273,15 @@ def test_adaptation_sweep_compares_settings_on_held_out_photos(tmp_path, capsys)
     np.testing.assert_array_equal(adaptation_sweep.parse_setting("learned", 7, rates).layer_rates, rates)
     assert adaptation_sweep.parse_setting("learned", 7, rates).keep_best
     assert not adaptation_sweep.parse_setting("learned/guard=0", 7, rates).keep_best
+    # --unconditioned: the ablation starts from θ_M, not θ(k, σ̂), and its JSON does not claim the conditioned start
+    runs = {}
+    for flag in ([], ["--unconditioned"]):
+        path = tmp_path / f"start{len(flag)}.json"
+        adaptation_sweep.main(["--limit", "1", "--kernels", "g_d_2.0", "--steps", "0", "--settings", "learned",
+                               *flag, "--json", str(path)])  # fmt: skip
+        runs[bool(flag)] = json.loads(path.read_text())
+    assert runs[False]["conditioned_start"] and "conditioned_start" not in runs[True]
+    assert abs(runs[False]["rows"][0]["psnr_y"] - runs[True]["rows"][0]["psnr_y"]) > 0.01
     backtracked = adaptation_sweep.parse_setting("learned/backtrack=1/guard=0", 7, rates)
     assert backtracked.backtrack and not backtracked.keep_best
     assert not adaptation_sweep.parse_setting("learned", 7, rates).backtrack

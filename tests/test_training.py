@@ -486,7 +486,8 @@ def test_kernel_estimator_stage_trains_resumes_exactly_and_saves_npz(data_dir, t
     config = json.loads((tmp_path / "straight" / "config.json").read_text())
     assert config["stage_config"]["scales"] == [2, 4] and config["stage_config"]["patch"] == 16
     assert config["stage_config"]["zooms"] == [1.0, 2.5]
-    assert run([*tiny[:-3], "--out", tmp_path / "bad", "--steps", "1", "--zooms", "0.5"], capsys)[0] == 2
+    code, err = run([*tiny[:-3], "--out", tmp_path / "bad", "--steps", "1", "--zooms", "0.5"], capsys)
+    assert code == 2 and "--zooms shrink the photos" in err and not (tmp_path / "bad").exists()
 
 
 def test_conditioned_start_learns_its_basis_resumes_exactly_and_ships_it(data_dir, tmp_path, capsys):
