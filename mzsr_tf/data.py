@@ -104,10 +104,10 @@ def zoomed(images, zooms=(1.0,)) -> list[np.ndarray]:
     """The photos shrunk by every factor z in ``zooms`` (z = 1: as they are; antialiased MATLAB bicubic, uint8):
     scale augmentation. A photo shrunk by z has z× sharper content, as photos downscaled for the web or
     renders; training photos at their own resolution alone teach that photos are soft."""
+    if not zooms or not all(1 <= z < float("inf") for z in zooms):
+        raise InputError(f"--zooms shrink the photos: factors are >= 1, got {list(zooms)}")
     out = []
     for z in sorted(set(zooms)):
-        if not 1 <= z < float("inf"):
-            raise InputError(f"--zooms shrink the photos: factors are >= 1, got {z}")
         for img in images:
             if z == 1:
                 out.append(img)

@@ -72,8 +72,9 @@ class EstimatorConfig:
     zooms: tuple[float, ...] = (1.0,)  # the photos shrunk by these factors (data.zoomed; 1: as they are)
 
     def __post_init__(self):
-        if not self.zooms or not all(1 <= z < float("inf") for z in self.zooms):
-            raise InputError(f"--zooms shrink the photos: factors are >= 1, got {list(self.zooms)}")
+        from mzsr_tf.data import zoomed
+
+        zoomed([], self.zooms)  # its check of the factors, before any photo is read
 
 
 # === Network === (functional, like model.forward: params is a flat list)
