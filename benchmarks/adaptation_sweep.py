@@ -143,7 +143,7 @@ def _estimated(lr, scale: int, factor: float | str, estimate) -> Degradation:
     if factor == "kernelgan":
         return Degradation(kernelgan_kernel(lr, scale), "direct", "kernelgan")
     covariance = estimate(lr, scale).covariance * factor
-    return Degradation(kernel_from_covariance(covariance, scale).numpy(), "direct", "estimated")
+    return Degradation(kernel_from_covariance(covariance, scale).numpy(), "direct", "estimated", estimated=True)
 
 
 def sweep(params, images, kernels, settings, scale: int, noise: float = 0.0, start_basis=None):

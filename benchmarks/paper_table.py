@@ -199,7 +199,8 @@ def _with_kernel(args: argparse.Namespace, inner: str, kernel_for, name: str, se
     def method(lr, degradation, scale, *, output_shape):
         kernel = kernel_for(lr, scale, degradation.kernel)
         method.kernel_psnrs.append(kernel_psnr(kernel, degradation.kernel))
-        return run(lr, Degradation(kernel, "direct", name), scale, output_shape=output_shape)
+        estimated = name == "estimated"  # the estimator's kernel: the start's blind rows (``conditioning``)
+        return run(lr, Degradation(kernel, "direct", name, estimated), scale, output_shape=output_shape)
 
     method.kernel_psnrs = []
     method.settings = {**method_settings(run), **settings}

@@ -13,8 +13,10 @@ et al. 2006), divided by ``LOG_UNIT``, and their six quadratic terms: a smooth e
 orientation in which the sharpest kernel and a wide one are as far apart as their effect on the photo; then
 s = σ̂ / ``NOISE_UNIT``, its products with (a, b, c) and s². Training computes σ̂ on each task's LR exactly as the
 meta-test does on the photo (``data.kernel_tasks``), so what the estimator misreads as noise (aliasing, texture) is
-learned as what it is. A basis of the first ``NOISE_BLIND_FEATURES`` rows only (noise-blind weights) is read as one
-whose noise rows are 0.
+learned as what it is. Then u (1 for a kernel blind SR estimated, 0 for a given one) and u·(a, b, c): the start
+for an estimate hedges for the estimator's error, learned on the estimator's own reading of each task's LR
+(``MetaConfig.blind_context``), while a given kernel's start stays as it was. A basis of the first
+``NOISE_BLIND_FEATURES`` or ``GIVEN_FEATURES`` rows only (earlier weights) is read as one whose later rows are 0.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ import tensorflow as tf
 from mzsr_tf.kernels import LAMBDA_FLOOR, covariance_eigenvalues, kernel_moments
 
 __all__ = [
-    "NOISE_BLIND_FEATURES", "START_FEATURES", "LOG_UNIT", "NOISE_UNIT", "log_covariance", "start_features",
-    "conditioned_start",
+    "NOISE_BLIND_FEATURES", "GIVEN_FEATURES", "START_FEATURES", "BASIS_ROWS", "LOG_UNIT", "NOISE_UNIT",
+    "log_covariance", "start_features", "conditioned_start",
 ]  # fmt: skip
 
 NOISE_BLIND_FEATURES = 10  # 1, (a, b, c) and their products
-START_FEATURES = 15  # and s, s·(a, b, c), s²
+GIVEN_FEATURES = 15  # and s, s·(a, b, c), s²: all a given kernel's start reads
+START_FEATURES = 19  # and u, u·(a, b, c): an estimated kernel's
+BASIS_ROWS = (NOISE_BLIND_FEATURES, GIVEN_FEATURES, START_FEATURES)  # the bases weights files hold
 LOG_UNIT = 1.6  # the log-eigenvalue spread of the paper's kernels (λ 0.2 to 10): features of order one
 NOISE_UNIT = 5.0 / 255.0  # the noisiest LR the benchmarks check (σ = 5 grey levels): s of order one
 
@@ -46,13 +50,17 @@ def log_covariance(cov):
     return log2 * tf.eye(2) + slope * (cov - lambda2 * tf.eye(2))
 
 
-def start_features(kernel, noise_sigma=0.0):
-    """φ(k, σ̂), [START_FEATURES] float32: 1, (a, b, c) / ``LOG_UNIT`` and their products (:func:`log_covariance`),
-    then s = ``noise_sigma`` / ``NOISE_UNIT`` (σ̂ in [0, 1] units, a number or a scalar tensor), s·(a, b, c), s²."""
+def start_features(kernel, noise_sigma=0.0, estimated=False):
+    """φ(k, σ̂, u), [START_FEATURES] float32: 1, (a, b, c) / ``LOG_UNIT`` and their products (:func:`log_covariance`),
+    then s = ``noise_sigma`` / ``NOISE_UNIT`` (σ̂ in [0, 1] units, a number or a scalar tensor), s·(a, b, c), s², then
+    u = ``estimated`` (a bool or a scalar tensor: the kernel is blind SR's estimate) and u·(a, b, c)."""
     log_cov = log_covariance(kernel_moments(kernel, tf.float32)[1]) / LOG_UNIT
     a, b, c = log_cov[0, 0], log_cov[1, 1], log_cov[0, 1]
     s = tf.cast(noise_sigma, tf.float32) / NOISE_UNIT
-    return tf.stack([1.0, a, b, c, a * a, b * b, c * c, a * b, a * c, b * c, s, s * a, s * b, s * c, s * s])
+    u = tf.cast(estimated, tf.float32)
+    return tf.stack(
+        [1.0, a, b, c, a * a, b * b, c * c, a * b, a * c, b * c, s, s * a, s * b, s * c, s * s, u, u * a, u * b, u * c]
+    )
 
 
 def conditioned_start(params, basis, features) -> list:

@@ -245,6 +245,8 @@ def kernel_tasks(
     support: str = "external",
     bicubic_tasks: int = 0,
     task_noise: float = 0.0,
+    blind_context: int = 0,
+    estimator=None,
 ):
     """Batches of ``meta_batch`` tasks, (x_tr, y_tr, x_te, y_te, φ, φ_start): ``task_batch`` patches apiece in each
     pair and the features of the task's kernel as the meta-test is given it (``kernels.kernel_features``), and of
@@ -263,13 +265,36 @@ def kernel_tasks(
     (x, y) of the task's patches and D_tr their LRs' own training pairs, bicubic↑(LR son) → LR
     (``zero_shot.training_pair``, with the son's noise σ̂ as the meta-test's default ``noise_sigma='auto'``; MLSR,
     Park et al. 2020), so the inner loop learns on the pairs it will see at test time.
+
+    ``blind_context`` > 0 runs the blind tasks as blind SR runs on a photo: each degrades a ``blind_context``² HR
+    crop, the ``estimator`` (``kernel_estimation`` weights) reads the kernel k̂ off the crop's LR
+    (``kernel_estimation.estimate_graph``, σ̂ too is read off it), and the task's patches are cut from the crop;
+    k̂ then stands for the kernel everywhere (the son, the up-sampling's phase, the features, flagged estimated).
     """
+    from mzsr_tf.kernel_estimation import estimate_graph
     from mzsr_tf.zero_shot import training_pair
 
     per_task = task_batch if support == "son" else 2 * task_batch
+    if blind_context:
+        estimator = [tf.constant(np.asarray(p, np.float32)) for p in estimator]
+
+    def blind_task(crop, t, step):
+        """``task`` of blind task ``t`` run blind (``blind_context``): its patches cut from ``crop`` [C, C, 3]."""
+        lr, _ = _blind_kernel_lr(crop[None], seed * 1000 + 700 + t, step, scale, noise)
+        if task_noise:
+            lr = _task_noise(lr, _blind_seed(seed * 1000 + 900 + t, step), task_noise)
+        k, _ = estimate_graph(estimator, lr[0], scale)
+        sigma = son_noise_sigma_graph(lr[0])
+        seed_t, size = _blind_seed(seed * 1000 + 800 + t, step), patch // scale
+        corners = tf.random.stateless_uniform([per_task, 2], seed_t, 0, (blind_context - patch) // scale + 1, tf.int32)
+        lr = tf.stack([tf.slice(lr[0], [corners[i, 0], corners[i, 1], 0], [size, size, 3]) for i in range(per_task)])
+        hr = tf.stack([tf.slice(crop, [corners[i, 0] * scale, corners[i, 1] * scale, 0], [patch, patch, 3])
+                       for i in range(per_task)])  # fmt: skip
+        return upscale(lr, scale, [patch, patch], kernel_offset(k)), lr, k, sigma, hr, True
 
     def task(hr, t, step):
-        """(bicubic↑(LR), LR, the LR's kernel at ``scale`` as the meta-test is given it, σ̂ of the LR) of task ``t``."""
+        """(bicubic↑(LR), LR, the LR's kernel at ``scale`` as the meta-test is given it, σ̂ of the LR, HR, whether the
+        kernel is estimated) of task ``t``."""
         offset = None  # a blind task's LR is up-sampled with its kernel's phase, as the meta-test does
         if t < blind_tasks:
             lr, k = _blind_kernel_lr(hr, seed * 1000 + 700 + t, step, scale, noise)
@@ -281,13 +306,17 @@ def kernel_tasks(
         if task_noise:
             lr = _task_noise(lr, _blind_seed(seed * 1000 + 900 + t, step), task_noise)
         sigma = son_noise_sigma_graph(tf.concat(tf.unstack(lr), axis=1))  # the patches side by side, as one photo
-        return upscale(lr, scale, tf.shape(hr)[1:3], offset), lr, k, sigma
+        return upscale(lr, scale, tf.shape(hr)[1:3], offset), lr, k, sigma, hr, False
 
-    def tasks(step, hr):
+    def tasks(step, hr, crops=None):
         hr = tf.reshape(hr, [meta_batch, per_task, patch, patch, 3])
-        x, lr, k, sigma = zip(*(task(hr[t], t, step) for t in range(meta_batch)))
+        x, lr, k, sigma, hr, estimated = zip(*(
+            blind_task(crops[t], t, step) if crops is not None and t < blind_tasks else task(hr[t], t, step)
+            for t in range(meta_batch)
+        ))  # fmt: skip
+        hr = tf.stack(hr)
         features = tf.stack([kernel_features(k[t]) for t in range(meta_batch)])
-        start = tf.stack([start_features(k[t], sigma[t]) for t in range(meta_batch)])
+        start = tf.stack([start_features(k[t], sigma[t], estimated[t]) for t in range(meta_batch)])
         if support == "son":
             son, father = zip(*(training_pair(lr[t], k[t], scale, subsample, sigma[t],
                                               _blind_seed(seed * 1000 + 950 + t, step))
@@ -297,6 +326,9 @@ def kernel_tasks(
         return x[:, :task_batch], hr[:, :task_batch], x[:, task_batch:], hr[:, task_batch:], features, start
 
     ds = _patch_dataset(images, meta_batch * per_task, patch, seed, start_step)
+    if blind_context and blind_tasks:
+        crops = _patch_dataset(images, blind_tasks, blind_context, seed + 1, start_step)
+        ds = tf.data.Dataset.zip(ds, crops).map(lambda main, ctx: (*main, ctx[1]))
     return ds.map(tasks, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
 
 

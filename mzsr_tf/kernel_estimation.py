@@ -199,8 +199,10 @@ class KernelEstimate:
 
     @property
     def degradation(self) -> Degradation:
-        """The estimate as the degradation to adapt under (direct subsampling, as the estimate assumes)."""
-        return Degradation(self.kernel, "direct", "estimated" if self.method == "estimator" else self.method)
+        """The estimate as the degradation to adapt under (direct subsampling, as the estimate assumes); flagged
+        ``estimated`` for the estimator's, whose errors the conditioned start learned to hedge for."""
+        ours = self.method == "estimator"
+        return Degradation(self.kernel, "direct", "estimated" if ours else self.method, estimated=ours)
 
     def as_dict(self) -> dict:
         l1, l2, theta = self.eigen()

@@ -180,11 +180,13 @@ IDENTITY = np.ones((1, 1), np.float32)  # the kernel of no blur: plain MATLAB bi
 
 @dataclass(frozen=True)
 class Degradation:
-    """LR = (HR ⊛ k)↓s: a kernel (None = none) and how to subsample ('direct' or 'bicubic')."""
+    """LR = (HR ⊛ k)↓s: a kernel (None = none) and how to subsample ('direct' or 'bicubic'); ``estimated``: the
+    kernel estimator's reading of the photo (``kernel_estimation``), not a given kernel."""
 
     kernel: np.ndarray | None
     subsample: str = "direct"
     name: str = "custom"
+    estimated: bool = False
 
     @property
     def blur(self) -> np.ndarray:

@@ -28,13 +28,14 @@ import tensorflow as tf
 
 from mzsr_tf import data as data_lib
 from mzsr_tf.backward import l1_loss_and_grads
-from mzsr_tf.conditioning import START_FEATURES
+from mzsr_tf.conditioning import GIVEN_FEATURES, START_FEATURES
 from mzsr_tf.conv_ops import BUILTIN, NATIVE, ConvOps
 from mzsr_tf.errors import InputError, TrainingStopped
 from mzsr_tf.kernel_estimation import (
     EstimatorConfig,
     KernelEstimator,
     covariance_loss,
+    default_estimator,
     estimate_covariance,
     load_estimator,
     luminance,
@@ -250,6 +251,7 @@ class MetaStage(Stage):
         return data_lib.kernel_tasks(
             self.images, c.meta_batch, c.task_batch, c.patch, c.scale, c.subsample, c.kernel_size, c.noise,
             self.run.seed, start_step, c.min_variance, c.blind_tasks, c.support, c.bicubic_tasks, c.task_noise,
+            c.blind_context, load_estimator(default_estimator()) if c.blind_context else None,
         )  # fmt: skip
 
     def global_size(self):
@@ -266,11 +268,12 @@ class MetaStage(Stage):
         groups.append((basis or [], trains.get("basis", False)))
         trained = [v for group, learns in groups if learns for v in group]
         grads = iter(tape.gradient(objective, trained))
-        return (
-            objective,
-            [next(grads) if learns else tf.zeros_like(v) for group, learns in groups for v in group],
-            per_step,
-        )
+        grads = [next(grads) if learns else tf.zeros_like(v) for group, learns in groups for v in group]
+        if self.config.blind_context and basis:  # only the rows for estimated kernels learn (``conditioning``)
+            rows = tf.range(START_FEATURES) >= GIVEN_FEATURES
+            n = len(grads) - len(basis)
+            grads[n:] = [g * tf.cast(tf.reshape(rows, [-1] + [1] * (g.shape.rank - 1)), g.dtype) for g in grads[n:]]
+        return objective, grads, per_step
 
     def validate(self, variables, batch):
         """PSNR (RGB, no shave) of the query patches at the (conditioned) start and after the inner loop."""

@@ -601,12 +601,13 @@ def zero_shot_sr(
     """MZSR(n): adapt θ_M to ``lr_image`` then super-resolve it (plus optional ensemble/back-projection).
 
     ``start_basis``: the basis V of conditioned meta-weights (``weights.load_start_basis``): adaptation starts from
-    θ(k, σ̂) = θ_M + Σ φ_i(k, σ̂) V_i for the image's kernel and the noise level read off it (``conditioning``)."""
+    θ(k, σ̂) = θ_M + Σ φ_i(k, σ̂) V_i for the image's kernel and the noise level read off it, flagged when the kernel
+    is estimated (``Degradation.estimated``, ``conditioning``)."""
     lr_image = np.asarray(lr_image, np.float32)
     s = check_input(lr_image, degradation, scale)
     sigma = son_noise_sigma(lr_image) if start_basis is not None or config.noise_sigma == "auto" else None
     if start_basis is not None:
-        params = conditioned_start(params, start_basis, start_features(degradation.blur, sigma))
+        params = conditioned_start(params, start_basis, start_features(degradation.blur, sigma, degradation.estimated))
     t0 = time.perf_counter()
     if config.steps > 0:  # the son's noise: the same reading, taken once
         own = dataclasses.replace(config, noise_sigma=sigma) if config.noise_sigma == "auto" else config

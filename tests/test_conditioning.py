@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mzsr_tf.conditioning import NOISE_BLIND_FEATURES, START_FEATURES, conditioned_start, log_covariance, start_features
+from mzsr_tf.conditioning import (
+    GIVEN_FEATURES,
+    NOISE_BLIND_FEATURES,
+    START_FEATURES,
+    conditioned_start,
+    log_covariance,
+    start_features,
+)
 from mzsr_tf.kernels import LAMBDA_FLOOR, gaussian_kernel, kernel_moments, resolve_degradation
 
 
@@ -27,10 +34,13 @@ def test_start_features_are_1_the_log_covariance_the_noise_level_and_their_produ
     log = _log_eigh(kernel_moments(k, tf.float64)[1]) / 1.6
     a, b, c = log[0, 0], log[1, 1], log[0, 1]
     n = 2.55 / 5
-    expected = [1, a, b, c, a * a, b * b, c * c, a * b, a * c, b * c, n, n * a, n * b, n * c, n * n]
+    expected = [1, a, b, c, a * a, b * b, c * c, a * b, a * c, b * c, n, n * a, n * b, n * c, n * n, 0, 0, 0, 0]
     np.testing.assert_allclose(f, expected, atol=1e-4)
     assert f.shape == (START_FEATURES,)
-    np.testing.assert_array_equal(start_features(k).numpy(), [*f[:NOISE_BLIND_FEATURES], 0, 0, 0, 0, 0])  # clean
+    np.testing.assert_array_equal(start_features(k).numpy(), [*f[:NOISE_BLIND_FEATURES], *[0] * 9])  # clean
+    # an estimated kernel: the flag u = 1 and u·(a, b, c) after the given kernel's features, which stay as they are
+    blind = start_features(k, 2.55 / 255, estimated=True).numpy()
+    np.testing.assert_allclose(blind, [*expected[:GIVEN_FEATURES], 1, a, b, c], atol=1e-4)
     # a kernel and its transpose differ only in the sign of c (orientation), a delta kernel (plain bicubic) is finite
     np.testing.assert_allclose(start_features(np.ascontiguousarray(k.T)).numpy()[[1, 2, 3]], f[[2, 1, 3]], atol=1e-5)
     assert np.all(np.isfinite(start_features(np.ones((1, 1), np.float32))))

@@ -91,6 +91,11 @@ def build_parser(only_given: bool = False):
         "--blind-tasks", type=int, help="tasks per meta-batch under DIV2KRK-style kernels, as blind SR sees (0)"
     )
     meta.add_argument(
+        "--blind-context", type=int,
+        help="run the blind tasks blind: the shipped estimator reads each one's kernel off an HR crop this size "
+        "(its LR), and only the conditioned start's rows for estimated kernels learn (0: off)",
+    )  # fmt: skip
+    meta.add_argument(
         "--bicubic-tasks", type=int, help="tasks per meta-batch under plain bicubic, no blur (0; --subsample bicubic)"
     )
     meta.add_argument(
@@ -239,6 +244,7 @@ def main(argv=None):
         noise=args.noise,
         task_noise=args.task_noise,
         blind_tasks=args.blind_tasks,
+        blind_context=args.blind_context,
         bicubic_tasks=args.bicubic_tasks,
         support=args.support,
         learn_inner_lr=args.learn_inner_lr,

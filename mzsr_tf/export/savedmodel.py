@@ -177,9 +177,9 @@ class ServingModule(tf.Module):
         """Blind MZSR(steps): estimate the image's kernel, adapt θ_M with it, super-resolve."""
         lr = _image_float(image, self.scale, self.max_pixels)
         kernel, _ = estimate_graph([v.read_value() for v in self.estimator], lr[0], self.scale)
-        return {"sr": self._adapted_sr(lr, kernel, steps), "kernel": kernel}
+        return {"sr": self._adapted_sr(lr, kernel, steps, estimated=True), "kernel": kernel}
 
-    def _adapted_sr(self, lr, kernel, steps):
+    def _adapted_sr(self, lr, kernel, steps, estimated=False):
         schedule = self._config.layer_rates or self._config.schedule
         rates = schedule_rates(_checked_steps(steps, self.max_steps), schedule)
         if self._config.layer_rates:  # learned rates, kernel-conditioned or not (meta.kernel_rates)
@@ -189,7 +189,7 @@ class ServingModule(tf.Module):
         theta = [v.read_value() for v in self.theta]
         if self.start_basis is not None:  # θ(k, σ̂): the start meant for this kernel and noise level
             basis = [v.read_value() for v in self.start_basis]
-            theta = conditioned_start(theta, basis, start_features(kernel, read))
+            theta = conditioned_start(theta, basis, start_features(kernel, read, estimated))
         fast, _ = adapt_graph(theta, lr[0], kernel, rates, self.scale, self._config, SUBSAMPLE, sigma)
         return self._sr_uint8(fast, lr, kernel_offset(kernel))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from mzsr_tf.conditioning import NOISE_BLIND_FEATURES, START_FEATURES
+from mzsr_tf.conditioning import BASIS_ROWS, START_FEATURES
 from mzsr_tf.errors import InputError
 from mzsr_tf.kernels import KERNEL_FEATURES
 from mzsr_tf.model import PARAM_NAMES, MZSRNet, param_shapes
@@ -155,10 +155,10 @@ def load_inner_lr(path) -> np.ndarray | None:
 
 
 def _check_basis(basis, source) -> np.ndarray:
-    """A [features, entries] basis; a noise-blind one (``NOISE_BLIND_FEATURES`` rows) padded with zero noise rows."""
+    """A [features, entries] basis; an earlier one (fewer of ``conditioning.BASIS_ROWS``) padded with zero rows."""
     basis = np.asarray(basis)
     size = sum(int(np.prod(s)) for s in param_shapes())
-    rows = (START_FEATURES, NOISE_BLIND_FEATURES)
+    rows = BASIS_ROWS
     if basis.ndim != 2 or basis.shape[0] not in rows or basis.shape[1] != size:
         raise InputError(
             f"{source}: {START_BASIS} has shape {basis.shape}, expected ({' or '.join(map(str, rows))}, {size})"
@@ -166,6 +166,13 @@ def _check_basis(basis, source) -> np.ndarray:
     if not np.all(np.isfinite(basis)):
         raise InputError(f"{source}: {START_BASIS} contains NaN or Inf")
     return np.pad(basis, [(0, START_FEATURES - basis.shape[0]), (0, 0)])
+
+
+def _trimmed(basis) -> np.ndarray:
+    """The basis without trailing zero rows, down to the fewest of ``conditioning.BASIS_ROWS`` that keeps the rest: a
+    start that never learned the later features stores none."""
+    used = max((i + 1 for i in range(len(basis)) if np.any(basis[i])), default=0)
+    return basis[: min(r for r in BASIS_ROWS if r >= used)]
 
 
 def _unflatten(basis) -> list[tf.Tensor]:
@@ -256,7 +263,8 @@ def save_params(
     stored = {}
     if start_basis is not None:
         flat = np.concatenate([np.asarray(b, np.float32).reshape(len(b), -1) for b in start_basis], axis=1)
-        stored = dict(zip((START_CODES, START_SCALES), quantise(_check_basis(flat, path), param_shapes())))
+        flat = _check_basis(flat, path)
+        stored = dict(zip((START_CODES, START_SCALES), quantise(_trimmed(flat), param_shapes())))
     with atomic_write(path, overwrite) as tmp:
         if path.name.endswith(".weights.h5"):
             net = MZSRNet()
