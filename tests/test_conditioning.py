@@ -122,3 +122,51 @@ def test_a_noise_blind_basis_is_read_with_zero_noise_rows(tmp_path):
         np.testing.assert_array_equal(v[NOISE_BLIND_FEATURES:], 0.0)
     with pytest.raises(InputError, match="start_basis has shape"):
         save_params(init_params(2), tmp_path / "bad.weights.h5", start_basis=[b[:4] for b in _basis(2)])
+
+
+def test_an_estimated_kernel_starts_from_the_rows_for_estimates_and_a_given_one_does_not(astronaut_uint8):
+    """The start's rows for estimated kernels (u, u·(a, b, c)) act only when the degradation is flagged estimated,
+    as ``KernelEstimate.degradation`` flags the estimator's (not KernelGAN's): a given kernel starts where
+    weights without those rows start, bit for bit."""
+    from mzsr_tf.kernel_estimation import KernelEstimate
+    from mzsr_tf.kernels import Degradation
+    from mzsr_tf.model import init_params
+    from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
+
+    params = init_params(3)
+    basis = _basis(4)
+    given_only = [tf.concat([b[:GIVEN_FEATURES], tf.zeros_like(b[GIVEN_FEATURES:])], 0) for b in basis]
+    lr = astronaut_uint8[:40, :40].astype(np.float32) / 255.0
+    k = resolve_degradation("g_d_2.0").kernel
+    config = AdaptConfig(steps=0)
+
+    def sr(degradation, b):
+        return zero_shot_sr(params, lr, degradation, 2, config, start_basis=b).sr
+
+    np.testing.assert_array_equal(sr(Degradation(k), basis), sr(Degradation(k), given_only))
+    assert (
+        np.abs(sr(Degradation(k, estimated=True), basis) - sr(Degradation(k, estimated=True), given_only)).max() > 1e-3
+    )
+    estimate = KernelEstimate(k, np.eye(2) * 2.0, 2)
+    assert (
+        estimate.degradation.estimated and not KernelEstimate(k, np.eye(2), 2, method="kernelgan").degradation.estimated
+    )
+
+
+def test_weights_store_only_the_rows_a_start_learned(tmp_path):
+    """A basis whose rows for estimated kernels are 0 is stored with the given kernel's rows alone (weights stay as
+    small as before), one that learned them with all; both load as the full basis."""
+    import h5py
+
+    from mzsr_tf.model import init_params
+    from mzsr_tf.weights import START_CODES, load_start_basis, save_params
+
+    basis = _basis(5)
+    given_only = [tf.concat([b[:GIVEN_FEATURES], tf.zeros_like(b[GIVEN_FEATURES:])], 0) for b in basis]
+    for b, rows in ((given_only, GIVEN_FEATURES), (basis, START_FEATURES)):
+        path = save_params(init_params(2), tmp_path / f"{rows}.weights.h5", start_basis=b)
+        with h5py.File(path, "r") as f:
+            assert f[START_CODES].shape[0] == rows
+        loaded = load_start_basis(path)
+        assert loaded[0].shape[0] == START_FEATURES
+        assert bool(np.any(np.asarray(loaded[3])[GIVEN_FEATURES:])) == (rows == START_FEATURES)

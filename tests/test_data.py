@@ -213,3 +213,49 @@ def test_zoomed_adds_shrunk_copies_and_patches_come_only_from_large_enough_ones(
     assert only_x2.shape == (2, 16, 16, 3)
     with pytest.raises(InputError, match="at least 64x64"):
         blind_pairs([small], 4, 16, (2, 4))
+
+
+def test_blind_context_runs_blind_tasks_as_blind_sr_on_a_crop(astronaut_uint8):
+    """``blind_context``: a blind task degrades one larger crop, its patches are cut from the crop and its LR at
+    aligned corners (direct subsampling keeps HR pixel s·i), and the estimator's reading of the crop's whole LR
+    stands for the kernel everywhere (the son, the phase, the features, flagged estimated); σ̂ is read off the crop's
+    LR too. The given-kernel task is unchanged."""
+    from mzsr_tf.conditioning import GIVEN_FEATURES, start_features
+    from mzsr_tf.data import _blind_kernel_lr, _blind_seed, _patch_dataset, _task_noise
+    from mzsr_tf.kernel_estimation import default_estimator, estimate_graph, load_estimator
+    from mzsr_tf.kernels import kernel_features, kernel_offset
+    from mzsr_tf.noise import son_noise_sigma_graph
+
+    estimator = load_estimator(default_estimator())
+    kw = dict(seed=0, blind_tasks=1, support="son", task_noise=0.02)
+    ((x_tr, y_tr, x_te, y_te, features, start),) = _first(
+        kernel_tasks([astronaut_uint8], 2, 3, 24, 2, blind_context=96, estimator=estimator, **kw)
+    )
+    ((_, _, x_te0, _, _, start0),) = _first(kernel_tasks([astronaut_uint8], 2, 3, 24, 2, **kw))
+    np.testing.assert_array_equal(x_te[1], x_te0[1])  # the given-kernel task is as it was
+    np.testing.assert_array_equal(start[1], start0[1])
+    # the blind task, remade step by step (streams as in ``data.kernel_tasks``, seed 0, step 0)
+    ((_, crop),) = _first(_patch_dataset([astronaut_uint8], 1, 96, 1, 0))
+    lr, _ = _blind_kernel_lr(tf.constant(crop), 700, tf.constant(0, tf.int64), 2, 0.0)
+    lr = _task_noise(lr, _blind_seed(900, tf.constant(0, tf.int64)), 0.02)[0]
+    k, _ = estimate_graph([tf.constant(p) for p in estimator], lr, 2)
+    corners = tf.random.stateless_uniform([3, 2], _blind_seed(800, tf.constant(0, tf.int64)), 0, 37, tf.int32).numpy()
+    sigma = son_noise_sigma_graph(lr)
+    np.testing.assert_allclose(start[0], start_features(k, sigma, True), atol=1e-5)
+    np.testing.assert_allclose(features[0], kernel_features(k), atol=1e-5)
+    assert start[0, GIVEN_FEATURES] == 1 and start[1, GIVEN_FEATURES] == 0
+    for i, (r, c) in enumerate(corners):
+        np.testing.assert_array_equal(y_te[0, i], crop[0, 2 * r : 2 * r + 24, 2 * c : 2 * c + 24])
+        np.testing.assert_allclose(y_tr[0, i], lr[r : r + 12, c : c + 12], atol=1e-6)
+        np.testing.assert_allclose(x_te[0, i], upscale(y_tr[0, i], 2, (24, 24), kernel_offset(k)), atol=1e-5)
+    from mzsr_tf.zero_shot import training_pair
+
+    son = training_pair(y_tr[0], k, 2, "direct", sigma, _blind_seed(950, tf.constant(0, tf.int64)))[0]
+    np.testing.assert_allclose(x_tr[0], son, atol=1e-5)  # the son too is made with the estimate
+    assert len({(r, c) for r, c in corners}) > 1  # patches from different places of the crop
+    from mzsr_tf.meta import MetaConfig
+
+    with pytest.raises(InputError, match="blind_context"):
+        MetaConfig(blind_tasks=1, blind_context=96, conditioned_start=False)
+    with pytest.raises(InputError, match="blind_context"):
+        MetaConfig(blind_tasks=1, blind_context=63, conditioned_start=True)

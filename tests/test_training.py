@@ -492,8 +492,9 @@ def test_kernel_estimator_stage_trains_resumes_exactly_and_saves_npz(data_dir, t
 
 def test_conditioned_start_learns_its_basis_resumes_exactly_and_ships_it(data_dir, tmp_path, capsys):
     """--conditioned-start --inner-steps 0 --meta-lr 0: supervised training of V with θ frozen, noisy tasks among
-    them; the init's learned rates travel on; a resume continues V exactly; an inner loop from θ(k) trains too."""
-    from mzsr_tf.conditioning import START_FEATURES
+    them; the init's learned rates travel on; a resume continues V exactly; an inner loop from θ(k) trains too;
+    --blind-context trains only the rows for estimated kernels."""
+    from mzsr_tf.conditioning import GIVEN_FEATURES, START_FEATURES
     from mzsr_tf.weights import load_inner_lr, load_start_basis, save_params
 
     start = tmp_path / "start"
@@ -528,6 +529,15 @@ def test_conditioned_start_learns_its_basis_resumes_exactly_and_ships_it(data_di
     assert code == 0, err
     moved = [np.abs(a - b).max() for a, b in zip(load_start_basis(joint / "final.weights.h5"), basis)]
     assert 0 < max(moved) < 1e-2
+    # --blind-context: blind tasks run blind; only the rows for estimated kernels learn, the rest stay bit for bit
+    blind = tmp_path / "blind"
+    argv = supervised + ["--init", final, "--blind-tasks", "2", "--blind-context", "32", "--out", blind, "--steps", "2"]
+    code, err = run(argv, capsys)
+    assert code == 0, err
+    for a, b in zip(load_start_basis(blind / "ckpt"), load_start_basis(final)):
+        np.testing.assert_array_equal(np.asarray(a)[:GIVEN_FEATURES], np.asarray(b)[:GIVEN_FEATURES])
+        assert not np.any(np.asarray(b)[GIVEN_FEATURES:])
+    assert max(np.abs(np.asarray(a)[GIVEN_FEATURES:]).max() for a in load_start_basis(blind / "ckpt")) > 1e-4
     # the update rule calibrated for θ(k): θ and V frozen (--meta-lr 0 --start-lr 0), only the rates move; the
     # checkpoint keeps only what moves (θ and V come back from --init on a resume, which must be the same file)
     start_file = shutil.copy(final, tmp_path / "start.weights.h5")
