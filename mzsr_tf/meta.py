@@ -82,7 +82,7 @@ class MetaConfig:
     bicubic_tasks: int = 0  # tasks per meta-batch under plain bicubic (no blur; needs subsample 'bicubic')
     support: str = "external"  # D_tr: 'external' HR patch pairs (official) or 'son': LR son → LR, as the meta-test
     learn_inner_lr: bool = False  # MAML++ LSLR: α per tensor and inner step, learned (initialised to inner_lr)
-    inner_lr_meta_lr: float | None = None  # Adam rate of the learned α (None: meta_lr)
+    inner_lr_meta_lr: float | None = None  # Adam rate of the learned α (None: meta_lr; 0 freezes them)
     first_order: bool = False  # FOMAML throughout
     first_order_steps: int = 0  # first-order warm-up for this many meta-iterations
     anneal_steps: int = 3333  # MAML++ annealing length: (1/N)/d with the official d = 6e-5
@@ -94,9 +94,14 @@ class MetaConfig:
     precision: str = "float32"  # or 'bfloat16': mixed-precision convolutions in the inner and outer loops
 
     @property
+    def rates_lr(self) -> float:
+        """The learned inner rates' Adam rate: ``inner_lr_meta_lr``, or ``meta_lr`` when it is None (0 freezes them)."""
+        return self.meta_lr if self.inner_lr_meta_lr is None else self.inner_lr_meta_lr
+
+    @property
     def learns_rates(self) -> bool:
         """Whether the outer loop moves the learned inner rates (a positive rate for their Adam)."""
-        return self.learn_inner_lr and (self.inner_lr_meta_lr or self.meta_lr) > 0
+        return self.learn_inner_lr and self.rates_lr > 0
 
     @property
     def basis_lr(self) -> float:

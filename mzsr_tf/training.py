@@ -590,7 +590,7 @@ def _build_state(stage: Stage, run: RunConfig, config, strategy, frozen_in_check
                      enumerate(net.params)]  # fmt: skip
         optimizer = None if "theta" in frozen else _adam(stage.learning_rate(), net.params)
         if rates and "rates" not in frozen:  # the rates have an Adam of their own (their rate may differ from θ's)
-            rates_optimizer = _adam(config.inner_lr_meta_lr or config.meta_lr, rates)
+            rates_optimizer = _adam(config.rates_lr, rates)
         if basis and "basis" not in frozen:
             basis_optimizer = _adam(config.basis_lr, basis)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -618,7 +618,7 @@ def _restore_or_init(state: _TrainState, stage: Stage, run: RunConfig, config, c
         ):
             state.optimizer.learning_rate = stage.learning_rate()
         if state.rates_optimizer is not None:
-            state.rates_optimizer.learning_rate = config.inner_lr_meta_lr or config.meta_lr
+            state.rates_optimizer.learning_rate = config.rates_lr
         if state.basis_optimizer is not None:
             state.basis_optimizer.learning_rate = config.basis_lr
         _load_init(state, stage, run, state.from_init)

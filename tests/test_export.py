@@ -571,7 +571,9 @@ def test_learned_rates_travel_into_the_weights_files_and_the_servings_adaptation
     rates = rates.astype(np.float32)
     weights = save_params(params, tmp_path / "lslr.weights.h5", inner_lr=rates)
     out = tmp_path / "out"
+    save_estimator(init_estimator(8, seed=4), tmp_path / "estimator.npz")
     argv = ["--weights", weights, "--out", out, "--kernel-size", KERNEL_SIZE, "--max-pixels", MAX_PIXELS]
+    argv += ["--kernel-estimator", tmp_path / "estimator.npz"]
     assert cli.run(export_cli.main, [str(a) for a in argv]) == 0
     for name in (FILES["weights_h5"], FILES["weights_npz"]):
         np.testing.assert_array_equal(load_inner_lr(out / name), rates)
@@ -608,7 +610,9 @@ def test_a_conditioned_start_travels_into_the_weights_files_and_the_servings_ada
     weights = save_params(params, tmp_path / "cond.weights.h5", start_basis=basis)
     stored = load_start_basis(weights)
     out = tmp_path / "out"
+    save_estimator(init_estimator(8, seed=4), tmp_path / "estimator.npz")
     argv = ["--weights", weights, "--out", out, "--kernel-size", KERNEL_SIZE, "--max-pixels", MAX_PIXELS]
+    argv += ["--kernel-estimator", tmp_path / "estimator.npz"]
     assert cli.run(export_cli.main, [str(a) for a in argv]) == 0
     for name in (FILES["weights_h5"], FILES["weights_npz"]):
         for a, b in zip(load_start_basis(out / name), stored):
@@ -620,3 +624,11 @@ def test_a_conditioned_start_travels_into_the_weights_files_and_the_servings_ada
     assert_rounds_alike(serve(served, image, KERNEL, 3)[0], to_uint8(expected.sr).numpy())
     plain = zero_shot_sr(params, image / np.float32(255), degradation, 2, config)
     assert np.abs(to_uint8(plain.sr).numpy().astype(int) - serve(served, image, KERNEL, 3)[0].astype(int)).max() > 2
+    # the blind signature starts from the rows for estimated kernels, as the library does with the estimate
+    blind = served.signatures["blind"](image=tf.constant(image[None]), steps=tf.constant(3))
+    estimate = estimate_kernel(image / np.float32(255), 2, load_estimator(tmp_path / "estimator.npz"))
+    np.testing.assert_allclose(blind["kernel"].numpy(), estimate.kernel, atol=1e-6)
+    expected = zero_shot_sr(params, image / np.float32(255), estimate.degradation, 2, config, start_basis=stored)
+    assert_rounds_alike(blind["sr"].numpy()[0], to_uint8(expected.sr).numpy())
+    given = serve(served, image, blind["kernel"].numpy(), 3)[0]  # the same kernel as given: the other start
+    assert np.abs(given.astype(int) - blind["sr"].numpy()[0].astype(int)).max() > 2

@@ -205,7 +205,7 @@ def main(argv=None):
             raise InputError(f"{_flag(name)} must be positive, got {value}")
     for name in ("lr", "lr_floor", "inner_lr", "meta_lr", "inner_lr_meta_lr", "start_lr", "min_variance"):
         value = getattr(args, name)
-        if name in ("meta_lr", "start_lr") and value == 0:  # θ or V frozen (what is left to learn: MetaConfig)
+        if name in ("meta_lr", "inner_lr_meta_lr", "start_lr") and value == 0:  # θ, the rates or V frozen (MetaConfig)
             continue
         if value is not None and not value > 0:
             raise InputError(f"{_flag(name)} must be positive, got {value}")
