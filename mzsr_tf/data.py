@@ -79,19 +79,35 @@ def _is_flat(patch: np.ndarray) -> bool:
     return np.log(energy + 1e-12) < FLAT_THRESHOLD
 
 
-def sample_patches(images, count: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """``count`` random ``size``² uint8 crops, flat ones rejected, each under a random dihedral transform."""
-    out = np.empty((count, size, size, 3), np.uint8)
+def _hw(size) -> tuple[int, int]:
+    """A crop size: ``s`` (square) or ``(h, w)``."""
+    return (size, size) if np.ndim(size) == 0 else (int(size[0]), int(size[1]))
+
+
+def _fits(img, size) -> bool:
+    """Whether an ``(h, w)`` crop fits the image, upright or turned a quarter."""
+    (h, w), (rows, cols) = _hw(size), img.shape[:2]
+    return (rows >= h and cols >= w) or (rows >= w and cols >= h)
+
+
+def sample_patches(images, count: int, size, rng: np.random.Generator) -> np.ndarray:
+    """``count`` random uint8 crops of ``size`` (``s``: s², or ``(h, w)``: from each image upright or turned a
+    quarter, as it fits), flat ones rejected, each under a random dihedral transform (those that keep an h×w
+    shape when h ≠ w)."""
+    h, w = _hw(size)
+    out = np.empty((count, h, w, 3), np.uint8)
     for n in range(count):
         for _ in range(_MAX_TRIES):
             img = images[rng.integers(len(images))]
-            top = rng.integers(img.shape[0] - size + 1)
-            left = rng.integers(img.shape[1] - size + 1)
-            patch = img[top : top + size, left : left + size]
+            if img.shape[0] < h or img.shape[1] < w:
+                img = np.swapaxes(img, 0, 1)
+            top = rng.integers(img.shape[0] - h + 1)
+            left = rng.integers(img.shape[1] - w + 1)
+            patch = img[top : top + h, left : left + w]
             if not _is_flat(patch):
                 break
         k = rng.integers(8)
-        patch = np.rot90(patch, k % 4)
+        patch = np.rot90(patch, k % 4 if h == w else 2 * (k % 2))
         out[n] = patch[:, ::-1] if k >= 4 else patch
     return out
 
@@ -118,9 +134,9 @@ def zoomed(images, zooms=(1.0,)) -> list[np.ndarray]:
 
 
 def _patch_dataset(images, count, size, seed, start_step):
-    images = [img for img in images if min(img.shape[:2]) >= size]
+    images = [img for img in images if _fits(img, size)]
     if not images:
-        raise InputError(f"no training image is at least {size}x{size}")
+        raise InputError(f"no training image is at least {'x'.join(map(str, _hw(size)))}")
 
     def make(step):
         rng = np.random.default_rng([seed, int(step)])
@@ -128,7 +144,7 @@ def _patch_dataset(images, count, size, seed, start_step):
 
     def to_tensor(step):
         patches = tf.numpy_function(make, [step], tf.uint8, stateful=False)
-        return step, tf.ensure_shape(tf.cast(patches, tf.float32) / 255.0, [count, size, size, 3])
+        return step, tf.ensure_shape(tf.cast(patches, tf.float32) / 255.0, [count, *_hw(size), 3])
 
     return tf.data.Dataset.range(start_step, 2**62).map(
         to_tensor, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
@@ -245,7 +261,7 @@ def kernel_tasks(
     support: str = "external",
     bicubic_tasks: int = 0,
     task_noise: float = 0.0,
-    blind_context: int = 0,
+    blind_context=(),
     estimator=None,
 ):
     """Batches of ``meta_batch`` tasks, (x_tr, y_tr, x_te, y_te, φ, φ_start): ``task_batch`` patches apiece in each
@@ -266,9 +282,9 @@ def kernel_tasks(
     (``zero_shot.training_pair``, with the son's noise σ̂ as the meta-test's default ``noise_sigma='auto'``; MLSR,
     Park et al. 2020), so the inner loop learns on the pairs it will see at test time.
 
-    ``blind_context`` > 0 runs the blind tasks as blind SR runs on a photo: each degrades a ``blind_context``² HR
-    crop, the ``estimator`` (``kernel_estimation`` weights) reads the kernel k̂ off the crop's LR
-    (``kernel_estimation.estimate_graph``, σ̂ too is read off it), and the task's patches are cut from the crop;
+    ``blind_context`` (an HR crop size, ``(h, w)``, or ``s`` for s²) runs the blind tasks as blind SR runs on a
+    photo: each degrades such a crop, the ``estimator`` (``kernel_estimation`` weights) reads the kernel k̂ off the
+    crop's LR (``kernel_estimation.estimate_graph``, σ̂ too), and the task's patches are cut from the crop;
     k̂ then stands for the kernel everywhere (the son, the up-sampling's phase, the features, flagged estimated).
     """
     from mzsr_tf.kernel_estimation import estimate_graph
@@ -279,14 +295,15 @@ def kernel_tasks(
         estimator = [tf.constant(np.asarray(p, np.float32)) for p in estimator]
 
     def blind_task(crop, t, step):
-        """``task`` of blind task ``t`` run blind (``blind_context``): its patches cut from ``crop`` [C, C, 3]."""
+        """``task`` of blind task ``t`` run blind (``blind_context``): its patches cut from ``crop`` [h, w, 3]."""
         lr, _ = _blind_kernel_lr(crop[None], seed * 1000 + 700 + t, step, scale, noise)
         if task_noise:
             lr = _task_noise(lr, _blind_seed(seed * 1000 + 900 + t, step), task_noise)
         k, _ = estimate_graph(estimator, lr[0], scale)
         sigma = son_noise_sigma_graph(lr[0])
         seed_t, size = _blind_seed(seed * 1000 + 800 + t, step), patch // scale
-        corners = tf.random.stateless_uniform([per_task, 2], seed_t, 0, (blind_context - patch) // scale + 1, tf.int32)
+        corners = tf.stack([tf.random.stateless_uniform([per_task], seed_t + i, 0, (c - patch) // scale + 1, tf.int32)
+                            for i, c in enumerate(_hw(blind_context))], axis=1)  # fmt: skip
         lr = tf.stack([tf.slice(lr[0], [corners[i, 0], corners[i, 1], 0], [size, size, 3]) for i in range(per_task)])
         hr = tf.stack([tf.slice(crop, [corners[i, 0] * scale, corners[i, 1] * scale, 0], [patch, patch, 3])
                        for i in range(per_task)])  # fmt: skip

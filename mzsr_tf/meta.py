@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import tensorflow as tf
 
 from mzsr_tf.backward import l1_loss_and_grads
@@ -78,7 +79,7 @@ class MetaConfig:
     noise: float = 0.0  # std of Gaussian noise on the LR (official train.py: 0)
     task_noise: float = 0.0  # half the tasks get LR noise of std σ ~ U[0, task_noise] (``data.kernel_tasks``)
     blind_tasks: int = 0  # tasks per meta-batch under DIV2KRK-style kernels (block-centred, noisy: blind SR's)
-    blind_context: int = 0  # > 0: blind tasks run blind, the kernel estimated on an HR crop this size (``data``)
+    blind_context: tuple[int, ...] = ()  # (h, w): blind tasks run blind, the kernel read off an HR crop this size
     bicubic_tasks: int = 0  # tasks per meta-batch under plain bicubic (no blur; needs subsample 'bicubic')
     support: str = "external"  # D_tr: 'external' HR patch pairs (official) or 'son': LR son → LR, as the meta-test
     learn_inner_lr: bool = False  # MAML++ LSLR: α per tensor and inner step, learned (initialised to inner_lr)
@@ -151,13 +152,16 @@ class MetaConfig:
             raise InputError(f"support must be 'external' or 'son', got {self.support!r}")
         if self.support == "son" and self.patch % (self.scale * self.scale):
             raise InputError(f"support 'son' needs a patch divisible by scale² ({self.scale**2}), got {self.patch}")
+        context = tuple(int(c) for c in np.ravel(self.blind_context or ()))
+        context = context * 2 if len(context) == 1 else context  # s alone: s²
+        object.__setattr__(self, "blind_context", context)
+        if len(context) not in (0, 2):
+            raise InputError(f"blind_context is an HR crop size, h and w, got {context}")
         if self.blind_context and not (self.blind_tasks and self.conditioned_start):
             raise InputError("blind_context trains the start's rows for estimated kernels: it needs blind_tasks and "
                              "conditioned_start")  # fmt: skip
-        if self.blind_context and (self.blind_context < self.patch or self.blind_context % self.scale):
-            raise InputError(
-                f"blind_context must be >= patch ({self.patch}) and divisible by the scale, got {self.blind_context}"
-            )
+        if any(c < self.patch or c % self.scale for c in context):
+            raise InputError(f"blind_context must be >= patch ({self.patch}) and divisible by the scale, got {context}")
         if self.blind_tasks and self.subsample != "direct":
             raise InputError("blind_tasks use direct subsampling (the DIV2KRK recipe), not --subsample bicubic")
         if self.step_weights is not None:

@@ -229,17 +229,19 @@ def test_blind_context_runs_blind_tasks_as_blind_sr_on_a_crop(astronaut_uint8):
     estimator = load_estimator(default_estimator())
     kw = dict(seed=0, blind_tasks=1, support="son", task_noise=0.02)
     ((x_tr, y_tr, x_te, y_te, features, start),) = _first(
-        kernel_tasks([astronaut_uint8], 2, 3, 24, 2, blind_context=96, estimator=estimator, **kw)
+        kernel_tasks([astronaut_uint8], 2, 3, 24, 2, blind_context=(96, 128), estimator=estimator, **kw)
     )
     ((_, _, x_te0, _, _, start0),) = _first(kernel_tasks([astronaut_uint8], 2, 3, 24, 2, **kw))
     np.testing.assert_array_equal(x_te[1], x_te0[1])  # the given-kernel task is as it was
     np.testing.assert_array_equal(start[1], start0[1])
     # the blind task, remade step by step (streams as in ``data.kernel_tasks``, seed 0, step 0)
-    ((_, crop),) = _first(_patch_dataset([astronaut_uint8], 1, 96, 1, 0))
+    ((_, crop),) = _first(_patch_dataset([astronaut_uint8], 1, (96, 128), 1, 0))
+    assert crop.shape == (1, 96, 128, 3)
     lr, _ = _blind_kernel_lr(tf.constant(crop), 700, tf.constant(0, tf.int64), 2, 0.0)
     lr = _task_noise(lr, _blind_seed(900, tf.constant(0, tf.int64)), 0.02)[0]
     k, _ = estimate_graph([tf.constant(p) for p in estimator], lr, 2)
-    corners = tf.random.stateless_uniform([3, 2], _blind_seed(800, tf.constant(0, tf.int64)), 0, 37, tf.int32).numpy()
+    seed = _blind_seed(800, tf.constant(0, tf.int64))
+    corners = np.stack([tf.random.stateless_uniform([3], seed + i, 0, n, tf.int32) for i, n in enumerate((37, 53))], 1)
     sigma = son_noise_sigma_graph(lr)
     np.testing.assert_allclose(start[0], start_features(k, sigma, True), atol=1e-5)
     np.testing.assert_allclose(features[0], kernel_features(k), atol=1e-5)
@@ -259,3 +261,26 @@ def test_blind_context_runs_blind_tasks_as_blind_sr_on_a_crop(astronaut_uint8):
         MetaConfig(blind_tasks=1, blind_context=96, conditioned_start=False)
     with pytest.raises(InputError, match="blind_context"):
         MetaConfig(blind_tasks=1, blind_context=63, conditioned_start=True)
+
+
+def test_rectangular_crops_come_from_images_upright_or_turned(astronaut_uint8):
+    """``sample_patches`` with ``(h, w)``: h×w crops, from an image turned a quarter when only that way fits (a
+    portrait photo gives landscape crops), under the transforms that keep the shape; ``s`` stays s² as before."""
+    from mzsr_tf.data import sample_patches
+
+    portrait = np.ascontiguousarray(astronaut_uint8[:, :100])  # 512 x 100: fits 96 x 128 only turned
+    crops = sample_patches([portrait], 6, (96, 128), np.random.default_rng(0))
+    assert crops.shape == (6, 96, 128, 3)
+    turned = np.swapaxes(portrait, 0, 1)
+    for c in crops:  # each is a window of the turned photo, up to a half turn and a mirror
+        found = any(
+            np.array_equal(t, turned[r : r + 96, q : q + 128])
+            for t in (c, c[::-1, ::-1], c[:, ::-1], c[::-1])
+            for r in range(turned.shape[0] - 95)
+            for q in range(0, turned.shape[1] - 127)
+        )
+        assert found
+    square = sample_patches([astronaut_uint8], 2, 32, np.random.default_rng(1))
+    np.testing.assert_array_equal(square, sample_patches([astronaut_uint8], 2, (32, 32), np.random.default_rng(1)))
+    with pytest.raises(InputError, match="at least 600x600"):
+        kernel_tasks([astronaut_uint8], 1, 1, 600, 2)

@@ -91,9 +91,9 @@ def build_parser(only_given: bool = False):
         "--blind-tasks", type=int, help="tasks per meta-batch under DIV2KRK-style kernels, as blind SR sees (0)"
     )
     meta.add_argument(
-        "--blind-context", type=int,
-        help="run the blind tasks blind: the shipped estimator reads each one's kernel off an HR crop this size "
-        "(its LR), and only the conditioned start's rows for estimated kernels learn (0: off)",
+        "--blind-context", type=int, nargs="+", metavar="H [W]",
+        help="run the blind tasks blind: the shipped estimator reads each one's kernel off an H x W HR crop's LR "
+        "(H alone: H x H), and only the conditioned start's rows for estimated kernels learn (default: off)",
     )  # fmt: skip
     meta.add_argument(
         "--bicubic-tasks", type=int, help="tasks per meta-batch under plain bicubic, no blur (0; --subsample bicubic)"
