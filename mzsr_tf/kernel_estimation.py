@@ -199,8 +199,8 @@ class KernelEstimate:
 
     @property
     def degradation(self) -> Degradation:
-        """The estimate as the degradation to adapt under (direct subsampling, as the estimate assumes); flagged
-        ``estimated`` for the estimator's, whose errors the conditioned start learned to hedge for."""
+        """The estimate as the degradation to adapt under (direct subsampling, as the estimate assumes); the
+        estimator's is flagged ``estimated``: a conditioned start may have rows of its own for it (``conditioning``)."""
         ours = self.method == "estimator"
         return Degradation(self.kernel, "direct", "estimated" if ours else self.method, estimated=ours)
 
