@@ -189,9 +189,12 @@ def make_zssr(args: argparse.Namespace, fast: str | None = None) -> Method:
     return zssr
 
 
-def _with_kernel(args: argparse.Namespace, inner: str, kernel_for, name: str, settings: dict) -> Method:
+def _with_kernel(
+    args: argparse.Namespace, inner: str, kernel_for, name: str, settings: dict, estimated: bool = False
+) -> Method:
     """``<inner>`` run with ``kernel_for(lr, scale, true_kernel)`` in place of the true kernel (direct subsampling);
-    each image's kernel PSNR against the true one (FKP's kernel error) is kept in ``method.kernel_psnrs``."""
+    each image's kernel PSNR against the true one (FKP's kernel error) is kept in ``method.kernel_psnrs``.
+    ``estimated``: the kernel is the estimator's (``Degradation.estimated``: a conditioned start's rows for it)."""
     from mzsr_tf.kernel_estimation import kernel_psnr
 
     run = make_method(inner, args)
@@ -199,7 +202,6 @@ def _with_kernel(args: argparse.Namespace, inner: str, kernel_for, name: str, se
     def method(lr, degradation, scale, *, output_shape):
         kernel = kernel_for(lr, scale, degradation.kernel)
         method.kernel_psnrs.append(kernel_psnr(kernel, degradation.kernel))
-        estimated = name == "estimated"  # the estimator's kernel: the start's blind rows (``conditioning``)
         return run(lr, Degradation(kernel, "direct", name, estimated), scale, output_shape=output_shape)
 
     method.kernel_psnrs = []
@@ -213,7 +215,11 @@ def make_blind(args: argparse.Namespace, inner: str) -> Method:
 
     estimate = blind_estimator("estimator", args.kernel_estimator)
     settings = {"estimator": str(args.kernel_estimator or "shipped")}
-    return _with_kernel(args, inner, lambda lr, scale, _: estimate(lr, scale).kernel, "estimated", settings)
+
+    def kernel_for(lr, scale, _true):
+        return estimate(lr, scale).kernel
+
+    return _with_kernel(args, inner, kernel_for, "estimated", settings, estimated=True)
 
 
 def make_gaussian(args: argparse.Namespace, inner: str) -> Method:
