@@ -25,7 +25,8 @@ adaptation seconds per image (the first call of a setting traces its graph).
 A kernel ``K:estimated`` makes the LR under K but adapts with the kernel estimated from the LR (blind SR,
 ``kernel_estimation``; direct subsampling), ``K:estimated*F`` with the estimate's covariance times F (an
 ablation of its size), ``K:kernelgan`` with KernelGAN's (``kernelgan``, minutes per photo). ``--photos more``
-adds six scikit-image photos (grey ones as RGB) to the five.
+adds six scikit-image photos (grey ones as RGB) to the five; ``--kernel-draws N`` draws N ``div2krk`` kernels per
+photo (a held-out blind set of N times as many cases), ``--kernel-estimator`` takes other estimator weights.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.blind_set import NAME as BLIND
-from benchmarks.blind_set import blind_degradation
+from benchmarks.blind_set import SEED, blind_degradation
 from benchmarks.common import format_table, save_json
 from benchmarks.paper_table import kernelgan_kernel, make_lr
 from mzsr_tf import cli
@@ -146,26 +147,43 @@ def _estimated(lr, scale: int, factor: float | str, estimate) -> Degradation:
     return Degradation(kernel_from_covariance(covariance, scale).numpy(), "direct", "estimated", estimated=True)
 
 
-def sweep(params, images, kernels, settings, scale: int, noise: float = 0.0, start_basis=None):
+def _cases(images, blind: bool, draws: int) -> dict:
+    """{key: (photo name, kernel seed)}: a ``div2krk`` kernel is drawn ``draws`` times per photo (keys ``name@seed``
+    beyond one draw), any other kernel once."""
+    seeds = [SEED + i for i in range(draws)] if blind else [SEED]
+    return {(n if len(seeds) == 1 else f"{n}@{s}"): (n, s) for n in images for s in seeds}
+
+
+def sweep(params, images, kernels, settings, scale: int, noise: float = 0.0, start_basis=None, draws: int = 1,
+          estimator=None):  # fmt: skip
     """Rows of mean PSNR-Y per (kernel, setting), with each image's figure; kernel ``div2krk``: each image its own
-    random DIV2KRK-style kernel (``blind_set``, seeded by the image's name); ``K:estimated[*F]`` and ``K:kernelgan``
-    (:func:`parse_kernel`) adapt with the kernel estimated from each LR. ``start_basis``: the weights'
-    kernel-conditioned start (``zero_shot.zero_shot_sr``)."""
+    random DIV2KRK-style kernel (``blind_set``, seeded by the image's name; ``draws`` kernels per image);
+    ``K:estimated[*F]`` and ``K:kernelgan`` (:func:`parse_kernel`) adapt with the kernel estimated from each LR
+    (``estimator``: its weights, default the shipped ones). ``start_basis``: the weights' kernel-conditioned start
+    (``zero_shot.zero_shot_sr``)."""
     from mzsr_tf.kernel_estimation import blind_estimator
 
     rows = []
     for kernel in kernels:
         base, factor = parse_kernel(kernel)
-        degradations = {n: blind_degradation(n, scale) if base == BLIND else resolve_degradation(base) for n in images}
-        lrs = {n: make_lr(hr, degradations[n], scale, noise, n).astype(np.float32) / 255.0 for n, hr in images.items()}
+        cases = _cases(images, base == BLIND, draws)
+        degradations = {
+            key: blind_degradation(n, scale, seed) if base == BLIND else resolve_degradation(base)
+            for key, (n, seed) in cases.items()
+        }
+        lrs = {
+            key: make_lr(images[n], degradations[key], scale, noise, key).astype(np.float32) / 255.0
+            for key, (n, _) in cases.items()
+        }
         if factor is not None:
-            estimate = None if factor == "kernelgan" else blind_estimator()
-            degradations = {n: _estimated(lrs[n], scale, factor, estimate) for n in images}
+            estimate = None if factor == "kernelgan" else blind_estimator(params=estimator)
+            degradations = {key: _estimated(lrs[key], scale, factor, estimate) for key in cases}
         for label, config in settings:
             per_image, seconds = {}, []
-            for n, hr in images.items():
-                result = zero_shot_sr(params, lrs[n], degradations[n], scale, config, hr.shape[:2], start_basis)
-                per_image[n] = psnr_y(result.sr, hr, scale)
+            for key, (n, _) in cases.items():
+                hr = images[n]
+                result = zero_shot_sr(params, lrs[key], degradations[key], scale, config, hr.shape[:2], start_basis)
+                per_image[key] = psnr_y(result.sr, hr, scale)
                 seconds.append(result.seconds_adapt)
             mean = float(np.mean(list(per_image.values())))
             rows.append(
@@ -227,6 +245,8 @@ def main(argv=None):
     )
     p.add_argument("--photos", default="", help="comma list of scikit-image photos, or 'more' (default: the five)")
     p.add_argument("--limit", type=int, help="only the first N photos")
+    p.add_argument("--kernel-draws", type=int, default=1, help="div2krk: this many kernels per photo (default 1)")
+    p.add_argument("--kernel-estimator", type=Path, help="K:estimated: estimator weights (default: shipped)")
     p.add_argument("--json", type=Path)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--table", nargs="+", type=Path, metavar="JSON", help="print the Markdown of saved --json runs")
@@ -242,6 +262,8 @@ def main(argv=None):
         raise InputError(f"--steps: expected comma-separated integers, got {args.steps!r}") from None
     if any(n < 0 for n in steps) or not 0 <= args.noise < float("inf"):
         raise InputError("--steps and --noise must be >= 0")
+    if args.kernel_draws < 1:
+        raise InputError(f"--kernel-draws must be >= 1, got {args.kernel_draws}")
     weights = args.weights or default_weights(args.scale, "direct")
     inner_lr = load_inner_lr(weights)
     settings = [(s, parse_setting(s, n, inner_lr)) for n in steps for s in args.settings.split(";")]
@@ -252,10 +274,13 @@ def main(argv=None):
     images = photos(args.scale, names[: args.limit])  # before the weights: a bad name fails fast
     params = load_params(weights)
     basis = None if args.unconditioned else load_start_basis(weights)
-    rows = sweep(params, images, kernels, settings, args.scale, args.noise, basis)
+    rows = sweep(params, images, kernels, settings, args.scale, args.noise, basis, args.kernel_draws,
+                 args.kernel_estimator)  # fmt: skip
     print(f"{args.steps} steps, mean PSNR-Y (dB) over {', '.join(images)}\n" + table(rows))
     if args.json:
         results = {"weights": str(args.weights or "shipped"), "steps": steps, "noise": args.noise, "rows": rows}
+        results |= {"kernel_draws": args.kernel_draws} if args.kernel_draws > 1 else {}
+        results |= {"kernel_estimator": str(args.kernel_estimator)} if args.kernel_estimator else {}
         results |= {"conditioned_start": True} if basis is not None else {}
         save_json(args.json, results, overwrite=args.overwrite)
 

@@ -12,6 +12,10 @@ true kernel plus that own blur (covariances add under convolution): ``log_area_r
     python -m benchmarks.kernel_accuracy --hr ../shared/datasets/test/BSD100/HR --scale 2 \\
         --json benchmarks/results/kernel_accuracy_bsd100_x2.json
     python -m benchmarks.kernel_accuracy --table benchmarks/results/kernel_accuracy_*.json
+
+``--photos more --kernel-draws 4`` measures it on scikit-image's photos instead, four kernels each (a held-out set
+for choosing an estimator), ``--kernel-estimator`` other estimator weights; the direction error (the estimator's
+training loss ``log_eigen``) sees shape errors that the area ratio misses.
 """
 
 from __future__ import annotations
@@ -41,54 +45,71 @@ def log_area_ratio(estimate, true, own=None) -> float:
     return float(0.5 * np.log(np.linalg.det(covariance(estimate)) / np.linalg.det(reference)))
 
 
-def measure(hr_folder: Path, scale: int, limit: int | None = None) -> dict:
-    """Per image: kernel PSNR and log area ratio of the estimate; the set's mean, spread and extremes."""
-    from benchmarks.paper_table import load_hr, make_lr
-    from mzsr_tf.io import list_images
-    from mzsr_tf.kernel_estimation import estimate_kernel, kernel_psnr
+def log_eigen_error(estimate, true) -> float:
+    """|log μ1| + |log μ2|, μ the eigenvalues of Σ_true⁻¹ Σ_estimate: the error per direction, shape and size
+    (``kernel_estimation.log_eigen_loss``; 0: the same covariance)."""
+    mu = np.linalg.eigvals(np.linalg.solve(covariance(true), covariance(estimate))).real
+    return float(np.abs(np.log(mu)).sum())
+
+
+def measure(images: dict, set_name: str, scale: int, draws: int = 1, estimator=None) -> dict:
+    """Per image (and kernel draw, ``name@seed`` beyond one): kernel PSNR, log area ratio and direction error of
+    the estimate (``estimator``: weights or their path, default the shipped ones); the set's mean, spread and
+    extremes."""
+    from benchmarks.blind_set import SEED
+    from benchmarks.paper_table import make_lr
+    from mzsr_tf.kernel_estimation import default_estimator, estimate_kernel, kernel_psnr, load_estimator
     from mzsr_tf.kernels import IDENTITY, Degradation
 
-    def estimate_for(hr, degradation):
-        return estimate_kernel(make_lr(hr, degradation, scale).astype(np.float32) / 255.0, scale).kernel
+    params = load_estimator(estimator or default_estimator())
 
-    images = {}
-    for path in list_images(hr_folder)[:limit]:
-        hr, degradation = load_hr(path, scale), blind_degradation(path.name, scale)
-        estimate = estimate_for(hr, degradation)
+    def estimate_for(hr, degradation):
+        return estimate_kernel(make_lr(hr, degradation, scale).astype(np.float32) / 255.0, scale, params).kernel
+
+    results = {}
+    for name, hr in images.items():
         own = estimate_for(hr, Degradation(IDENTITY, "direct"))  # no blur: the photo's own
-        images[path.name] = {
-            "kernel_psnr": kernel_psnr(estimate, degradation.kernel),
-            "log_area_ratio": log_area_ratio(estimate, degradation.kernel),
-            "log_area_ratio_own": log_area_ratio(estimate, degradation.kernel, own),
-        }
-        print(f"{path.name}: {images[path.name]}", flush=True)
-    ratios = np.array([v["log_area_ratio"] for v in images.values()])
-    own = np.array([v["log_area_ratio_own"] for v in images.values()])
-    return {
-        "set": hr_folder.parent.name if hr_folder.name == "HR" else hr_folder.name,
+        for seed in range(SEED, SEED + draws):
+            degradation = blind_degradation(name, scale, seed)
+            estimate = estimate_for(hr, degradation)
+            key = name if draws == 1 else f"{name}@{seed}"
+            results[key] = {
+                "kernel_psnr": kernel_psnr(estimate, degradation.kernel),
+                "log_area_ratio": log_area_ratio(estimate, degradation.kernel),
+                "log_area_ratio_own": log_area_ratio(estimate, degradation.kernel, own),
+                "log_eigen_error": log_eigen_error(estimate, degradation.kernel),
+            }
+            print(f"{key}: {results[key]}", flush=True)
+    ratios = np.array([v["log_area_ratio"] for v in results.values()])
+    own = np.array([v["log_area_ratio_own"] for v in results.values()])
+    report = {
+        "set": set_name,
         "scale": scale,
-        "images": len(images),
-        "kernel_psnr": float(np.mean([v["kernel_psnr"] for v in images.values()])),
+        "images": len(results),
+        "kernel_psnr": float(np.mean([v["kernel_psnr"] for v in results.values()])),
         "log_area_ratio_mean": float(ratios.mean()),
         "log_area_ratio_std": float(ratios.std()),
         "log_area_ratio_own_mean": float(own.mean()),
         "log_area_ratio_own_std": float(own.std()),
+        "log_eigen_error_mean": float(np.mean([v["log_eigen_error"] for v in results.values()])),
         "too_blurry": int(np.sum(ratios > np.log(2) / 2)),  # estimate more than twice the true area
         "too_sharp": int(np.sum(ratios < -np.log(2) / 2)),  # less than half
-        "per_image": images,
+        "per_image": results,
     }
+    report |= {"kernel_draws": draws} if draws > 1 else {}
+    return report | ({"estimator": str(estimator)} if estimator else {})
 
 
 def render(reports) -> str:
     """One Markdown row per report."""
     head = ["set", "scale", "images", "kernel PSNR", "log area ratio, mean ± std", "> 2× area", "< ½ area", "worst"]
-    head += ["against true + own blur"]
+    head += ["against true + own blur", "direction error"]
     rows = []
     for r in reports:
         worst = max(r["per_image"].items(), key=lambda kv: abs(kv[1]["log_area_ratio"]))
         rows.append(
             [
-                r["set"],
+                r["set"] + (f", {Path(r['estimator']).parent.name}" if "estimator" in r else ""),
                 f"×{r['scale']}",
                 str(r["images"]),
                 f"{r['kernel_psnr']:.2f}",
@@ -97,6 +118,7 @@ def render(reports) -> str:
                 str(r["too_sharp"]),
                 f"{worst[0]} ({worst[1]['log_area_ratio']:+.2f})",
                 f"{r['log_area_ratio_own_mean']:+.3f} ± {r['log_area_ratio_own_std']:.3f}",
+                f"{r['log_eigen_error_mean']:.3f}" if "log_eigen_error_mean" in r else "",
             ]
         )
     return format_table(head, rows)
@@ -105,17 +127,33 @@ def render(reports) -> str:
 def main(argv=None) -> None:
     p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hr", type=Path, help="folder of HR images")
+    p.add_argument("--photos", help="instead of --hr: comma list of scikit-image photos, or 'more' (adaptation_sweep)")
     p.add_argument("--scale", type=int, default=2, choices=(2, 4))
     p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--kernel-draws", type=int, default=1, help="this many kernels per image (default 1)")
+    p.add_argument("--kernel-estimator", type=Path, help="estimator weights (default: shipped)")
     p.add_argument("--json", type=Path)
     p.add_argument("--table", nargs="+", type=Path, metavar="JSON", help="print the Markdown of saved --json runs")
     args = p.parse_args(argv)
     if args.table:
         print(render([json.loads(path.read_text()) for path in args.table]))
         return
-    if args.hr is None or not args.hr.is_dir():
+    if args.kernel_draws < 1:
+        raise InputError(f"--kernel-draws must be >= 1, got {args.kernel_draws}")
+    if args.photos:
+        from benchmarks.adaptation_sweep import MORE_PHOTOS, photos
+
+        names = MORE_PHOTOS if args.photos == "more" else tuple(args.photos.split(","))
+        images, set_name = photos(args.scale, names[: args.limit]), f"scikit-image ({args.photos})"
+    elif args.hr is None or not args.hr.is_dir():
         raise InputError(f"{args.hr}: HR folder does not exist (--hr)")
-    report = measure(args.hr, args.scale, args.limit)
+    else:
+        from benchmarks.paper_table import load_hr
+        from mzsr_tf.io import list_images
+
+        images = {path.name: load_hr(path, args.scale) for path in list_images(args.hr)[: args.limit]}
+        set_name = args.hr.parent.name if args.hr.name == "HR" else args.hr.name
+    report = measure(images, set_name, args.scale, args.kernel_draws, args.kernel_estimator)
     print(render([report]))
     if args.json:
         save_json(args.json, report)

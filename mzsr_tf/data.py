@@ -90,17 +90,19 @@ def _fits(img, size) -> bool:
     return (rows >= h and cols >= w) or (rows >= w and cols >= h)
 
 
-def sample_patches(images, count: int, size, rng: np.random.Generator) -> np.ndarray:
+def sample_patches(images, count: int, size, rng: np.random.Generator, group: int = 1) -> np.ndarray:
     """``count`` random uint8 crops of ``size`` (``s``: s², or ``(h, w)``: from each image upright or turned a
     quarter, as it fits), flat ones rejected, each under a random dihedral transform (those that keep an h×w
-    shape when h ≠ w)."""
+    shape when h ≠ w). Each run of ``group`` consecutive crops comes from one photo (its first crop's)."""
     h, w = _hw(size)
     out = np.empty((count, h, w, 3), np.uint8)
+    img = None
     for n in range(count):
         for _ in range(_MAX_TRIES):
-            img = images[rng.integers(len(images))]
-            if img.shape[0] < h or img.shape[1] < w:
-                img = np.swapaxes(img, 0, 1)
+            if n % group == 0:  # a new photo; the rest of a group stay on it
+                img = images[rng.integers(len(images))]
+                if img.shape[0] < h or img.shape[1] < w:
+                    img = np.swapaxes(img, 0, 1)
             top = rng.integers(img.shape[0] - h + 1)
             left = rng.integers(img.shape[1] - w + 1)
             patch = img[top : top + h, left : left + w]
@@ -133,14 +135,14 @@ def zoomed(images, zooms=(1.0,)) -> list[np.ndarray]:
     return out
 
 
-def _patch_dataset(images, count, size, seed, start_step):
+def _patch_dataset(images, count, size, seed, start_step, group: int = 1):
     images = [img for img in images if _fits(img, size)]
     if not images:
         raise InputError(f"no training image is at least {'x'.join(map(str, _hw(size)))}")
 
     def make(step):
         rng = np.random.default_rng([seed, int(step)])
-        return sample_patches(images, count, size, rng)
+        return sample_patches(images, count, size, rng, group)
 
     def to_tensor(step):
         patches = tf.numpy_function(make, [step], tf.uint8, stateful=False)
@@ -350,7 +352,7 @@ def kernel_tasks(
 
 
 def _blind_lr(hr, stream: int, step, scale: int, kernel_size, lambda_range, kernel_noise, image_noise):
-    """(uint8-level LR, Σ of its kernel in LR pixels) for one HR patch [1, h, w, 3] under a DIV2KRK kernel k
+    """(uint8-level LR, Σ of its kernel in LR pixels) for HR patches [n, h, w, 3] under one DIV2KRK kernel k
     (block-centre offset): LR = (HR ⊛ k)↓2, twice at ×4 (kernel ``compose_x4``: Σ = 5 Σ_k), plus noise σ ~ U[0, max]."""
     seed = _blind_seed(stream, step)
     lr, k = _div2krk_lr(hr, seed, scale, kernel_size, lambda_range, kernel_noise)
@@ -371,25 +373,30 @@ def blind_pairs(
     lambda_range=BLIND_LAMBDAS,
     kernel_noise: float = BLIND_KERNEL_NOISE,
     image_noise: float = 0.0,
+    group: int = 1,
 ):
-    """Batches ``(LR, Σ)`` for the kernel estimator: ``batch`` LR ``patch``² RGB patches, an equal share per scale
-    (×2 and ×4 as two ×2 steps, DIV2KRK), a fresh kernel per patch, and each kernel's covariance in LR pixels.
-    Each scale's HR patches come from the photos large enough for them (with :func:`zoomed`, shrunk copies too)."""
+    """Batches ``(LR, Σ)`` for the kernel estimator: ``batch`` LR ``patch``² RGB patches [batch / group, group, patch,
+    patch, 3], an equal share per scale (×2 and ×4 as two ×2 steps, DIV2KRK), and the covariance of each group's
+    kernel in LR pixels [batch / group, 2, 2]. A group is ``group`` patches of one photo under one fresh kernel, which
+    the estimator reads as one photo's tiles (``kernel_estimation.estimate_covariance``). Each scale's HR patches
+    come from the photos large enough for them (with :func:`zoomed`, shrunk copies too)."""
     if any(s not in (2, 4) for s in scales):
         raise InputError(f"blind kernels are made at x2 and x4, not {scales}")
     share = batch // len(scales)
-    streams = [_patch_dataset(images, share, patch * s, seed + 31 * i, start_step) for i, s in enumerate(scales)]
+    if group < 1 or share % group:
+        raise InputError(f"each scale's {share} patches do not make groups of {group}")
+    streams = [_patch_dataset(images, share, patch * s, seed + 31 * i, start_step, group) for i, s in enumerate(scales)]
 
     def pairs(*per_scale):
         step = per_scale[0][0]
         lrs, covs = [], []
         for i, (scale, (_, hr)) in enumerate(zip(scales, per_scale)):
-            for n in range(share):
-                lr, cov = _blind_lr(hr[n : n + 1], seed * 1000 + 100 * i + n, step, scale, kernel_size, lambda_range,
-                                    kernel_noise, image_noise)  # fmt: skip
+            for n in range(share // group):
+                lr, cov = _blind_lr(hr[n * group : (n + 1) * group], seed * 1000 + 100 * i + n, step, scale,
+                                    kernel_size, lambda_range, kernel_noise, image_noise)  # fmt: skip
                 lrs.append(lr)
                 covs.append(cov)
-        return tf.concat(lrs, 0), tf.stack(covs)
+        return tf.stack(lrs), tf.stack(covs)
 
     ds = tf.data.Dataset.zip(tuple(streams))
     return ds.map(pairs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)

@@ -33,6 +33,8 @@ __all__ = [
     "init_estimator",
     "estimate_covariance",
     "covariance_loss",
+    "log_eigen_loss",
+    "COVARIANCE_LOSSES",
     "kernel_from_covariance",
     "luminance",
     "estimate_kernel",
@@ -70,11 +72,15 @@ class EstimatorConfig:
     kernel_noise: float = 0.25  # DIV2KRK multiplicative kernel noise, up to this
     image_noise: float = 2.0  # LR noise σ ~ U[0, this] in 0–255 units, then uint8 rounding
     zooms: tuple[float, ...] = (1.0,)  # the photos shrunk by these factors (data.zoomed; 1: as they are)
+    group: int = 1  # patches of one photo under one kernel pooled into one estimate, as a photo's tiles are
+    loss: str = "relative_l1"  # or 'log_eigen' (COVARIANCE_LOSSES)
 
     def __post_init__(self):
         from mzsr_tf.data import zoomed
 
         zoomed([], self.zooms)  # its check of the factors, before any photo is read
+        if self.loss not in COVARIANCE_LOSSES:
+            raise InputError(f"unknown estimator loss {self.loss!r}: use one of {', '.join(COVARIANCE_LOSSES)}")
 
 
 # === Network === (functional, like model.forward: params is a flat list)
@@ -157,6 +163,23 @@ def covariance_loss(pred, true):
     """L1 between covariances, relative to the true one's trace (small and large blurs count alike)."""
     trace = true[..., 0, 0] + true[..., 1, 1]
     return tf.reduce_mean(tf.reduce_sum(tf.abs(pred - true), axis=[-2, -1]) / trace)
+
+
+def log_eigen_loss(pred, true):
+    """|log μ1| + |log μ2|, μ the eigenvalues of Σ_true⁻¹ Σ_pred: the error in each direction relative to the true
+    blur in that direction (the affine-invariant metric of covariances, in L1), so the narrow axis of an anisotropic
+    kernel counts as much as the wide one, as it does for SR."""
+    a, b, c = true[..., 0, 0], true[..., 0, 1], true[..., 1, 1]
+    p, q, r = pred[..., 0, 0], pred[..., 0, 1], pred[..., 1, 1]
+    det_true = a * c - b * b
+    half_trace = (c * p - 2 * b * q + a * r) / det_true / 2  # tr(Σ_true⁻¹ Σ_pred) / 2
+    det = (p * r - q * q) / det_true
+    spread = tf.sqrt(tf.maximum(tf.square(half_trace) - det, 0.0) + 1e-12)
+    mu1, mu2 = half_trace + spread, tf.maximum(half_trace - spread, 1e-12)
+    return tf.reduce_mean(tf.abs(tf.math.log(mu1)) + tf.abs(tf.math.log(mu2)))
+
+
+COVARIANCE_LOSSES = {"relative_l1": covariance_loss, "log_eigen": log_eigen_loss}
 
 
 class KernelEstimator(ParamList, tf.Module):

@@ -32,12 +32,14 @@ from mzsr_tf.conditioning import GIVEN_FEATURES, START_FEATURES
 from mzsr_tf.conv_ops import BUILTIN, NATIVE, ConvOps
 from mzsr_tf.errors import InputError, TrainingStopped
 from mzsr_tf.kernel_estimation import (
+    COVARIANCE_LOSSES,
     EstimatorConfig,
     KernelEstimator,
     covariance_loss,
     default_estimator,
     estimate_covariance,
     load_estimator,
+    log_eigen_loss,
     luminance,
     save_estimator,
 )
@@ -314,21 +316,27 @@ class KernelStage(Stage):
         c = self.config
         return data_lib.blind_pairs(
             self.images, c.batch_size, c.patch, c.scales, self.run.seed, start_step, c.kernel_size,
-            (c.lambda_min, c.lambda_max), c.kernel_noise, c.image_noise,
+            (c.lambda_min, c.lambda_max), c.kernel_noise, c.image_noise, c.group,
         )  # fmt: skip
 
     def global_size(self):
-        return self.config.batch_size
+        return self.config.batch_size // self.config.group  # estimates per step: one per group
+
+    def _estimate(self, variables, lr):
+        """Σ of each group of LR patches [n, group, p, p, 3], pooled as a photo's tiles are."""
+        tiles = tf.reshape(lr, [-1, *lr.shape[2:]])
+        return estimate_covariance(variables, luminance(tiles), groups=lr.shape[1])
 
     def loss_and_grads(self, variables, batch, step, first_order, global_size):
         lr, cov = batch
         with tf.GradientTape() as tape:
-            loss = covariance_loss(estimate_covariance(variables, luminance(lr)), cov) * (lr.shape[0] / global_size)
+            loss = COVARIANCE_LOSSES[self.config.loss](self._estimate(variables, lr), cov) * (lr.shape[0] / global_size)
         return loss, tape.gradient(loss, variables), tf.zeros([0])
 
     def validate(self, variables, batch):
         lr, cov = batch
-        return {"val/covariance_error": covariance_loss(estimate_covariance(variables, luminance(lr)), cov)}
+        pred = self._estimate(variables, lr)
+        return {"val/covariance_error": covariance_loss(pred, cov), "val/log_eigen_error": log_eigen_loss(pred, cov)}
 
     def make_net(self):
         return KernelEstimator(self.config.width, self.run.seed)

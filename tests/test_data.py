@@ -208,11 +208,27 @@ def test_zoomed_adds_shrunk_copies_and_patches_come_only_from_large_enough_ones(
             zoomed([small], (bad,))
     # ×4 patches of 16 LR pixels need 64² HR: the ×3-shrunk copy (43²) serves only the ×2 stream
     ((lr, cov),) = _first(blind_pairs(zoomed([astronaut_uint8], (1, 3)), 4, 16, (2, 4)))
-    assert lr.shape == (4, 16, 16, 3) and cov.shape == (4, 2, 2)
+    assert lr.shape == (4, 1, 16, 16, 3) and cov.shape == (4, 2, 2)
     ((only_x2, _),) = _first(blind_pairs(zoomed([astronaut_uint8], (3,)), 2, 16, (2,)))
-    assert only_x2.shape == (2, 16, 16, 3)
+    assert only_x2.shape == (2, 1, 16, 16, 3)
     with pytest.raises(InputError, match="at least 64x64"):
         blind_pairs([small], 4, 16, (2, 4))
+
+
+def test_blind_pairs_groups_are_patches_of_one_photo_under_one_kernel(astronaut_uint8):
+    """``group``: each group's patches come from one photo and share one kernel (one Σ per group)."""
+    grey = np.repeat(astronaut_uint8.mean(-1, keepdims=True).astype(np.uint8), 3, -1)  # R = G = B, blurred or not
+    batches = _first(blind_pairs([grey, astronaut_uint8], 16, 16, (2,), group=4), 3)
+    kinds = set()
+    for lr, cov in batches:
+        assert lr.shape == (4, 4, 16, 16, 3) and cov.shape == (4, 2, 2)
+        for patches in lr:
+            is_grey = [np.array_equal(p[..., 0], p[..., 1]) and np.array_equal(p[..., 1], p[..., 2]) for p in patches]
+            assert len(set(is_grey)) == 1  # one photo per group
+            kinds.add(is_grey[0])
+    assert kinds == {True, False}  # both photos are drawn
+    with pytest.raises(InputError, match="do not make groups of 3"):
+        blind_pairs([astronaut_uint8], 8, 16, (2,), group=3)
 
 
 def test_blind_context_runs_blind_tasks_as_blind_sr_on_a_crop(astronaut_uint8):

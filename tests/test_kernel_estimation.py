@@ -121,6 +121,34 @@ def test_a_few_adam_steps_fit_one_batch():
     assert losses[-1] < 0.5 * losses[0]
 
 
+def test_log_eigen_loss_is_the_affine_invariant_l1_of_the_covariance_error():
+    """|log μ1| + |log μ2| of Σ_true⁻¹ Σ_pred: zero at the truth, the same for any rotation of both, and an error
+    on the narrow axis of an anisotropic kernel counts as much as the same relative error on the wide one."""
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(2, 2)), rng.normal(size=(2, 2))
+    true, pred = a @ a.T + 0.1 * np.eye(2), b @ b.T + 0.1 * np.eye(2)
+    mu = np.linalg.eigvals(np.linalg.solve(true, pred)).real
+    loss = ke.log_eigen_loss(tf.constant([pred], tf.float32), tf.constant([true], tf.float32))
+    assert float(loss) == pytest.approx(np.abs(np.log(mu)).sum(), rel=1e-4)
+    rot = np.array([[math.cos(0.7), -math.sin(0.7)], [math.sin(0.7), math.cos(0.7)]])
+    turned = ke.log_eigen_loss(
+        tf.constant([rot @ pred @ rot.T], tf.float32), tf.constant([rot @ true @ rot.T], tf.float32)
+    )
+    assert float(turned) == pytest.approx(float(loss), rel=1e-4)
+    narrow = tf.constant([[[4.0, 0.0], [0.0, 0.6]]])
+    assert float(ke.log_eigen_loss(narrow, narrow)) == pytest.approx(0.0, abs=1e-5)
+    wide_off = ke.log_eigen_loss(tf.constant([[[8.0, 0.0], [0.0, 0.6]]]), narrow)
+    narrow_off = ke.log_eigen_loss(tf.constant([[[4.0, 0.0], [0.0, 1.2]]]), narrow)
+    assert float(wide_off) == pytest.approx(float(narrow_off), rel=1e-5) == pytest.approx(math.log(2), rel=1e-5)
+    # where the trace-relative L1 hardly sees the narrow axis's error
+    narrow_relative = ke.covariance_loss(tf.constant([[[4.0, 0.0], [0.0, 1.2]]]), narrow)
+    assert float(narrow_relative) < 0.2 * float(ke.covariance_loss(tf.constant([[[8.0, 0.0], [0.0, 0.6]]]), narrow))
+    with tf.GradientTape() as tape:  # finite at the truth, where μ1 = μ2
+        x = tf.Variable(narrow)
+        at_truth = ke.log_eigen_loss(x, narrow)
+    assert np.all(np.isfinite(tape.gradient(at_truth, x).numpy()))
+
+
 def test_kernel_psnr_aligns_grid_centres():
     k = gaussian_kernel(2.0, 2.0, 0.0, 11).numpy()
     assert ke.kernel_psnr(k, k) == float("inf")

@@ -546,3 +546,31 @@ def test_blind_set_writes_nothing_when_an_image_is_bad(hr_folder, tmp_path, caps
     err = capsys.readouterr().err
     assert "zz_broken.png" in err and len(err.strip().splitlines()) == 1
     assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".blind")] == []
+
+
+def test_adaptation_sweep_draws_several_kernels_per_photo_and_takes_an_estimator(tmp_path):
+    """--kernel-draws N: each photo under N DIV2KRK-style kernels (name@seed), given kernels once; the first draw is
+    the one-draw sweep's; --kernel-estimator is the estimator the :estimated kernels come from."""
+    from benchmarks import adaptation_sweep
+    from mzsr_tf.kernel_estimation import ESTIMATOR_FILE, init_estimator, save_estimator
+    from mzsr_tf.weights import WEIGHTS_DIR
+
+    argv = ["--photos", "camera", "--steps", "0", "--settings", "learned", "--json"]
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    adaptation_sweep.main(["--kernels", "div2krk", *argv, str(one)])
+    adaptation_sweep.main(["--kernels", "div2krk,g_d_2.0", "--kernel-draws", "2", *argv, str(two)])
+    (single,) = json.loads(one.read_text())["rows"]
+    drawn, given = json.loads(two.read_text())["rows"]
+    assert list(drawn["per_image"]) == ["camera@1", "camera@2"] and list(given["per_image"]) == ["camera"]
+    assert drawn["per_image"]["camera@1"] == single["per_image"]["camera"] != drawn["per_image"]["camera@2"]
+    assert json.loads(two.read_text())["kernel_draws"] == 2
+    untrained = save_estimator(init_estimator(), tmp_path / "untrained.npz")  # the prior's guess for every photo
+    runs = {}
+    for name, estimator in (("shipped", WEIGHTS_DIR / ESTIMATOR_FILE), ("untrained", untrained)):
+        path = tmp_path / f"{name}.json"
+        adaptation_sweep.main(
+            ["--kernels", "div2krk:estimated", "--kernel-estimator", str(estimator), *argv, str(path)]
+        )
+        runs[name] = json.loads(path.read_text())
+    assert runs["untrained"]["kernel_estimator"] == str(untrained)
+    assert runs["shipped"]["rows"][0]["psnr_y"] != runs["untrained"]["rows"][0]["psnr_y"]

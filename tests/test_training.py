@@ -486,6 +486,17 @@ def test_kernel_estimator_stage_trains_resumes_exactly_and_saves_npz(data_dir, t
     config = json.loads((tmp_path / "straight" / "config.json").read_text())
     assert config["stage_config"]["scales"] == [2, 4] and config["stage_config"]["patch"] == 16
     assert config["stage_config"]["zooms"] == [1.0, 2.5]
+    # groups of patches pooled into one estimate, under the affine-invariant loss
+    code, err = run(
+        [*tiny, "--out", tmp_path / "grouped", "--steps", "2", "--group", "2", "--loss", "log_eigen"], capsys
+    )
+    assert code == 0 and "val/log_eigen_error" in err
+    config = json.loads((tmp_path / "grouped" / "config.json").read_text())["stage_config"]
+    assert config["group"] == 2 and config["loss"] == "log_eigen"
+    code, err = run([*tiny, "--out", tmp_path / "odd", "--steps", "1", "--group", "3"], capsys)
+    assert code == 2 and "do not make groups of 3" in err and not (tmp_path / "odd").exists()
+    code, err = run([*tiny, "--out", tmp_path / "odd", "--steps", "1", "--loss", "l2"], capsys)
+    assert code == 2 and "unknown estimator loss 'l2'" in err and not (tmp_path / "odd").exists()
     code, err = run([*tiny[:-3], "--out", tmp_path / "bad", "--steps", "1", "--zooms", "0.5"], capsys)
     assert code == 2 and "--zooms shrink the photos" in err and not (tmp_path / "bad").exists()
 

@@ -133,6 +133,14 @@ def build_parser(only_given: bool = False):
     est.add_argument(
         "--zooms", type=float, nargs="+", help="train on the photos shrunk by these factors (1: as they are; default 1)"
     )
+    est.add_argument(
+        "--group",
+        type=int,
+        help="patches of one photo under one kernel, pooled into one estimate as a photo's tiles (1)",
+    )
+    est.add_argument(
+        "--loss", help="covariance error: relative to the trace (relative_l1, default) or per direction (log_eigen)"
+    )
     if only_given:  # no defaults at all, explicit ones included: what is in the namespace was typed
         for action in p._actions:
             action.default = argparse.SUPPRESS
@@ -256,6 +264,8 @@ def main(argv=None):
         first_order_steps=args.first_order_steps,
         anneal_steps=args.anneal_steps,
         zooms=tuple(args.zooms) if args.zooms else None,
+        group=args.group,
+        loss=args.loss,
     )
     run = RunConfig(
         stage=args.stage,
