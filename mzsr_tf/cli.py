@@ -37,11 +37,10 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that every ``finally`` (temporary files, staging folders) runs."""
-
-
 def _terminate(signum, frame):
+    from mzsr_tf.errors import TERMINATION, Terminated
+
+    TERMINATION.set()
     raise Terminated
 
 
@@ -50,10 +49,11 @@ def run(main, argv=None) -> int:
 
     Ctrl-C (SIGINT) and SIGTERM unwind the call (cleaning up what it was writing) and exit 130 / 143.
     """
-    from mzsr_tf.errors import InputError, TrainingStopped
+    from mzsr_tf.errors import TERMINATION, InputError, Terminated, TrainingStopped
 
     previous = None
     if threading.current_thread() is threading.main_thread():
+        TERMINATION.clear()
         previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return main(argv) or 0

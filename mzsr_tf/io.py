@@ -28,7 +28,7 @@ import png  # pypng: 16-bit RGB PNGs, which Pillow cannot hold
 import tifffile
 from PIL import Image, UnidentifiedImageError
 
-from mzsr_tf.errors import InputError
+from mzsr_tf.errors import InputError, raise_if_terminated
 
 __all__ = [
     "ImageData",
@@ -188,6 +188,7 @@ def atomic_write(path, overwrite: bool = False):
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
     try:
         yield Path(tmp)
+        raise_if_terminated()
         if overwrite:
             os.replace(tmp, path)
         else:
@@ -218,6 +219,7 @@ def atomic_folder(path):
     staging = make_staging(path)
     try:
         yield staging
+        raise_if_terminated()
         try:
             os.rename(staging, path)  # fails onto a non-empty folder: one made meanwhile
         except OSError:

@@ -373,3 +373,40 @@ def test_a_raised_limit_reads_past_pillows_own(tmp_path, rgb8, monkeypatch):
     write_image(tmp_path / "x.png", rgb8 / 255.0)
     assert read_image(tmp_path / "x.png", max_pixels=10**6).rgb.shape == rgb8.shape
     assert Image.MAX_IMAGE_PIXELS == 100
+
+
+def test_a_sigterm_that_native_code_swallowed_still_publishes_nothing(tmp_path):
+    """A SIGTERM whose exception a library lost (a signal landing in a C++ call) still stops the result from being
+    moved into place: the CLI exits 143 and neither the file nor the folder appears."""
+    import os
+    import signal
+
+    from mzsr_tf import cli
+    from mzsr_tf.errors import Terminated
+    from mzsr_tf.io import atomic_folder
+
+    def swallow_sigterm():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before the next statement
+            raise AssertionError("the SIGTERM handler did not run")
+        except Terminated:
+            pass  # what a library that catches everything does
+
+    def write_file(argv):
+        with atomic_write(tmp_path / "out.txt") as tmp:
+            tmp.write_text("half")
+            swallow_sigterm()
+
+    def write_folder(argv):
+        with atomic_folder(tmp_path / "out") as staging:
+            (staging / "a.txt").write_text("half")
+            swallow_sigterm()
+
+    def write_ok(argv):
+        with atomic_write(tmp_path / "ok.txt") as tmp:
+            tmp.write_text("whole")
+
+    for main in (write_file, write_folder):
+        assert cli.run(main, []) == 143
+    assert list(tmp_path.iterdir()) == []
+    assert cli.run(write_ok, []) == 0 and (tmp_path / "ok.txt").read_text() == "whole"  # the next call starts afresh

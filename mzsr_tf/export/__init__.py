@@ -22,7 +22,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from mzsr_tf.errors import InputError
+from mzsr_tf.errors import InputError, raise_if_terminated
 from mzsr_tf.io import make_staging
 
 __all__ = ["ExportConfig", "FILES", "export_all", "check_output_folder"]
@@ -150,6 +150,7 @@ def export_all(
         )
         save_tflite(params, staging / FILES["tflite"], config.scale, config.kernel_size, estimator, inner_lr)
         save_inference_model(params, staging / FILES["tflite_sr"], config.scale)
+        raise_if_terminated()
         _publish(staging, out, overwrite)
     finally:
         with contextlib.suppress(FileNotFoundError):
