@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.blind_set import NAME as BLIND
-from benchmarks.blind_set import SEED, blind_degradation
+from benchmarks.blind_set import blind_degradation, kernel_draws
 from benchmarks.common import format_table, save_json
 from benchmarks.paper_table import kernelgan_kernel, make_lr
 from mzsr_tf import cli
@@ -107,6 +107,11 @@ def parse_setting(text: str, steps: int, inner_lr=None) -> AdaptConfig:
         ) from None
 
 
+def photo_names(text: str) -> tuple[str, ...]:
+    """``--photos``: 'more' (``MORE_PHOTOS``), a comma list of scikit-image photos, or '' (``PHOTOS``)."""
+    return MORE_PHOTOS if text == "more" else tuple(filter(None, text.split(","))) or PHOTOS
+
+
 def photos(scale: int, names=PHOTOS) -> dict[str, np.ndarray]:
     """scikit-image's photos by name, RGB uint8 (a stereo pair's left view, grey as three channels), modcropped."""
     import skimage.data
@@ -148,10 +153,9 @@ def _estimated(lr, scale: int, factor: float | str, estimate) -> Degradation:
 
 
 def _cases(images, blind: bool, draws: int) -> dict:
-    """{key: (photo name, kernel seed)}: a ``div2krk`` kernel is drawn ``draws`` times per photo (keys ``name@seed``
-    beyond one draw), any other kernel once."""
-    seeds = [SEED + i for i in range(draws)] if blind else [SEED]
-    return {(n if len(seeds) == 1 else f"{n}@{s}"): (n, s) for n in images for s in seeds}
+    """{key: (photo name, kernel seed)}: a ``div2krk`` kernel is drawn ``draws`` times per photo
+    (``blind_set.kernel_draws``), any other kernel once."""
+    return {key: (n, seed) for n in images for key, seed in kernel_draws(n, draws if blind else 1)}
 
 
 def sweep(params, images, kernels, settings, scale: int, noise: float = 0.0, start_basis=None, draws: int = 1,
@@ -268,7 +272,7 @@ def main(argv=None):
     inner_lr = load_inner_lr(weights)
     settings = [(s, parse_setting(s, n, inner_lr)) for n in steps for s in args.settings.split(";")]
     kernels = args.kernels.split(",")
-    names = MORE_PHOTOS if args.photos == "more" else tuple(filter(None, args.photos.split(","))) or PHOTOS
+    names = photo_names(args.photos)
     for k in kernels:
         parse_kernel(k)
     images = photos(args.scale, names[: args.limit])  # before the weights: a bad name fails fast

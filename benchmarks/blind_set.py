@@ -28,6 +28,12 @@ SEED = 1  # FKP / MetaKernelGAN make their DIV2K sets with seed 1
 LAMBDA_RANGE = (0.6, 5.0)  # DIV2KRK
 
 
+def kernel_draws(image_name: str, draws: int = 1) -> list[tuple[str, int]]:
+    """(key, seed) of an image's ``draws`` benchmark kernels, seeds ``SEED``, ``SEED + 1``, ...: the key is the image's
+    name for one draw, ``name@seed`` beyond (a held-out set of ``draws`` times as many cases)."""
+    return [(image_name if draws == 1 else f"{image_name}@{seed}", seed) for seed in range(SEED, SEED + draws)]
+
+
 def blind_degradation(image_name: str, scale: int, seed: int = SEED) -> Degradation:
     """The benchmark's kernel for one image (direct subsampling): the ×2 kernel, or at ×4 two ×2 steps of it."""
     if scale not in (2, 4):

@@ -1,7 +1,7 @@
 """How close the blind kernel estimate is to the true kernel, per image, on the DIV2KRK-recipe benchmark.
 
 The estimator alone (no SR): for each HR image of ``--hr`` its ``blind_set`` kernel and LR, the estimate
-(``kernel_estimation.estimate_kernel``), its kernel PSNR (FKP) and its size against the true kernel's: the log
+(``kernel_estimation.estimateernel``), its kernel PSNR (FKP) and its size against the true kernel's: the log
 of the ratio of their areas, ½·log(det Σ_est / det Σ_true) (0: the right size; +0.35: twice the area, too blurry;
 negative: too sharp). The summary gives the mean (the estimator's bias on these photos) and the spread.
 
@@ -52,27 +52,26 @@ def log_eigen_error(estimate, true) -> float:
     return float(np.abs(np.log(mu)).sum())
 
 
-def measure(images: dict, set_name: str, scale: int, draws: int = 1, estimator=None) -> dict:
-    """Per image (and kernel draw, ``name@seed`` beyond one): kernel PSNR, log area ratio and direction error of
-    the estimate (``estimator``: weights or their path, default the shipped ones); the set's mean, spread and
-    extremes."""
-    from benchmarks.blind_set import SEED
+def measure(images, set_name: str, scale: int, draws: int = 1, estimator=None) -> dict:
+    """Per image (``images``: (name, HR) pairs, read as they come) and kernel draw (``blind_set.kernel_draws``):
+    kernel PSNR, log area ratio and direction error of the estimate (``estimator``: weights or their path, default
+    the shipped ones); the set's mean, spread and extremes."""
+    from benchmarks.blind_set import kernel_draws
     from benchmarks.paper_table import make_lr
-    from mzsr_tf.kernel_estimation import default_estimator, estimate_kernel, kernel_psnr, load_estimator
+    from mzsr_tf.kernel_estimation import blind_estimator, kernel_psnr
     from mzsr_tf.kernels import IDENTITY, Degradation
 
-    params = load_estimator(estimator or default_estimator())
+    read_kernel = blind_estimator("estimator", estimator)
 
     def estimate_for(hr, degradation):
-        return estimate_kernel(make_lr(hr, degradation, scale).astype(np.float32) / 255.0, scale, params).kernel
+        return read_kernel(make_lr(hr, degradation, scale).astype(np.float32) / 255.0, scale).kernel
 
     results = {}
-    for name, hr in images.items():
+    for name, hr in images:
         own = estimate_for(hr, Degradation(IDENTITY, "direct"))  # no blur: the photo's own
-        for seed in range(SEED, SEED + draws):
+        for key, seed in kernel_draws(name, draws):
             degradation = blind_degradation(name, scale, seed)
             estimate = estimate_for(hr, degradation)
-            key = name if draws == 1 else f"{name}@{seed}"
             results[key] = {
                 "kernel_psnr": kernel_psnr(estimate, degradation.kernel),
                 "log_area_ratio": log_area_ratio(estimate, degradation.kernel),
@@ -141,17 +140,17 @@ def main(argv=None) -> None:
     if args.kernel_draws < 1:
         raise InputError(f"--kernel-draws must be >= 1, got {args.kernel_draws}")
     if args.photos:
-        from benchmarks.adaptation_sweep import MORE_PHOTOS, photos
+        from benchmarks.adaptation_sweep import photo_names, photos
 
-        names = MORE_PHOTOS if args.photos == "more" else tuple(args.photos.split(","))
-        images, set_name = photos(args.scale, names[: args.limit]), f"scikit-image ({args.photos})"
+        images = photos(args.scale, photo_names(args.photos)[: args.limit]).items()
+        set_name = f"scikit-image ({args.photos})"
     elif args.hr is None or not args.hr.is_dir():
         raise InputError(f"{args.hr}: HR folder does not exist (--hr)")
     else:
         from benchmarks.paper_table import load_hr
         from mzsr_tf.io import list_images
 
-        images = {path.name: load_hr(path, args.scale) for path in list_images(args.hr)[: args.limit]}
+        images = ((path.name, load_hr(path, args.scale)) for path in list_images(args.hr)[: args.limit])
         set_name = args.hr.parent.name if args.hr.name == "HR" else args.hr.name
     report = measure(images, set_name, args.scale, args.kernel_draws, args.kernel_estimator)
     print(render([report]))

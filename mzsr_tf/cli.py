@@ -9,6 +9,8 @@ import signal
 import sys
 import threading
 
+from mzsr_tf.errors import TERMINATION, Terminated
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
@@ -38,8 +40,6 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def _terminate(signum, frame):
-    from mzsr_tf.errors import TERMINATION, Terminated
-
     TERMINATION.set()
     raise Terminated
 
@@ -49,7 +49,7 @@ def run(main, argv=None) -> int:
 
     Ctrl-C (SIGINT) and SIGTERM unwind the call (cleaning up what it was writing) and exit 130 / 143.
     """
-    from mzsr_tf.errors import TERMINATION, InputError, Terminated, TrainingStopped
+    from mzsr_tf.errors import InputError, TrainingStopped
 
     previous = None
     if threading.current_thread() is threading.main_thread():
