@@ -442,14 +442,16 @@ def method_label(method: str) -> str:
 def markdown_table(results: list[dict]) -> str:
     """Our PSNR / SSIM per (set, kernel) and method beside the paper's Table 2 figures, as Markdown.
 
-    ``results`` are JSON rows of one or more runs; a later row for the same cell replaces an earlier one.
+    ``results`` are JSON rows of one or more runs; a later row for the same cell replaces an earlier one. A row with a
+    ``run`` (``--table --by-file``: its file's name) is its own table row, labelled with it.
     """
     cells = {
-        (r["set"], kernel_label(r["kernel"], r.get("noise", 0.0)), r.get("scale", 2), r["method"]): r for r in results
+        (r["set"], kernel_label(r["kernel"], r.get("noise", 0.0)), r.get("scale", 2), r.get("run", ""), r["method"]): r
+        for r in results
     }
-    rows = list(dict.fromkeys(c[:3] for c in cells))
-    ours = [m for m in TABLE_METHODS if any(m == c[3] for c in cells)]
-    ours += sorted({c[3] for c in cells} - set(ours))
+    rows = list(dict.fromkeys(c[:4] for c in cells))
+    ours = [m for m in TABLE_METHODS if any(m == c[4] for c in cells)]
+    ours += sorted({c[4] for c in cells} - set(ours))
     others = [m for m in PAPER_METHODS if m != "bicubic"] + ["blind_zssr"]  # our Bicubic stands beside the paper's
     papers = [m for m in others if any(paper_figure(*row[:2], m, row[2]) for row in rows)]
 
@@ -463,13 +465,13 @@ def markdown_table(results: list[dict]) -> str:
     head = ["set, kernel"] + [f"ours: {method_label(m)}" for m in ours]
     head += [f"paper: {PAPER_LABELS.get(m, TABLE_METHODS[m])}" for m in papers]
     body = []
-    for s, k, scale in rows:
+    for s, k, scale, run in rows:
         values = [
-            cell((r["psnr_y"], r["ssim_y"]), r.get("kernel_psnr")) if (r := cells.get((s, k, scale, m))) else ""
+            cell((r["psnr_y"], r["ssim_y"]), r.get("kernel_psnr")) if (r := cells.get((s, k, scale, run, m))) else ""
             for m in ours
         ]
         values += [cell(paper_figure(s, k, m, scale)) for m in papers]
-        label = f"{s}, {k}" if scale == 2 else f"{s}, {k}, x{scale}"
+        label = (f"{run}: " if run else "") + (f"{s}, {k}" if scale == 2 else f"{s}, {k}, x{scale}")
         body.append([label, *values])
     return format_table(head, body)
 
@@ -498,6 +500,7 @@ def build_parser() -> cli.ArgumentParser:
     p.add_argument(
         "--table", nargs="+", type=Path, metavar="JSON", help="print one Markdown table of these runs beside the paper"
     )
+    p.add_argument("--by-file", action="store_true", help="with --table: a row per file, labelled with its name")
     p.add_argument(
         "--kernels",
         default=DEFAULT_KERNELS,
@@ -572,8 +575,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.table and args.hr:
         raise InputError("--table tabulates saved runs; it does not go with --hr")
+    if args.by_file and not args.table:
+        raise InputError("--by-file labels the rows of --table")
     if args.table:
-        print(markdown_table([row for path in args.table for row in _read_results(path)]))
+        runs = [(path.stem if args.by_file else "", row) for path in args.table for row in _read_results(path)]
+        print(markdown_table([{**row, "run": run} if run else row for run, row in runs]))
         return 0
     if not args.hr:
         raise InputError("give --hr folders to evaluate, or --table JSON files to tabulate")

@@ -20,14 +20,16 @@ import tensorflow as tf
 from PIL import Image
 
 from mzsr_tf.conditioning import start_features
-from mzsr_tf.degradation import degrade
+from mzsr_tf.degradation import blur, degrade
 from mzsr_tf.errors import InputError
 from mzsr_tf.imresize import downscale, upscale
 from mzsr_tf.io import IMAGE_SUFFIXES
 from mzsr_tf.kernels import (
     IDENTITY,
+    LAMBDA_FLOOR,
     blind_offset,
     compose_x4,
+    gaussian_kernel,
     kernel_features,
     kernel_moments,
     kernel_offset,
@@ -50,6 +52,7 @@ __all__ = [
 BLIND_KERNEL_SIZE, BLIND_LAMBDAS, BLIND_KERNEL_NOISE = 11, (0.6, 5.0), 0.25  # DIV2KRK at ×2 (KernelGAN)
 FLAT_THRESHOLD = -6.0  # MainSR: keep patches with log(mean squared gradient) >= -6
 _MAX_TRIES = 20
+SOFTEN_SIZE = 9  # the softening Gaussian's grid (variance up to a few HR px²)
 NOISY_SHARE = 0.5  # the share of tasks that get noise with ``task_noise``
 
 
@@ -351,10 +354,15 @@ def kernel_tasks(
     return ds.map(tasks, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
 
 
-def _blind_lr(hr, stream: int, step, scale: int, kernel_size, lambda_range, kernel_noise, image_noise):
+def _blind_lr(hr, stream: int, step, scale: int, kernel_size, lambda_range, kernel_noise, image_noise, soften=0.0):
     """(uint8-level LR, Σ of its kernel in LR pixels) for HR patches [n, h, w, 3] under one DIV2KRK kernel k
-    (block-centre offset): LR = (HR ⊛ k)↓2, twice at ×4 (kernel ``compose_x4``: Σ = 5 Σ_k), plus noise σ ~ U[0, max]."""
+    (block-centre offset): LR = (HR ⊛ k)↓2, twice at ×4 (kernel ``compose_x4``: Σ = 5 Σ_k), plus noise σ ~ U[0, max].
+    With ``soften``, HR is first blurred by an isotropic Gaussian of variance ~ U[0, soften] HR px², a photo's own
+    softness, which the estimate is to leave out: the target is still k."""
     seed = _blind_seed(stream, step)
+    if soften:
+        variance = tf.maximum(tf.random.stateless_uniform([], seed + 2) * soften, LAMBDA_FLOOR)
+        hr = blur(hr, gaussian_kernel(variance, variance, 0.0, SOFTEN_SIZE, tf.float32))
     lr, k = _div2krk_lr(hr, seed, scale, kernel_size, lambda_range, kernel_noise)
     sigma = tf.random.stateless_uniform([], seed[::-1]) * image_noise / 255.0
     lr = _quantise(lr + tf.random.stateless_normal(tf.shape(lr), seed + 1, stddev=sigma))
@@ -374,6 +382,7 @@ def blind_pairs(
     kernel_noise: float = BLIND_KERNEL_NOISE,
     image_noise: float = 0.0,
     group: int = 1,
+    soften: float = 0.0,
 ):
     """Batches ``(LR, Σ)`` for the kernel estimator: ``batch`` LR ``patch``² RGB patches [batch / group, group, patch,
     patch, 3], an equal share per scale (×2 and ×4 as two ×2 steps, DIV2KRK), and the covariance of each group's
@@ -393,7 +402,7 @@ def blind_pairs(
         for i, (scale, (_, hr)) in enumerate(zip(scales, per_scale)):
             for n in range(share // group):
                 lr, cov = _blind_lr(hr[n * group : (n + 1) * group], seed * 1000 + 100 * i + n, step, scale,
-                                    kernel_size, lambda_range, kernel_noise, image_noise)  # fmt: skip
+                                    kernel_size, lambda_range, kernel_noise, image_noise, soften)  # fmt: skip
                 lrs.append(lr)
                 covs.append(cov)
         return tf.stack(lrs), tf.stack(covs)

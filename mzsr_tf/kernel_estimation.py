@@ -74,11 +74,14 @@ class EstimatorConfig:
     zooms: tuple[float, ...] = (1.0,)  # the photos shrunk by these factors (data.zoomed; 1: as they are)
     group: int = 1  # patches of one photo under one kernel pooled into one estimate, as a photo's tiles are
     loss: str = "relative_l1"  # or 'log_eigen' (COVARIANCE_LOSSES)
+    soften: float = 0.0  # HR first blurred by an isotropic Gaussian of variance ~ U[0, this] HR px² (photos' own blur)
 
     def __post_init__(self):
         from mzsr_tf.data import zoomed
 
         zoomed([], self.zooms)  # its check of the factors, before any photo is read
+        if not 0 <= self.soften < float("inf"):
+            raise InputError(f"--soften is a variance in HR pixels², >= 0, got {self.soften}")
         if self.loss not in COVARIANCE_LOSSES:
             raise InputError(f"unknown estimator loss {self.loss!r}: use one of {', '.join(COVARIANCE_LOSSES)}")
 

@@ -316,7 +316,7 @@ class KernelStage(Stage):
         c = self.config
         return data_lib.blind_pairs(
             self.images, c.batch_size, c.patch, c.scales, self.run.seed, start_step, c.kernel_size,
-            (c.lambda_min, c.lambda_max), c.kernel_noise, c.image_noise, c.group,
+            (c.lambda_min, c.lambda_max), c.kernel_noise, c.image_noise, c.group, c.soften,
         )  # fmt: skip
 
     def global_size(self):

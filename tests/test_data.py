@@ -7,6 +7,7 @@ import tensorflow as tf
 from mzsr_tf.data import bicubic_pairs, blind_pairs, kernel_pairs, kernel_tasks, zoomed
 from mzsr_tf.errors import InputError
 from mzsr_tf.imresize import downscale, upscale
+from mzsr_tf.kernel_estimation import EstimatorConfig
 
 
 def _first(ds, n=1):
@@ -229,6 +230,21 @@ def test_blind_pairs_groups_are_patches_of_one_photo_under_one_kernel(astronaut_
     assert kinds == {True, False}  # both photos are drawn
     with pytest.raises(InputError, match="do not make groups of 3"):
         blind_pairs([astronaut_uint8], 8, 16, (2,), group=3)
+
+
+def test_soften_blurs_the_photo_but_not_the_target(astronaut_uint8):
+    """``soften``: the same patches and kernels, the HR first blurred (a photo's own softness): every LR is softer,
+    and the covariance to estimate is the kernel's alone."""
+
+    def energy(lr):  # mean squared horizontal difference per patch
+        return np.mean(np.diff(np.asarray(lr, np.float64), axis=-2) ** 2, axis=(1, 2, 3, 4))
+
+    ((sharp, cov),) = _first(blind_pairs([astronaut_uint8], 8, 16, (2, 4)))
+    ((soft, soft_cov),) = _first(blind_pairs([astronaut_uint8], 8, 16, (2, 4), soften=3.0))
+    np.testing.assert_array_equal(cov, soft_cov)
+    assert np.all(energy(soft) < energy(sharp))
+    with pytest.raises(InputError, match="soften"):
+        EstimatorConfig(soften=-1.0)
 
 
 def test_blind_context_runs_blind_tasks_as_blind_sr_on_a_crop(astronaut_uint8):

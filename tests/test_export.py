@@ -297,6 +297,18 @@ def test_tflite_is_small_and_builtin_only(tflite_path):
     assert interpreter.get_signature_list()["train_step"]["inputs"] == ["image", "kernel", "learning_rate"]
 
 
+def test_a_model_over_the_phone_size_is_an_input_error(tflite_path, monkeypatch):
+    """Too large a LiteRT model (e.g. a wider kernel estimator given) is refused in one line, not a traceback."""
+    import mzsr_tf.export.tflite
+
+    model = tflite_path.read_bytes()
+    names = list(Interpreter(model_content=model).get_signature_list())
+    check_tflite(model, names)
+    monkeypatch.setattr(mzsr_tf.export.tflite, "MAX_BYTES", len(model) - 1)
+    with pytest.raises(InputError, match="over the .* a phone model may take"):
+        check_tflite(model, names)
+
+
 def test_the_docs_kotlin_snippet_calls_the_models_signatures_by_their_names(tflite_path):
     """docs/export.md's Android snippet (not compiled here): every runSignature names a signature of the model
     and exactly its inputs and outputs."""

@@ -222,6 +222,13 @@ def test_table_merges_runs_beside_the_paper(tmp_path, capsys):
     assert "29.00" in x4_line and "36.05" not in x4_line  # its own row, no x2 paper figure ...
     assert "30.50 / 0.8704" in x4_line  # ... but the paper's x4 MZSR(10)
     assert _run(capsys, "--kernels", "g_d_2.0")[0] == 2  # neither --hr nor --table
+    code, out, err = _run(capsys, "--table", first, second, "--by-file")  # the same cell of two runs, two rows
+    assert code == 0, err
+    lines = out.strip().splitlines()[2:]
+    labels = [line.split(" | ")[0] for line in lines]
+    assert labels == ["| a: Set5, g_d_2.0", "| b: Set5, g_d_2.0", "| b: Mine, g_d_0.2"]
+    assert "30.00 / 0.9000" in lines[0] and "31.50 / 0.9000" in lines[1] and "36.05 / 0.9439" in lines[0]
+    assert _run(capsys, "--hr", tmp_path, "--by-file")[0] == 2  # labels rows of --table only
 
 
 def test_json_is_written_after_every_row(hr_folder, tmp_path, monkeypatch, capsys):

@@ -488,11 +488,14 @@ def test_kernel_estimator_stage_trains_resumes_exactly_and_saves_npz(data_dir, t
     assert config["stage_config"]["zooms"] == [1.0, 2.5]
     # groups of patches pooled into one estimate, under the affine-invariant loss
     code, err = run(
-        [*tiny, "--out", tmp_path / "grouped", "--steps", "2", "--group", "2", "--loss", "log_eigen"], capsys
+        [*tiny, "--out", tmp_path / "grouped", "--steps", "2", "--group", "2", "--loss", "log_eigen", "--soften", "1"],
+        capsys,
     )
     assert code == 0 and "val/log_eigen_error" in err
     config = json.loads((tmp_path / "grouped" / "config.json").read_text())["stage_config"]
-    assert config["group"] == 2 and config["loss"] == "log_eigen"
+    assert config["group"] == 2 and config["loss"] == "log_eigen" and config["soften"] == 1.0
+    code, err = run([*tiny, "--out", tmp_path / "odd", "--steps", "1", "--soften", "-1"], capsys)
+    assert code == 2 and "--soften is a variance" in err and not (tmp_path / "odd").exists()
     code, err = run([*tiny, "--out", tmp_path / "odd", "--steps", "1", "--group", "3"], capsys)
     assert code == 2 and "do not make groups of 3" in err and not (tmp_path / "odd").exists()
     code, err = run([*tiny, "--out", tmp_path / "odd", "--steps", "1", "--loss", "l2"], capsys)

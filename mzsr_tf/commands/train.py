@@ -141,6 +141,12 @@ def build_parser(only_given: bool = False):
     est.add_argument(
         "--loss", help="covariance error: relative to the trace (relative_l1, default) or per direction (log_eigen)"
     )
+    est.add_argument(
+        "--soften",
+        type=float,
+        help="HR patches first blurred by an isotropic Gaussian of variance ~ U[0, this] HR px², the target still "
+        "the kernel: photos' own softness (0)",
+    )
     if only_given:  # no defaults at all, explicit ones included: what is in the namespace was typed
         for action in p._actions:
             action.default = argparse.SUPPRESS
@@ -266,6 +272,7 @@ def main(argv=None):
         zooms=tuple(args.zooms) if args.zooms else None,
         group=args.group,
         loss=args.loss,
+        soften=args.soften,
     )
     run = RunConfig(
         stage=args.stage,

@@ -56,6 +56,7 @@ from tensorflow.lite.tools import flatbuffer_utils
 
 from mzsr_tf.backward import l1_loss_and_grads
 from mzsr_tf.conv_ops import TAPS
+from mzsr_tf.errors import InputError
 from mzsr_tf.export.profile import op_name
 from mzsr_tf.kernel_estimation import estimate_graph
 from mzsr_tf.kernels import kernel_features, kernel_offset
@@ -257,7 +258,8 @@ def op_names(model: bytes) -> set[str]:
 
 
 def check_tflite(model: bytes, signatures=SIGNATURES) -> None:
-    """Raise unless the model has builtin ops only, exactly ``signatures`` and fits in ``MAX_BYTES``."""
+    """Raise unless the model has builtin ops only, exactly ``signatures`` and fits in ``MAX_BYTES`` (a model too large
+    for it is an input error: what made it large is the weights or kernel estimator given)."""
     custom = sorted(n for n in op_names(model) if n.startswith("CUSTOM:"))
     if custom:
         raise RuntimeError(f"TFLite model needs non-builtin ops: {', '.join(custom)}")
@@ -266,7 +268,10 @@ def check_tflite(model: bytes, signatures=SIGNATURES) -> None:
     if keys != sorted(signatures):
         raise RuntimeError(f"TFLite model has signatures {keys}, expected {sorted(signatures)}")
     if len(model) > MAX_BYTES:
-        raise RuntimeError(f"TFLite model is {len(model):,} bytes, over the {MAX_BYTES:,} limit")
+        raise InputError(
+            f"the LiteRT model would be {len(model):,} bytes, over the {MAX_BYTES:,} a phone model may take: "
+            "export with a smaller kernel estimator, or --kernel-estimator none"
+        )
 
 
 class InferenceModule(tf.Module):
