@@ -40,7 +40,7 @@ import numpy as np
 
 from benchmarks.blind_set import NAME as BLIND
 from benchmarks.blind_set import blind_degradation, kernel_draws
-from benchmarks.common import format_table, save_json
+from benchmarks.common import add_unconditioned, format_table, save_json
 from benchmarks.paper_table import kernelgan_kernel, make_lr
 from mzsr_tf import cli
 from mzsr_tf.errors import InputError
@@ -244,12 +244,12 @@ def main(argv=None):
     p.add_argument("--kernels", default=PAPER_KERNELS)
     p.add_argument("--scale", type=int, default=2)
     p.add_argument("--weights", type=Path, help="default: the shipped meta-weights")
-    p.add_argument(
-        "--unconditioned", action="store_true", help="ablation: adapt from θ_M, leaving out the weights' basis V"
-    )
+    add_unconditioned(p)
     p.add_argument("--photos", default="", help="comma list of scikit-image photos, or 'more' (default: the five)")
     p.add_argument("--limit", type=int, help="only the first N photos")
-    p.add_argument("--kernel-draws", type=int, default=1, help="div2krk: this many kernels per photo (default 1)")
+    p.add_argument(
+        "--kernel-draws", type=cli.bounded_int(1), default=1, help="div2krk: this many kernels per photo (default 1)"
+    )
     p.add_argument("--kernel-estimator", type=Path, help="K:estimated: estimator weights (default: shipped)")
     p.add_argument("--json", type=Path)
     p.add_argument("--overwrite", action="store_true")
@@ -266,8 +266,6 @@ def main(argv=None):
         raise InputError(f"--steps: expected comma-separated integers, got {args.steps!r}") from None
     if any(n < 0 for n in steps) or not 0 <= args.noise < float("inf"):
         raise InputError("--steps and --noise must be >= 0")
-    if args.kernel_draws < 1:
-        raise InputError(f"--kernel-draws must be >= 1, got {args.kernel_draws}")
     weights = args.weights or default_weights(args.scale, "direct")
     inner_lr = load_inner_lr(weights)
     settings = [(s, parse_setting(s, n, inner_lr)) for n in steps for s in args.settings.split(";")]

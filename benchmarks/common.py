@@ -17,3 +17,10 @@ def save_json(path, obj, overwrite: bool = True) -> None:
 
     with atomic_write(path, overwrite=overwrite) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def add_unconditioned(parser) -> None:
+    """``--unconditioned``: the ablation that adapts from θ_M alone, the weights' basis V left out."""
+    parser.add_argument(
+        "--unconditioned", action="store_true", help="ablation: adapt from θ_M, leaving out the weights' basis V"
+    )

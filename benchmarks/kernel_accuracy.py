@@ -129,7 +129,7 @@ def main(argv=None) -> None:
     p.add_argument("--photos", help="instead of --hr: comma list of scikit-image photos, or 'more' (adaptation_sweep)")
     p.add_argument("--scale", type=int, default=2, choices=(2, 4))
     p.add_argument("--limit", type=int, help="only the first N images")
-    p.add_argument("--kernel-draws", type=int, default=1, help="this many kernels per image (default 1)")
+    p.add_argument("--kernel-draws", type=cli.bounded_int(1), default=1, help="this many kernels per image (default 1)")
     p.add_argument("--kernel-estimator", type=Path, help="estimator weights (default: shipped)")
     p.add_argument("--json", type=Path)
     p.add_argument("--table", nargs="+", type=Path, metavar="JSON", help="print the Markdown of saved --json runs")
@@ -137,8 +137,6 @@ def main(argv=None) -> None:
     if args.table:
         print(render([json.loads(path.read_text()) for path in args.table]))
         return
-    if args.kernel_draws < 1:
-        raise InputError(f"--kernel-draws must be >= 1, got {args.kernel_draws}")
     if args.photos:
         from benchmarks.adaptation_sweep import photo_names, photos
 

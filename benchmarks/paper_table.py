@@ -40,7 +40,7 @@ from typing import Protocol
 
 import numpy as np
 
-from benchmarks.common import format_table, save_json
+from benchmarks.common import add_unconditioned, format_table, save_json
 from mzsr_tf import cli
 from mzsr_tf.degradation import degrade
 from mzsr_tf.errors import InputError
@@ -514,9 +514,7 @@ def build_parser() -> cli.ArgumentParser:
     p.add_argument("--noise", default="0", help="comma list of LR noise levels, Gaussian σ in 0-255 units (default 0)")
     p.add_argument("--weights", type=Path, help="network weights for noadapt/mzsrN (default: shipped meta-weights)")
     p.add_argument("--kernel-estimator", type=Path, help="blind_ methods: estimator weights (default: shipped)")
-    p.add_argument(
-        "--unconditioned", action="store_true", help="ablation: adapt from θ_M, leaving out the weights' basis V"
-    )
+    add_unconditioned(p)
     p.add_argument(
         "--precision",
         default="auto",
