@@ -1,7 +1,7 @@
 """How close the blind kernel estimate is to the true kernel, per image, on the DIV2KRK-recipe benchmark.
 
 The estimator alone (no SR): for each HR image of ``--hr`` its ``blind_set`` kernel and LR, the estimate
-(``kernel_estimation.estimateernel``), its kernel PSNR (FKP) and its size against the true kernel's: the log
+(``kernel_estimation.estimate_kernel``), its kernel PSNR (FKP) and its size against the true kernel's: the log
 of the ratio of their areas, ½·log(det Σ_est / det Σ_true) (0: the right size; +0.35: twice the area, too blurry;
 negative: too sharp). The summary gives the mean (the estimator's bias on these photos) and the spread.
 
