@@ -46,10 +46,11 @@ def log_area_ratio(estimate, true, own=None) -> float:
 
 
 def log_eigen_error(estimate, true) -> float:
-    """|log μ1| + |log μ2|, μ the eigenvalues of Σ_true⁻¹ Σ_estimate: the error per direction, shape and size
-    (``kernel_estimation.log_eigen_loss``; 0: the same covariance)."""
-    mu = np.linalg.eigvals(np.linalg.solve(covariance(true), covariance(estimate))).real
-    return float(np.abs(np.log(mu)).sum())
+    """The direction error of two kernels' covariances, shape and size (``kernel_estimation.log_eigen_errors``,
+    exact; 0: the same covariance)."""
+    from mzsr_tf.kernel_estimation import log_eigen_errors
+
+    return float(log_eigen_errors(covariance(estimate).astype(np.float64), covariance(true).astype(np.float64), 0.0))
 
 
 def measure(images, set_name: str, scale: int, draws: int = 1, estimator=None) -> dict:

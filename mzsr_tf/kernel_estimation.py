@@ -33,6 +33,7 @@ __all__ = [
     "init_estimator",
     "estimate_covariance",
     "covariance_loss",
+    "log_eigen_errors",
     "log_eigen_loss",
     "COVARIANCE_LOSSES",
     "kernel_from_covariance",
@@ -168,18 +169,24 @@ def covariance_loss(pred, true):
     return tf.reduce_mean(tf.reduce_sum(tf.abs(pred - true), axis=[-2, -1]) / trace)
 
 
-def log_eigen_loss(pred, true):
-    """|log μ1| + |log μ2|, μ the eigenvalues of Σ_true⁻¹ Σ_pred: the error in each direction relative to the true
-    blur in that direction (the affine-invariant metric of covariances, in L1), so the narrow axis of an anisotropic
-    kernel counts as much as the wide one, as it does for SR."""
+def log_eigen_errors(pred, true, eps=1e-12):
+    """|log μ1| + |log μ2| per covariance, μ the eigenvalues of Σ_true⁻¹ Σ_pred: the error in each direction relative
+    to the true blur in that direction (the affine-invariant metric of covariances, in L1), so the narrow axis of an
+    anisotropic kernel counts as much as the wide one, as it does for SR. ``eps`` keeps the gradient finite where
+    the eigenvalues meet (training); 0 gives the exact value (evaluation)."""
     a, b, c = true[..., 0, 0], true[..., 0, 1], true[..., 1, 1]
     p, q, r = pred[..., 0, 0], pred[..., 0, 1], pred[..., 1, 1]
     det_true = a * c - b * b
     half_trace = (c * p - 2 * b * q + a * r) / det_true / 2  # tr(Σ_true⁻¹ Σ_pred) / 2
     det = (p * r - q * q) / det_true
-    spread = tf.sqrt(tf.maximum(tf.square(half_trace) - det, 0.0) + 1e-12)
-    mu1, mu2 = half_trace + spread, tf.maximum(half_trace - spread, 1e-12)
-    return tf.reduce_mean(tf.abs(tf.math.log(mu1)) + tf.abs(tf.math.log(mu2)))
+    spread = tf.sqrt(tf.maximum(tf.square(half_trace) - det, 0.0) + eps)
+    mu1, mu2 = half_trace + spread, tf.maximum(half_trace - spread, eps)
+    return tf.abs(tf.math.log(mu1)) + tf.abs(tf.math.log(mu2))
+
+
+def log_eigen_loss(pred, true):
+    """The mean of :func:`log_eigen_errors` over a batch: the estimator's ``log_eigen`` training loss."""
+    return tf.reduce_mean(log_eigen_errors(pred, true))
 
 
 COVARIANCE_LOSSES = {"relative_l1": covariance_loss, "log_eigen": log_eigen_loss}
