@@ -36,6 +36,7 @@ from mzsr_tf.kernels import (
     sample_blind_kernel,
     sample_kernel,
 )
+from mzsr_tf.metrics import gradient_energy
 from mzsr_tf.noise import son_noise_sigma_graph
 
 __all__ = [
@@ -76,9 +77,7 @@ def load_images(dirs, min_size: int) -> list[np.ndarray]:
 
 
 def _is_flat(patch: np.ndarray) -> bool:
-    p = patch.astype(np.float32) / 255.0
-    gx, gy = np.diff(p, axis=1), np.diff(p, axis=0)
-    energy = (np.square(gx).mean() + np.square(gy).mean()) / 2
+    energy = float(gradient_energy(patch.astype(np.float32) / 255.0))
     return np.log(energy + 1e-12) < FLAT_THRESHOLD
 
 

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from mzsr_tf.errors import InputError
 from mzsr_tf.kernels import Degradation, blind_offset, covariance_eigenvalues, gaussian_from_covariance
-from mzsr_tf.metrics import rgb_to_y
+from mzsr_tf.metrics import gradient_energy, rgb_to_y
 from mzsr_tf.model import ParamList
 
 __all__ = [
@@ -291,9 +291,7 @@ def textured_tiles(tiles, share: float = TEXTURED_SHARE):
     a few tiles is read off its most textured one). The estimator trains on textured patches only (flat ones are
     rejected, ``data.FLAT_THRESHOLD``); a photo's flat tiles (sky, walls) hold little but sensor and rounding
     noise, which reads as a sharp kernel. Builtin ops only (top-k), for LiteRT."""
-    gx = tiles[:, :, 1:] - tiles[:, :, :-1]
-    gy = tiles[:, 1:] - tiles[:, :-1]
-    energy = tf.reduce_mean(tf.square(gx), [1, 2, 3]) + tf.reduce_mean(tf.square(gy), [1, 2, 3])
+    energy = gradient_energy(tiles)
     n = tf.shape(tiles)[0]
     keep = tf.maximum(1, tf.cast(tf.round(tf.cast(n, tf.float32) * share), tf.int32))
     _, index = tf.math.top_k(energy, keep)

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from skimage.metrics import structural_similarity
 
-__all__ = ["to_uint8", "rgb_to_y", "modcrop", "shave", "psnr_y", "ssim_y"]
+__all__ = ["to_uint8", "rgb_to_y", "modcrop", "shave", "psnr_y", "ssim_y", "gradient_energy"]
 
 
 def to_uint8(x, precision=tf.float64):
@@ -37,6 +37,16 @@ def rgb_to_y(img, precision=tf.float64):
         return x[..., 0]
     r, g, b = x[..., 0], x[..., 1], x[..., 2]
     return tf.floor(16.0 + (65.481 * r + 128.553 * g + 24.966 * b) / 255.0 + 0.5)
+
+
+def gradient_energy(images):
+    """Mean squared difference between neighbours, horizontal and vertical averaged, per image of [..., h, w, c]
+    (MZSR ``MainSR``'s texture measure: patches with log energy below -6 of [0, 1] levels are flat). Builtin ops, for
+    LiteRT."""
+    images = tf.convert_to_tensor(images, tf.float32)
+    gx = images[..., :, 1:, :] - images[..., :, :-1, :]
+    gy = images[..., 1:, :, :] - images[..., :-1, :, :]
+    return (tf.reduce_mean(tf.square(gx), [-3, -2, -1]) + tf.reduce_mean(tf.square(gy), [-3, -2, -1])) / 2
 
 
 def modcrop(img, scale: int):

@@ -316,3 +316,16 @@ def test_rectangular_crops_come_from_images_upright_or_turned(astronaut_uint8):
     np.testing.assert_array_equal(square, sample_patches([astronaut_uint8], 2, (32, 32), np.random.default_rng(1)))
     with pytest.raises(InputError, match="at least 600x600"):
         kernel_tasks([astronaut_uint8], 1, 1, 600, 2)
+
+
+def test_flat_crops_are_rejected_as_mzsr_does():
+    """A photo half flat (sky) and half textured: every crop comes from the textured half (``FLAT_THRESHOLD``, MZSR
+    ``MainSR``), unless no try in ``_MAX_TRIES`` finds texture."""
+    from mzsr_tf.data import sample_patches
+
+    photo = np.full((64, 128, 3), 128, np.uint8)
+    photo[:, 64:] = np.random.default_rng(0).integers(0, 256, (64, 64, 3))
+    crops = sample_patches([photo], 8, 16, np.random.default_rng(0))
+    assert all((c != 128).any() for c in crops)  # none wholly in the sky (without the test, about 4 in 10 would be)
+    flat_only = sample_patches([photo[:, :64]], 2, 16, np.random.default_rng(0))
+    assert (flat_only == 128).all()  # nothing textured to find: the last try is kept

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import signal
 
-from mzsr_tf.metrics import modcrop, psnr_y, rgb_to_y, shave, ssim_y, to_uint8
+from mzsr_tf.metrics import gradient_energy, modcrop, psnr_y, rgb_to_y, shave, ssim_y, to_uint8
 
 C1, C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2  # SSIM stabilisers for peak 255 (Wang et al. K1, K2)
 SSIM_TOL = 1e-9  # both float64
@@ -181,3 +181,11 @@ def test_modcrop(h, w, scale):
     np.testing.assert_array_equal(out, img[: out.shape[0], : out.shape[1]])
     batched = modcrop(tf.constant(img[None]), scale)
     assert tuple(batched.shape) == (1, *out.shape)
+
+
+def test_gradient_energy_is_the_mean_squared_neighbour_difference_per_image():
+    stripes = np.tile([0.0, 1.0], (6, 3))[..., None]  # vertical stripes: every horizontal step is 1, no vertical one
+    flat = np.full((6, 6, 1), 0.3)
+    np.testing.assert_allclose(gradient_energy(np.stack([stripes, flat, stripes.transpose(1, 0, 2)])), [0.5, 0, 0.5])
+    ramp = np.linspace(0, 1, 11)[None, :, None] * np.ones((4, 1, 3))  # 0.1 a step across, on each channel
+    assert float(gradient_energy(ramp)) == pytest.approx(0.01 / 2)
