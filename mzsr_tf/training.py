@@ -734,9 +734,8 @@ def train(run: RunConfig, config, log=print) -> Path:
         if not all(stage.first_order(step) for step in range(start, run.steps)):
             second_order_step = make_step_fn(stage, variables, optimizers, strategy, False, run.jit)
         validate = tf.function(stage.validate)
-        writer = (
-            tf.summary.create_file_writer(str(Path(run.out) / "logs")) if chief else tf.summary.create_noop_writer()
-        )
+        writer = _summary_writer(chief, Path(run.out) / "logs")
+        samples_writer = None  # opened at the first sample: a run that writes none leaves no folder
         from tqdm import tqdm
 
         bar = tqdm(
@@ -777,8 +776,9 @@ def train(run: RunConfig, config, log=print) -> Path:
                     bar.set_postfix(loss=f"{float(loss):.4f}")
                 if (step + 1) % run.val_every == 0 or step + 1 == run.steps:
                     run_validation(step + 1)
-                x = stage.sample_input(val_batch)
-                if (step + 1) % run.sample_every == 0 and x is not None:
+            if (step + 1) % run.sample_every == 0 and (x := stage.sample_input(val_batch)) is not None:
+                samples_writer = samples_writer or _summary_writer(chief, Path(run.out) / SAMPLES_LOGS)
+                with samples_writer.as_default(step=step + 1):
                     tf.summary.image(
                         "samples/input_output",
                         tf.concat([x, tf.clip_by_value(forward(state.net.params, x), 0, 1)], 2),
@@ -789,6 +789,16 @@ def train(run: RunConfig, config, log=print) -> Path:
         bar.close()
         manager.save(checkpoint_number=run.steps)
         return finish()
+
+
+SAMPLES_LOGS = "logs/samples"
+"""Where a run's image samples go: pictures of its training data, apart from the scalars (``logs/``) that a
+campaign commits and the learning curve reads."""
+
+
+def _summary_writer(chief: bool, folder: Path):
+    """TensorBoard writer into ``folder``; workers other than the chief write nothing."""
+    return tf.summary.create_file_writer(str(folder)) if chief else tf.summary.create_noop_writer()
 
 
 def stage_config(stage: str, **overrides):

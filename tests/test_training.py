@@ -457,6 +457,24 @@ def test_bfloat16_pretraining_lowers_the_loss(data_dir, tmp_path, capsys):
     assert all(p.dtype == np.float32 for p in load_params(out / "final.weights.h5"))
 
 
+def test_image_samples_go_apart_from_the_scalars_a_campaign_commits(data_dir, tmp_path, capsys):
+    """Samples are pictures of the training photos: logs/ (the scalars) holds none, logs/samples holds them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "samples"
+    code, err = run(TINY_PRE + ["--data", data_dir, "--out", out, "--steps", "2", "--sample-every", "1"], capsys)
+    assert code == 0, err
+    scalars = EventAccumulator(str(out / "logs"), size_guidance={"tensors": 0}).Reload()
+    samples = EventAccumulator(str(out / "logs" / "samples"), size_guidance={"tensors": 0}).Reload()
+    assert "val/psnr" in scalars.Tags()["tensors"] and not any(
+        t.startswith("samples/") for t in scalars.Tags()["tensors"]
+    )
+    assert samples.Tags()["tensors"] == ["samples/input_output"]
+    assert [e.step for e in samples.Tensors("samples/input_output")] == [1, 2]
+    assert json.loads((out / "config.json").read_text())["run"]["sample_every"] == 1
+    assert run(TINY_PRE + ["--data", data_dir, "--out", tmp_path / "x", "--steps", "1", "--sample-every", "0"])[0] == 2
+
+
 def test_validation_averages_several_fixed_batches(data_dir, tmp_path, capsys):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -614,3 +632,17 @@ def test_a_run_from_before_frozen_groups_left_checkpoints_keeps_them_there(data_
     kept = _build_state(stage, run_config, config, strategy, record["frozen_in_checkpoint"]).checkpoint
     assert hasattr(kept, "model")  # θ stays in the checkpoint
     assert not hasattr(_build_state(stage, run_config, config, strategy).checkpoint, "model")
+
+
+def test_the_committed_campaign_logs_hold_scalars_only():
+    """The repo keeps the campaign's curves, never pictures of ../shared's training photos (logs/samples is ignored)."""
+    from tensorboard.compat.proto import event_pb2
+
+    files = sorted((ROOT / "campaign").rglob("events.out.tfevents.*"))
+    assert files
+    plugins = set()
+    for f in files:
+        for record in tf.data.TFRecordDataset(str(f)):
+            event = event_pb2.Event.FromString(record.numpy())
+            plugins |= {v.metadata.plugin_data.plugin_name for v in event.summary.value}
+    assert plugins == {"scalars"}, plugins

@@ -58,6 +58,12 @@ def build_parser(only_given: bool = False):
     p.add_argument("--val-every", type=int, default=250)
     p.add_argument("--val-batches", type=int, default=1, help="validation averages this many fixed batches")
     p.add_argument("--log-every", type=int, default=10)
+    p.add_argument(
+        "--sample-every",
+        type=int,
+        default=1000,
+        help="TensorBoard image samples every this many steps, in logs/samples",
+    )
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     pre = p.add_argument_group("pretrain")
     pre.add_argument("--batch-size", type=int, help="patches per step (32)")
@@ -154,7 +160,7 @@ def build_parser(only_given: bool = False):
 
 
 RUN_FIELDS = ("stage", "data", "out", "steps", "seed", "init", "strategy", "jit", "checkpoint_every", "log_every")
-RUN_FIELDS += ("val_every", "val_batches")
+RUN_FIELDS += ("val_every", "val_batches", "sample_every")
 
 
 def _apply_config(args, argv):
@@ -213,6 +219,7 @@ def main(argv=None):
         "val_every",
         "lr_decay_steps",
         "val_batches",
+        "sample_every",
     ):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -288,6 +295,7 @@ def main(argv=None):
         log_every=args.log_every,
         val_every=args.val_every,
         val_batches=args.val_batches,
+        sample_every=args.sample_every,
         progress=not args.no_progress,
     )
     set_seed(args.seed)
