@@ -2,7 +2,8 @@
 
 The images are scikit-image's colour photos (astronaut, chelsea, coffee, rocket, immunohistochemistry):
 neither training nor test images, so the choice does not peek at Set5/BSD100. Each is ``modcrop``-ed,
-degraded as in ``paper_table`` (uint8 LR) under each kernel, adapted from ``--weights`` with each
+degraded as in ``paper_table`` (uint8 LR) under each kernel, adapted from ``--weights`` (default: the shipped
+weights for the kernels' subsampling, as ``paper_table``; direct and bicubic kernels then do not mix) with each
 setting and super-resolved; the table is the mean PSNR-Y (border = scale) per kernel and setting.
 
 A setting is ``optimizer:rates``, rates a comma list (step i uses rates[min(i, len - 1)]) or
@@ -142,6 +143,17 @@ def parse_kernel(text: str) -> tuple[str, float | str | None]:
     return base, "kernelgan" if match["kernelgan"] else float(match["factor"] or 1.0)
 
 
+def shipped_subsample(kernels: list[str]) -> str:
+    """The subsampling of ``kernels`` (each checked by :func:`parse_kernel`), whose shipped weights a sweep without
+    ``--weights`` adapts: one set of weights serves the whole sweep, so direct and bicubic kernels do not mix."""
+    bases = [parse_kernel(k)[0] for k in kernels]
+    found = {"direct" if base == BLIND else resolve_degradation(base).subsample for base in bases}
+    if len(found) > 1:
+        raise InputError("--kernels mixes direct and bicubic subsampling, whose shipped weights differ: "
+                         "sweep them apart or pass --weights")  # fmt: skip
+    return found.pop()
+
+
 def _estimated(lr, scale: int, factor: float | str, estimate) -> Degradation:
     """The degradation to adapt under: KernelGAN's kernel, or ``estimate``'s covariance × ``factor``."""
     from mzsr_tf.kernel_estimation import kernel_from_covariance
@@ -243,7 +255,7 @@ def main(argv=None):
     p.add_argument("--noise", type=float, default=0.0, help="Gaussian σ of the LR noise, 0-255 units")
     p.add_argument("--kernels", default=PAPER_KERNELS)
     p.add_argument("--scale", type=int, default=2)
-    p.add_argument("--weights", type=Path, help="default: the shipped meta-weights")
+    p.add_argument("--weights", type=Path, help="default: the shipped meta-weights of the kernels' subsampling")
     add_unconditioned(p)
     p.add_argument("--photos", default="", help="comma list of scikit-image photos, or 'more' (default: the five)")
     p.add_argument("--limit", type=int, help="only the first N photos")
@@ -266,13 +278,11 @@ def main(argv=None):
         raise InputError(f"--steps: expected comma-separated integers, got {args.steps!r}") from None
     if any(n < 0 for n in steps) or not 0 <= args.noise < float("inf"):
         raise InputError("--steps and --noise must be >= 0")
-    weights = args.weights or default_weights(args.scale, "direct")
+    kernels = args.kernels.split(",")
+    weights = args.weights or default_weights(args.scale, shipped_subsample(kernels))
     inner_lr = load_inner_lr(weights)
     settings = [(s, parse_setting(s, n, inner_lr)) for n in steps for s in args.settings.split(";")]
-    kernels = args.kernels.split(",")
     names = photo_names(args.photos)
-    for k in kernels:
-        parse_kernel(k)
     images = photos(args.scale, names[: args.limit])  # before the weights: a bad name fails fast
     params = load_params(weights)
     basis = None if args.unconditioned else load_start_basis(weights)

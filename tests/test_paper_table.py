@@ -305,6 +305,19 @@ def test_adaptation_sweep_compares_settings_on_held_out_photos(tmp_path, capsys)
             adaptation_sweep.parse_setting(bad, 1, rates)
 
 
+def test_adaptation_sweep_defaults_to_the_weights_of_its_kernels_subsampling(tmp_path):
+    """Without --weights, g^b kernels adapt with the bicubic weights (as paper_table), and a mix is refused."""
+    from benchmarks import adaptation_sweep
+    from mzsr_tf.errors import InputError
+
+    assert adaptation_sweep.shipped_subsample(["g_b_1.3", "bicubic"]) == "bicubic"
+    assert adaptation_sweep.shipped_subsample(["g_d_2.0", "div2krk:estimated"]) == "direct"
+    out = tmp_path / "mixed.json"
+    with pytest.raises(InputError, match="mixes direct and bicubic"):
+        adaptation_sweep.main(["--limit", "1", "--kernels", "g_d_2.0,g_b_1.3", "--steps", "0", "--json", str(out)])
+    assert not out.exists()
+
+
 def test_adaptation_sweep_takes_learned_rates_step_lists_and_noise(tmp_path, capsys):
     from benchmarks import adaptation_sweep
     from mzsr_tf.model import init_params
