@@ -3,7 +3,7 @@
 The images are scikit-image's colour photos (astronaut, chelsea, coffee, rocket, immunohistochemistry):
 neither training nor test images, so the choice does not peek at Set5/BSD100. Each is ``modcrop``-ed,
 degraded as in ``paper_table`` (uint8 LR) under each kernel, adapted from ``--weights`` (default: the shipped
-weights for the kernels' subsampling, as ``paper_table``; direct and bicubic kernels then do not mix) with each
+bicubic weights when every kernel is bicubic-subsampled, else the direct ones) with each
 setting and super-resolved; the table is the mean PSNR-Y (border = scale) per kernel and setting.
 
 A setting is ``optimizer:rates``, rates a comma list (step i uses rates[min(i, len - 1)]) or
@@ -144,14 +144,12 @@ def parse_kernel(text: str) -> tuple[str, float | str | None]:
 
 
 def shipped_subsample(kernels: list[str]) -> str:
-    """The subsampling of ``kernels`` (each checked by :func:`parse_kernel`), whose shipped weights a sweep without
-    ``--weights`` adapts: one set of weights serves the whole sweep, so direct and bicubic kernels do not mix."""
+    """The subsampling whose shipped weights a sweep without ``--weights`` adapts with (each kernel checked by
+    :func:`parse_kernel`): one set of weights serves the whole sweep, so the bicubic weights only when every kernel
+    is bicubic-subsampled, else the direct ones (the paper's four kernels, g^b_1.3 among them, as before)."""
     bases = [parse_kernel(k)[0] for k in kernels]
     found = {"direct" if base == BLIND else resolve_degradation(base).subsample for base in bases}
-    if len(found) > 1:
-        raise InputError("--kernels mixes direct and bicubic subsampling, whose shipped weights differ: "
-                         "sweep them apart or pass --weights")  # fmt: skip
-    return found.pop()
+    return "bicubic" if found == {"bicubic"} else "direct"
 
 
 def _estimated(lr, scale: int, factor: float | str, estimate) -> Degradation:
@@ -255,7 +253,7 @@ def main(argv=None):
     p.add_argument("--noise", type=float, default=0.0, help="Gaussian σ of the LR noise, 0-255 units")
     p.add_argument("--kernels", default=PAPER_KERNELS)
     p.add_argument("--scale", type=int, default=2)
-    p.add_argument("--weights", type=Path, help="default: the shipped meta-weights of the kernels' subsampling")
+    p.add_argument("--weights", type=Path, help="default: shipped, bicubic for g^b kernels alone, else direct")
     add_unconditioned(p)
     p.add_argument("--photos", default="", help="comma list of scikit-image photos, or 'more' (default: the five)")
     p.add_argument("--limit", type=int, help="only the first N photos")
