@@ -13,7 +13,7 @@ times F, an ablation of their size), optionally followed
 by ``/precision=bfloat16``, ``/crop=N`` (each update on one random N² window of the pair), ``/seed=S``,
 ``/eps=E`` (Adam's ε), ``/son=auto`` or ``/son=σ`` (Gaussian noise on the LR son, 0–255 units; ``auto``:
 the image's own, ``mzsr_tf.noise``), ``/guard=0|1`` (``AdaptConfig.keep_best``) and ``/backtrack=0|1``
-(``AdaptConfig.backtrack``, SGD; ``learned`` takes only these two)::
+(``AdaptConfig.backtrack``, SGD; ``learned`` takes only these two and ``/son``)::
 
     python -m benchmarks.adaptation_sweep --settings "sgd:default;adam:1e-4;adam:1.5e-4;adam:2e-4" \\
         --json benchmarks/results/adaptation_sweep.json
@@ -57,6 +57,16 @@ ESTIMATED = re.compile(r"estimated(?:\*(?P<factor>\d+(?:\.\d+)?))?|(?P<kernelgan
 PAPER_KERNELS = "g_d_0.2,g_d_2.0,g_d_ani,g_b_1.3"
 
 
+def son_sigma(text: str, setting: str):
+    """``/son=S``: the son's noise, 'auto' (estimated from the image) or σ in 0-255 units (AdaptConfig.noise_sigma)."""
+    if text == "auto":
+        return "auto"
+    try:
+        return float(text) / 255.0
+    except ValueError:
+        raise InputError(f"setting {setting!r}: /son= takes 'auto' or a σ in 0-255 units") from None
+
+
 def parse_setting(text: str, steps: int, inner_lr=None) -> AdaptConfig:
     """``'adam:1.5e-4'`` / ``'sgd:default'`` / ``'adam:default/precision=bfloat16/crop=128'`` / ``'learned'`` → an
     AdaptConfig (``learned`` takes ``inner_lr``, the weights' meta-learned rates)."""
@@ -72,14 +82,18 @@ def parse_setting(text: str, steps: int, inner_lr=None) -> AdaptConfig:
     if optimizer == "learned":
         if inner_lr is None:
             raise InputError(f"setting {text!r}: the weights carry no learned rates")
-        if rates or options:
-            raise InputError(f"setting {text!r}: 'learned' takes no rates or options but /guard=0|1, /backtrack=0|1")
+        son = [o.removeprefix("son=") for o in options if o.startswith("son=")]
+        if rates or len(son) != len(options):
+            raise InputError(
+                f"setting {text!r}: 'learned' takes no rates or options but /guard=0|1, /backtrack=0|1, /son=S"
+            )
         try:
             factor = float(factor or 1.0)
         except ValueError:
             raise InputError(f"setting {text!r}: learned*F takes a number F") from None
         scaled = np.array(inner_lr, np.float32)
         scaled[:, : len(PARAM_SPECS)] *= factor  # the rates, not a kernel-conditioned table's slopes
+        flags |= {"noise_sigma": son_sigma(son[-1], text)} if son else {}
         return AdaptConfig.learned(scaled, steps=steps, **flags)
     if factor:
         raise InputError(f"setting {text!r}: only 'learned' takes a factor (learned*F)")
@@ -88,9 +102,8 @@ def parse_setting(text: str, steps: int, inner_lr=None) -> AdaptConfig:
         extra = {**dict(option.split("=", 1) for option in options), **flags}
         if set(extra) - {"precision", "crop", "seed", "eps", "son", "keep_best", "backtrack"}:
             raise ValueError
-        if "son" in extra:  # the son's noise: 'auto' (estimated from the image) or σ in 0-255 units
-            son = extra.pop("son")
-            extra["noise_sigma"] = "auto" if son == "auto" else float(son) / 255.0
+        if "son" in extra:
+            extra["noise_sigma"] = son_sigma(extra.pop("son"), text)
         if "seed" in extra:
             extra["seed"] = int(extra["seed"])
         if "eps" in extra:
@@ -245,7 +258,7 @@ def saved_rows(paths) -> list[dict]:
 
 
 def main(argv=None):
-    from mzsr_tf.weights import default_weights, load_inner_lr, load_params, load_start_basis
+    from mzsr_tf.weights import default_weights, fingerprint, load_inner_lr, load_params, load_start_basis
 
     p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--settings", default="sgd:default;adam:default", help="';'-separated optimizer:rates")
@@ -288,7 +301,8 @@ def main(argv=None):
                  args.kernel_estimator)  # fmt: skip
     print(f"{args.steps} steps, mean PSNR-Y (dB) over {', '.join(images)}\n" + table(rows))
     if args.json:
-        results = {"weights": str(args.weights or "shipped"), "steps": steps, "noise": args.noise, "rows": rows}
+        results = {"weights": str(args.weights or "shipped"), "weights_sha1": fingerprint(weights), "steps": steps}
+        results |= {"noise": args.noise, "rows": rows}
         results |= {"kernel_draws": args.kernel_draws} if args.kernel_draws > 1 else {}
         results |= {"kernel_estimator": str(args.kernel_estimator)} if args.kernel_estimator else {}
         results |= {"conditioned_start": True} if basis is not None else {}

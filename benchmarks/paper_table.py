@@ -120,6 +120,13 @@ def _weights(args: argparse.Namespace):
     return model_for
 
 
+def _weights_sha1(args: argparse.Namespace):
+    """subsample → the SHA-1 of the weights ``_weights`` loads for it (``weights.fingerprint``): which file ran."""
+    from mzsr_tf.weights import default_weights, fingerprint
+
+    return functools.cache(lambda subsample: fingerprint(args.weights or default_weights(args.scale, subsample)))
+
+
 def make_mzsr(args: argparse.Namespace, steps: str = "0", official: str | None = None) -> Method:
     """MZSR(n): ``steps`` meta-test updates from ``--weights`` (θ_M), then SR; ``noadapt`` is n = 0.
 
@@ -129,7 +136,7 @@ def make_mzsr(args: argparse.Namespace, steps: str = "0", official: str | None =
     """
     from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
 
-    model_for = _weights(args)
+    model_for, weights_sha1 = _weights(args), _weights_sha1(args)
 
     def config_for(scale: int, subsample: str) -> AdaptConfig:  # the official schedule: the model's rates, float32
         if official:
@@ -148,7 +155,8 @@ def make_mzsr(args: argparse.Namespace, steps: str = "0", official: str | None =
         adapts = {"optimizer": config.rule, "keep_best": config.keep_best, "precision": config.compute_precision,
                   "son_noise": config.noise_sigma, **({"backtrack": True} if config.backtrack else {})}  # fmt: skip
         start = {"conditioned_start": True} if model_for(subsample).start_basis is not None else {}
-        return {"weights": str(args.weights or "shipped"), **start, **(adapts if config.steps else {})}
+        weights = {"weights": str(args.weights or "shipped"), "weights_sha1": weights_sha1(subsample)}
+        return {**weights, **start, **(adapts if config.steps else {})}
 
     mzsr.settings = settings
     return mzsr

@@ -4,8 +4,15 @@ Immerkær, *Fast Noise Variance Estimation*, CVIU 1996: the image is filtered wi
 Laplacians, which cancels smooth structure, and σ = √(π/2) · mean|I ⊛ M| / 6. Edges and texture leak
 into that mean, so here it is taken over the quietest part of the image: the ``QUIET_PERCENTILE``-th
 percentile of its 8×8 block means (noise is everywhere, structure is not), per colour channel (the noise
-the son gets is drawn per channel), averaged, in [0, 1] units. It errs low: the son is never made
-noisier than the photo. Graph code, so the SavedModel estimates in the graph exactly as ``adapt.py``.
+the son gets is drawn per channel), averaged, in [0, 1] units. That percentile reads white noise low by a
+fixed factor, ``QUIET_BIAS`` (the low tail of the block means), and a clean 8-bit photo reads above 0
+(quantisation, texture, aliasing).
+
+Two readings come of it. The son's noise (:func:`son_noise_sigma_graph`) is the photo's own σ: the reading
+above ``SON_FLOOR`` (a clean photo's son gets none), divided by ``QUIET_BIAS``, so a photo with a little noise
+adapts on a son as noisy as itself. The start's noise feature (:func:`noise_feature_graph`, the σ̂ of
+``conditioning``) is the reading above ``NOISE_FLOOR``, as the shipped weights were meta-trained on it.
+Graph code, so the SavedModel estimates in the graph exactly as ``adapt.py``.
 """
 
 from __future__ import annotations
@@ -16,11 +23,13 @@ import numpy as np
 import tensorflow as tf
 
 __all__ = [
-    "NOISE_FLOOR", "QUIET_PERCENTILE", "estimate_noise_sigma", "noise_sigma_graph", "son_noise_sigma",
-    "son_noise_sigma_graph",
+    "NOISE_FLOOR", "SON_FLOOR", "QUIET_BIAS", "QUIET_PERCENTILE", "estimate_noise_sigma", "noise_sigma_graph",
+    "noise_feature", "noise_feature_graph", "son_noise_sigma", "son_noise_sigma_graph",
 ]  # fmt: skip
 
-NOISE_FLOOR = 1.0 / 255.0  # what the estimator reads on clean 8-bit photos (quantisation, texture)
+NOISE_FLOOR = 1.0 / 255.0  # the start's feature: the reading above this (as the weights were meta-trained)
+SON_FLOOR = 0.5 / 255.0  # the son's noise: the reading above this, about what clean smooth photos read
+QUIET_BIAS = 0.747  # the reading of white Gaussian noise of σ = 1 (the 5th percentile of its block means)
 QUIET_PERCENTILE = 5.0  # the estimate's share of the image: its quietest 8x8 blocks
 BLOCK = 8
 _LAPLACIAN_DIFFERENCE = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
@@ -58,17 +67,37 @@ def noise_sigma_graph(image):
     return tf.cond(tf.reduce_min(tf.shape(x)[:2]) >= 3, quiet_level, lambda: tf.constant(0.0))
 
 
+def _above(reading, floor: float):
+    """√(max(reading² − floor², 0)): a reading with the clean photo's share taken out."""
+    return tf.sqrt(tf.maximum(tf.square(reading) - floor**2, 0.0))
+
+
 def son_noise_sigma_graph(image):
-    """The σ to give an LR son so that it is as noisy as ``image``: the estimate above the clean floor,
-    √(max(σ̂² − floor², 0)) (a clean photo's son gets none). Graph code."""
-    return tf.sqrt(tf.maximum(tf.square(noise_sigma_graph(image)) - NOISE_FLOOR**2, 0.0))
+    """The σ to give an LR son so that it is as noisy as ``image``: the reading above ``SON_FLOOR``, divided by
+    ``QUIET_BIAS`` (a clean photo's son gets none). Graph code."""
+    return _above(noise_sigma_graph(image), SON_FLOOR) / QUIET_BIAS
+
+
+def noise_feature_graph(image):
+    """σ̂, the noise level the conditioned start reads (``conditioning.start_features``): the reading above
+    ``NOISE_FLOOR``. Graph code."""
+    return _above(noise_sigma_graph(image), NOISE_FLOOR)
+
+
+def _of_array(fn, image) -> float:
+    return float(fn(tf.constant(np.asarray(image, np.float32))))
 
 
 def estimate_noise_sigma(image) -> float:
     """:func:`noise_sigma_graph` of an array (H×W×C or H×W, floats in [0, 1])."""
-    return float(noise_sigma_graph(tf.constant(np.asarray(image, np.float32))))
+    return _of_array(noise_sigma_graph, image)
 
 
 def son_noise_sigma(image) -> float:
     """:func:`son_noise_sigma_graph` of an array."""
-    return float(son_noise_sigma_graph(tf.constant(np.asarray(image, np.float32))))
+    return _of_array(son_noise_sigma_graph, image)
+
+
+def noise_feature(image) -> float:
+    """:func:`noise_feature_graph` of an array."""
+    return _of_array(noise_feature_graph, image)

@@ -46,7 +46,7 @@ from mzsr_tf.kernel_estimation import (
 from mzsr_tf.kernels import KERNEL_FEATURES, resolve_degradation
 from mzsr_tf.meta import MetaConfig, fast_adapt, meta_objective, task_rates, task_start
 from mzsr_tf.model import PARAM_NAMES, MZSRNet, forward
-from mzsr_tf.weights import load_inner_lr, load_params, load_start_basis, save_params
+from mzsr_tf.weights import fingerprint, load_inner_lr, load_params, load_start_basis, save_params
 
 __all__ = ["PretrainConfig", "RunConfig", "StepDecay", "make_strategy", "is_chief", "train"]
 
@@ -424,18 +424,6 @@ def data_fingerprint(dirs) -> str:
     return digest.hexdigest()
 
 
-def init_fingerprint(path) -> str:
-    """A digest of the ``--init`` weights (a file, or a checkpoint's files): a resume reloads frozen groups from it."""
-    path = Path(path)
-    if path.is_dir():
-        path = Path(tf.train.latest_checkpoint(str(path)) or path)
-    files = [path] if path.is_file() else sorted(path.parent.glob(path.name.removesuffix(".index") + ".*"))
-    digest = hashlib.sha1()
-    for f in files:
-        digest.update(f.read_bytes())
-    return digest.hexdigest()
-
-
 def _check_run_dir(run: RunConfig, config) -> tuple[dict, list[str]]:
     """Refuse a run folder that holds another run (unless resuming it with the same settings and data).
 
@@ -453,7 +441,7 @@ def _check_run_dir(run: RunConfig, config) -> tuple[dict, list[str]]:
         "frozen": frozen_groups(config),
     }
     if run.init and record["frozen"]:  # the frozen groups are reloaded from --init on every resume
-        record["init_fingerprint"] = init_fingerprint(run.init)
+        record["init_fingerprint"] = fingerprint(run.init)  # a resume reloads frozen groups from it
     changed_recipe: list[str] = []
     if run.resume and saved.exists():
         try:

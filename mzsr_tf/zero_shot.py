@@ -52,7 +52,7 @@ from mzsr_tf.imresize import output_length, shift_reach, upscale
 from mzsr_tf.kernels import KERNEL_FEATURES, Degradation, kernel_features, kernel_offset
 from mzsr_tf.meta import kernel_rates
 from mzsr_tf.model import PARAM_SPECS, forward
-from mzsr_tf.noise import son_noise_sigma
+from mzsr_tf.noise import noise_feature, son_noise_sigma
 from mzsr_tf.optim import Adam, adam, descend, sgd, zero_moments
 
 __all__ = [
@@ -605,13 +605,12 @@ def zero_shot_sr(
     is estimated (``Degradation.estimated``, ``conditioning``)."""
     lr_image = np.asarray(lr_image, np.float32)
     s = check_input(lr_image, degradation, scale)
-    sigma = son_noise_sigma(lr_image) if start_basis is not None or config.noise_sigma == "auto" else None
     if start_basis is not None:
+        sigma = noise_feature(lr_image)
         params = conditioned_start(params, start_basis, start_features(degradation.blur, sigma, degradation.estimated))
     t0 = time.perf_counter()
-    if config.steps > 0:  # the son's noise: the same reading, taken once
-        own = dataclasses.replace(config, noise_sigma=sigma) if config.noise_sigma == "auto" else config
-        fast, losses, updates = adapt(params, lr_image, degradation, s, own)
+    if config.steps > 0:
+        fast, losses, updates = adapt(params, lr_image, degradation, s, config)
     else:
         fast, losses, updates = [tf.convert_to_tensor(p, tf.float32) for p in params], np.zeros([0], np.float32), 0
     t1 = time.perf_counter() if config.steps > 0 else t0  # no steps: no adaptation time

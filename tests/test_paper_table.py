@@ -253,11 +253,14 @@ def test_adaptation_sweep_compares_settings_on_held_out_photos(tmp_path, capsys)
     """One photo, one kernel, two settings: JSON rows per setting, a Markdown table, bad settings refused."""
     from benchmarks import adaptation_sweep
     from mzsr_tf.errors import InputError
+    from mzsr_tf.weights import default_weights, fingerprint
 
     out = tmp_path / "sweep.json"
     argv = ["--limit", "1", "--kernels", "g_d_2.0", "--steps", "1", "--settings", "sgd:default;adam:2e-4", "--json"]
     adaptation_sweep.main([*argv, str(out)])
-    rows = json.loads(out.read_text())["rows"]
+    saved = json.loads(out.read_text())
+    rows = saved["rows"]
+    assert saved["weights"] == "shipped" and saved["weights_sha1"] == fingerprint(default_weights(2, "direct"))
     assert [(r["setting"], r["steps"], list(r["per_image"])) for r in rows] == [
         ("sgd:default", 1, ["astronaut"]),
         ("adam:2e-4", 1, ["astronaut"]),
@@ -280,6 +283,10 @@ def test_adaptation_sweep_compares_settings_on_held_out_photos(tmp_path, capsys)
     np.testing.assert_array_equal(adaptation_sweep.parse_setting("learned", 7, rates).layer_rates, rates)
     assert adaptation_sweep.parse_setting("learned", 7, rates).keep_best
     assert not adaptation_sweep.parse_setting("learned/guard=0", 7, rates).keep_best
+    assert adaptation_sweep.parse_setting("learned/son=2.55", 7, rates).noise_sigma == pytest.approx(0.01)
+    assert adaptation_sweep.parse_setting("adam:default/son=auto", 7).noise_sigma == "auto"
+    with pytest.raises(InputError, match="son"):
+        adaptation_sweep.parse_setting("learned/son=loud", 7, rates)
     # --unconditioned: the ablation starts from θ_M, not θ(k, σ̂), and its JSON does not claim the conditioned start
     runs = {}
     for flag in ([], ["--unconditioned"]):
@@ -427,29 +434,34 @@ def test_mzsr_takes_the_shipped_weights_of_each_kernels_subsampling(tmp_path):
 def test_precision_flag_reaches_mzsr_but_not_the_official_schedule(hr_folder, tmp_path, capsys):
     """--precision float32 / bfloat16: different MZSR(1) rows; the official schedule is float32 either way.
 
-    Rows record what ran, 'auto' resolved for this machine."""
+    Rows record what ran, 'auto' resolved for this machine, and which weights file."""
+    from mzsr_tf.weights import default_weights, fingerprint
     from mzsr_tf.zero_shot import AdaptConfig
 
     rows = {}
     for precision in ("float32", "bfloat16", "auto"):
         out = tmp_path / f"{precision}.json"
         argv = ["--hr", hr_folder, "--kernels", "bicubic", "--methods", "mzsr1,mzsr1_official", "--limit", "1"]
+        argv += ["--son-noise", "0"]  # a clean son: the small test photo's aliasing reads as noise
         assert _run(capsys, *argv, "--precision", precision, "--json", out)[0] == 0
         results = json.loads(out.read_text())["results"]
         rows[precision] = {r["method"]: r["psnr_y"] for r in results}
         settings = {r["method"]: r["settings"] for r in results}  # what ran, resolved
         resolved = AdaptConfig(precision=precision).compute_precision
+        sha1 = fingerprint(default_weights(2, "bicubic"))  # which file "shipped" was
         assert settings["mzsr1"] == {  # the shipped bicubic weights carry learned rates: their rule, guarded (a
-            # plain bicubic LR, whose first update gains, so the guard keeps it), from their conditioned start
+            # plain bicubic LR and a clean son, whose first update gains, so the guard keeps it), from their start
             "weights": "shipped",
+            "weights_sha1": sha1,
             "conditioned_start": True,
             "optimizer": "learned",
             "keep_best": True,
             "precision": resolved,
-            "son_noise": "auto",
+            "son_noise": 0.0,
         }
         official = {
             "weights": "shipped",
+            "weights_sha1": sha1,
             "conditioned_start": True,
             "optimizer": "sgd",
             "keep_best": False,

@@ -6,6 +6,7 @@ MZSR TF1 layout, or ``train.py``'s); every write is atomic.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ __all__ = [
     "WEIGHTS_DIR",
     "INNER_LR",
     "default_weights",
+    "fingerprint",
     "load_params",
     "save_params",
     "load_inner_lr",
@@ -30,6 +32,18 @@ __all__ = [
 ]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
+
+
+def fingerprint(path) -> str:
+    """A SHA-1 digest of weights (a file, or a checkpoint's files): which weights a run or a result came from."""
+    path = Path(path)
+    if path.is_dir():
+        path = Path(tf.train.latest_checkpoint(str(path)) or path)
+    files = [path] if path.is_file() else sorted(path.parent.glob(path.name.removesuffix(".index") + ".*"))
+    digest = hashlib.sha1()
+    for f in files:
+        digest.update(f.read_bytes())
+    return digest.hexdigest()
 
 
 def default_weights(scale: int = 2, subsample: str = "direct") -> Path:
