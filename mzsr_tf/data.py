@@ -304,7 +304,7 @@ def kernel_tasks(
         if task_noise:
             lr = _task_noise(lr, _blind_seed(seed * 1000 + 900 + t, step), task_noise)
         k, _ = estimate_graph(estimator, lr[0], scale)
-        sigma = noise_feature_graph(lr[0]), son_noise_sigma_graph(lr[0])
+        sigma = noise_feature_graph(lr[0]), son_noise_sigma_graph(lr[0])  # (the start's σ̂, the son's σ)
         seed_t, size = _blind_seed(seed * 1000 + 800 + t, step), patch // scale
         corners = tf.stack([tf.random.stateless_uniform([per_task], seed_t + i, 0, (c - patch) // scale + 1, tf.int32)
                             for i, c in enumerate(_hw(blind_context))], axis=1)  # fmt: skip
@@ -327,7 +327,7 @@ def kernel_tasks(
         if task_noise:
             lr = _task_noise(lr, _blind_seed(seed * 1000 + 900 + t, step), task_noise)
         photo = tf.concat(tf.unstack(lr), axis=1)  # the patches side by side, as one photo
-        sigma = noise_feature_graph(photo), son_noise_sigma_graph(photo)
+        sigma = noise_feature_graph(photo), son_noise_sigma_graph(photo)  # (the start's σ̂, the son's σ)
         return upscale(lr, scale, tf.shape(hr)[1:3], offset), lr, k, sigma, hr, False
 
     def tasks(step, hr, crops=None):
