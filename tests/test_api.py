@@ -43,7 +43,7 @@ def test_learned_rates_are_the_default_update_rule(photo, tmp_path):
     weights = save_params(init_params(4), tmp_path / "lslr.weights.h5", inner_lr=rates)
     model = mzsr_tf.ZeroShotSR.from_weights(weights)
     assert model.adapt_config(3).layer_rates is not None and model.adapt_config(3, optimizer="adam").optimizer == "adam"
-    sgd = AdaptConfig.official(steps=3, learning_rates=(1e-2,), precision="auto")
+    sgd = AdaptConfig.official(steps=3, learning_rates=(1e-2,), precision="auto", noise_sigma="auto", keep_best=True)
     expected = zero_shot_sr(init_params(4), photo / np.float32(255), resolve_degradation("g_d_2.0"), 2, sgd).sr
     np.testing.assert_allclose(model.super_resolve(photo / np.float32(255), "g_d_2.0", 3), expected, atol=2e-3)
 
