@@ -106,25 +106,30 @@ def make_bicubic(args: argparse.Namespace) -> Method:
     return bicubic
 
 
-def _weights(args: argparse.Namespace):
-    """subsample → ``api.ZeroShotSR``: ``--weights`` for every kernel, else the shipped weights for that
-    subsampling (as adapt.py), with their learned rates if they carry them."""
-    from mzsr_tf.api import ZeroShotSR
+def _weights_file(args: argparse.Namespace, subsample: str):
+    """``--weights`` for every kernel, else the shipped weights for that subsampling (as adapt.py)."""
     from mzsr_tf.weights import default_weights
+
+    return args.weights or default_weights(args.scale, subsample)
+
+
+def _weights(args: argparse.Namespace):
+    """subsample → ``api.ZeroShotSR`` of :func:`_weights_file`, with its learned rates if it carries them."""
+    from mzsr_tf.api import ZeroShotSR
 
     @functools.cache
     def model_for(subsample: str):
-        model = ZeroShotSR.from_weights(args.weights or default_weights(args.scale, subsample), args.scale, subsample)
+        model = ZeroShotSR.from_weights(_weights_file(args, subsample), args.scale, subsample)
         return replace(model, start_basis=None) if args.unconditioned else model
 
     return model_for
 
 
 def _weights_sha1(args: argparse.Namespace):
-    """subsample → the SHA-1 of the weights ``_weights`` loads for it (``weights.fingerprint``): which file ran."""
-    from mzsr_tf.weights import default_weights, fingerprint
+    """subsample → the SHA-1 of :func:`_weights_file` (``weights.fingerprint``): which file ran."""
+    from mzsr_tf.weights import fingerprint
 
-    return functools.cache(lambda subsample: fingerprint(args.weights or default_weights(args.scale, subsample)))
+    return functools.cache(lambda subsample: fingerprint(_weights_file(args, subsample)))
 
 
 def make_mzsr(args: argparse.Namespace, steps: str = "0", official: str | None = None) -> Method:
