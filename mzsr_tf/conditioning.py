@@ -3,8 +3,8 @@
 MMAML's task-aware modulation of the initialisation (Vuorio et al., NeurIPS 2019) with the task embedding given
 rather than inferred: the meta-test knows the photo's kernel (blind SR estimates it), so adaptation starts from a
 point meant for that kernel instead of one θ_M for all of them. The photo's noise level is given too, as the
-estimate σ̂ the meta-test reads off the LR (``noise.noise_feature_graph``): a start that sharpens a clean photo
-would sharpen a noisy one's noise. The network at inference is unchanged (8 convs,
+estimate σ̂ the meta-test reads off the LR (``noise.noise_levels_graph``, its ``feature``): a start that sharpens
+a clean photo would sharpen a noisy one's noise. The network at inference is unchanged (8 convs,
 225,091 parameters); the weights file carries the basis V, one tensor per parameter with a leading axis of
 ``START_FEATURES``.
 

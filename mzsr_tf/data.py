@@ -37,7 +37,7 @@ from mzsr_tf.kernels import (
     sample_kernel,
 )
 from mzsr_tf.metrics import gradient_energy
-from mzsr_tf.noise import noise_feature_graph, son_noise_sigma_graph
+from mzsr_tf.noise import noise_levels_graph
 
 __all__ = [
     "load_images",
@@ -271,7 +271,7 @@ def kernel_tasks(
     """Batches of ``meta_batch`` tasks, (x_tr, y_tr, x_te, y_te, φ, φ_start): ``task_batch`` patches apiece in each
     pair and the features of the task's kernel as the meta-test is given it (``kernels.kernel_features``), and of
     its kernel and LR noise as the meta-test reads them (``conditioning.start_features``: σ̂ by
-    ``noise.noise_feature_graph`` on the task's LR patches side by side, as on a photo).
+    ``noise.noise_levels_graph`` on the task's LR patches side by side, as on a photo).
 
     One kernel k ~ p(k) per task (paper Sec. 4.2; eigenvalues from ``min_variance``, ``sample_kernel``);
     LR = (HR ⊛ k)↓s (+ noise), rounded to uint8 levels; x = bicubic↑(LR), y = HR. The first ``blind_tasks``
@@ -304,7 +304,7 @@ def kernel_tasks(
         if task_noise:
             lr = _task_noise(lr, _blind_seed(seed * 1000 + 900 + t, step), task_noise)
         k, _ = estimate_graph(estimator, lr[0], scale)
-        sigma = noise_feature_graph(lr[0]), son_noise_sigma_graph(lr[0])  # (the start's σ̂, the son's σ)
+        sigma = noise_levels_graph(lr[0])  # the start's σ̂ and the son's σ
         seed_t, size = _blind_seed(seed * 1000 + 800 + t, step), patch // scale
         corners = tf.stack([tf.random.stateless_uniform([per_task], seed_t + i, 0, (c - patch) // scale + 1, tf.int32)
                             for i, c in enumerate(_hw(blind_context))], axis=1)  # fmt: skip
@@ -327,7 +327,7 @@ def kernel_tasks(
         if task_noise:
             lr = _task_noise(lr, _blind_seed(seed * 1000 + 900 + t, step), task_noise)
         photo = tf.concat(tf.unstack(lr), axis=1)  # the patches side by side, as one photo
-        sigma = noise_feature_graph(photo), son_noise_sigma_graph(photo)  # (the start's σ̂, the son's σ)
+        sigma = noise_levels_graph(photo)  # the start's σ̂ and the son's σ
         return upscale(lr, scale, tf.shape(hr)[1:3], offset), lr, k, sigma, hr, False
 
     def tasks(step, hr, crops=None):
@@ -338,9 +338,9 @@ def kernel_tasks(
         ))  # fmt: skip
         hr = tf.stack(hr)
         features = tf.stack([kernel_features(k[t]) for t in range(meta_batch)])
-        start = tf.stack([start_features(k[t], sigma[t][0], estimated[t]) for t in range(meta_batch)])
+        start = tf.stack([start_features(k[t], sigma[t].feature, estimated[t]) for t in range(meta_batch)])
         if support == "son":
-            son, father = zip(*(training_pair(lr[t], k[t], scale, subsample, sigma[t][1],
+            son, father = zip(*(training_pair(lr[t], k[t], scale, subsample, sigma[t].son,
                                               _blind_seed(seed * 1000 + 950 + t, step))
                                 for t in range(meta_batch)))  # fmt: skip
             return tf.stack(son), tf.stack(father), tf.stack(x), hr, features, start

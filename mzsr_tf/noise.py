@@ -8,9 +8,9 @@ the son gets is drawn per channel), averaged, in [0, 1] units. That percentile r
 fixed factor, ``QUIET_BIAS`` (the low tail of the block means), and a clean 8-bit photo reads above 0
 (quantisation, texture, aliasing).
 
-Two readings come of it. The son's noise (:func:`son_noise_sigma_graph`) is the photo's own σ: the reading
-above ``SON_FLOOR`` (a clean photo's son gets none), divided by ``QUIET_BIAS``, so a photo with a little noise
-adapts on a son as noisy as itself. The start's noise feature (:func:`noise_feature_graph`, the σ̂ of
+Two levels come of one reading (:func:`noise_levels_graph`). The son's noise (``NoiseLevels.son``) is the photo's
+own σ: the reading above ``SON_FLOOR`` (a clean photo's son gets none), divided by ``QUIET_BIAS``, so a photo with a
+little noise adapts on a son as noisy as itself. The start's noise feature (``NoiseLevels.feature``, the σ̂ of
 ``conditioning``) is the reading above ``NOISE_FLOOR``, as the shipped weights were meta-trained on it.
 Graph code, so the SavedModel estimates in the graph exactly as ``adapt.py``.
 """
@@ -18,13 +18,14 @@ Graph code, so the SavedModel estimates in the graph exactly as ``adapt.py``.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
 __all__ = [
-    "NOISE_FLOOR", "SON_FLOOR", "QUIET_BIAS", "QUIET_PERCENTILE", "estimate_noise_sigma", "noise_sigma_graph",
-    "noise_feature", "noise_feature_graph", "son_noise_sigma", "son_noise_sigma_graph",
+    "NOISE_FLOOR", "SON_FLOOR", "QUIET_BIAS", "QUIET_PERCENTILE", "NoiseLevels", "estimate_noise_sigma",
+    "noise_sigma_graph", "noise_levels", "noise_levels_graph",
 ]  # fmt: skip
 
 NOISE_FLOOR = 1.0 / 255.0  # the start's feature: the reading above this (as the weights were meta-trained)
@@ -72,32 +73,24 @@ def _above(reading, floor: float):
     return tf.sqrt(tf.maximum(tf.square(reading) - floor**2, 0.0))
 
 
-def son_noise_sigma_graph(image):
-    """The σ to give an LR son so that it is as noisy as ``image``: the reading above ``SON_FLOOR``, divided by
-    ``QUIET_BIAS`` (a clean photo's son gets none). Graph code."""
-    return _above(noise_sigma_graph(image), SON_FLOOR) / QUIET_BIAS
+class NoiseLevels(NamedTuple):
+    """The two noise levels of one photo, from one reading (module docstring)."""
+
+    feature: tf.Tensor | float  # σ̂ of the conditioned start: the reading above NOISE_FLOOR
+    son: tf.Tensor | float  # σ of the LR son's noise: the reading above SON_FLOOR, over QUIET_BIAS
 
 
-def noise_feature_graph(image):
-    """σ̂, the noise level the conditioned start reads (``conditioning.start_features``): the reading above
-    ``NOISE_FLOOR``. Graph code."""
-    return _above(noise_sigma_graph(image), NOISE_FLOOR)
-
-
-def _of_array(fn, image) -> float:
-    return float(fn(tf.constant(np.asarray(image, np.float32))))
+def noise_levels_graph(image) -> NoiseLevels:
+    """:class:`NoiseLevels` of ``image`` (float32 tensor H×W×C in [0, 1]). Graph code."""
+    reading = noise_sigma_graph(image)
+    return NoiseLevels(feature=_above(reading, NOISE_FLOOR), son=_above(reading, SON_FLOOR) / QUIET_BIAS)
 
 
 def estimate_noise_sigma(image) -> float:
     """:func:`noise_sigma_graph` of an array (H×W×C or H×W, floats in [0, 1])."""
-    return _of_array(noise_sigma_graph, image)
+    return float(noise_sigma_graph(tf.constant(np.asarray(image, np.float32))))
 
 
-def son_noise_sigma(image) -> float:
-    """:func:`son_noise_sigma_graph` of an array."""
-    return _of_array(son_noise_sigma_graph, image)
-
-
-def noise_feature(image) -> float:
-    """:func:`noise_feature_graph` of an array."""
-    return _of_array(noise_feature_graph, image)
+def noise_levels(image) -> NoiseLevels:
+    """:func:`noise_levels_graph` of an array, as floats."""
+    return NoiseLevels(*(float(v) for v in noise_levels_graph(tf.constant(np.asarray(image, np.float32)))))

@@ -52,7 +52,7 @@ from mzsr_tf.imresize import output_length, shift_reach, upscale
 from mzsr_tf.kernels import KERNEL_FEATURES, Degradation, kernel_features, kernel_offset
 from mzsr_tf.meta import kernel_rates
 from mzsr_tf.model import PARAM_SPECS, forward
-from mzsr_tf.noise import noise_feature, son_noise_sigma
+from mzsr_tf.noise import noise_levels
 from mzsr_tf.optim import Adam, adam, descend, sgd, zero_moments
 
 __all__ = [
@@ -368,7 +368,7 @@ def adapt_graph(params, lr_image, kernel, rates, scale: int, config: AdaptConfig
       rates: [steps] or [steps, 16] learning rates (a tensor: the step count may be a request's).
       config: the optimizer, crops, seed (it also draws the son's noise), precision ('auto' is float32 here: a
         graph may run on other hardware) and guard; its ``steps``, schedule and ``noise_sigma`` are not read.
-      noise_sigma: std of the son's noise, a number or a scalar tensor (e.g. ``noise.son_noise_sigma_graph``).
+      noise_sigma: std of the son's noise, a number or a scalar tensor (e.g. ``noise.noise_levels_graph(image).son``).
     Returns:
       (fast weights, L1 loss before each update [steps]).
     """
@@ -485,7 +485,7 @@ def adapt(params, lr_image, degradation: Degradation, scale, config: AdaptConfig
         s, degradation.subsample, config.optimizer, config.compute_precision, config.adam_epsilon, config.keep_best,
         config.backtrack,
     )  # fmt: skip
-    sigma = son_noise_sigma(lr_image) if config.noise_sigma == "auto" else float(config.noise_sigma)
+    sigma = noise_levels(lr_image).son if config.noise_sigma == "auto" else float(config.noise_sigma)
     kernel = degradation.blur
     seed = tf.constant([config.seed, 0], tf.int32)
     pair = make_pair(
@@ -605,9 +605,12 @@ def zero_shot_sr(
     is estimated (``Degradation.estimated``, ``conditioning``)."""
     lr_image = np.asarray(lr_image, np.float32)
     s = check_input(lr_image, degradation, scale)
+    if start_basis is not None or config.noise_sigma == "auto":  # one noise reading serves the start and the son
+        levels = noise_levels(lr_image)
+        config = dataclasses.replace(config, noise_sigma=levels.son) if config.noise_sigma == "auto" else config
     if start_basis is not None:
-        sigma = noise_feature(lr_image)
-        params = conditioned_start(params, start_basis, start_features(degradation.blur, sigma, degradation.estimated))
+        features = start_features(degradation.blur, levels.feature, degradation.estimated)
+        params = conditioned_start(params, start_basis, features)
     t0 = time.perf_counter()
     if config.steps > 0:
         fast, losses, updates = adapt(params, lr_image, degradation, s, config)

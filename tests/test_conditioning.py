@@ -75,7 +75,7 @@ def test_meta_test_api_and_adapt_cli_start_from_theta_k(astronaut_uint8, tmp_pat
     from mzsr_tf import cli
     from mzsr_tf.commands import adapt as adapt_cli
     from mzsr_tf.model import init_params
-    from mzsr_tf.noise import noise_feature
+    from mzsr_tf.noise import noise_levels
     from mzsr_tf.weights import load_start_basis, save_params
     from mzsr_tf.zero_shot import AdaptConfig, zero_shot_sr
 
@@ -84,7 +84,7 @@ def test_meta_test_api_and_adapt_cli_start_from_theta_k(astronaut_uint8, tmp_pat
     lr = photo.astype(np.float32) / 255.0
     degradation = resolve_degradation("g_d_ani")
     config = AdaptConfig(steps=2)
-    start = conditioned_start(params, basis, start_features(degradation.kernel, noise_feature(lr)))
+    start = conditioned_start(params, basis, start_features(degradation.kernel, noise_levels(lr).feature))
     got = zero_shot_sr(params, lr, degradation, 2, config, start_basis=basis).sr
     np.testing.assert_array_equal(got, zero_shot_sr(start, lr, degradation, 2, config).sr)
     assert np.abs(got - zero_shot_sr(params, lr, degradation, 2, config).sr).max() > 1e-3  # V moved the start

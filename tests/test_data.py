@@ -153,7 +153,7 @@ def test_son_support_trains_the_inner_loop_on_the_pairs_the_meta_test_makes(astr
     kernel, as the meta-test adapts; the start's features are the kernel's and σ̂'s."""
     from mzsr_tf.conditioning import start_features
     from mzsr_tf.kernels import kernel_features, kernel_offset
-    from mzsr_tf.noise import noise_feature_graph
+    from mzsr_tf.noise import noise_levels_graph
 
     ((x_tr, y_tr, x_te, y_te, features, start),) = _first(
         kernel_tasks([astronaut_uint8], 2, 3, 24, 2, seed=0, blind_tasks=blind_tasks, support="son")
@@ -166,7 +166,7 @@ def test_son_support_trains_the_inner_loop_on_the_pairs_the_meta_test_makes(astr
         offset = kernel_offset(_task_kernel(t, blind_tasks)) if t < blind_tasks else None
         np.testing.assert_allclose(x_te[t], upscale(lr, 2, (24, 24), offset), atol=1e-5)
         np.testing.assert_allclose(x_tr[t], _son(lr, _task_kernel(t, blind_tasks), "direct", t), atol=1e-5)
-        sigma = noise_feature_graph(tf.concat(tf.unstack(lr), axis=1))
+        sigma = noise_levels_graph(tf.concat(tf.unstack(lr), axis=1)).feature
         np.testing.assert_allclose(features[t], kernel_features(_task_kernel(t, blind_tasks)), atol=1e-6)
         np.testing.assert_allclose(start[t], start_features(_task_kernel(t, blind_tasks), sigma), atol=1e-6)
     ((_, _, x_ext, _, _, _),) = _first(kernel_tasks([astronaut_uint8], 2, 3, 24, 2, seed=0, blind_tasks=blind_tasks))
@@ -175,12 +175,12 @@ def test_son_support_trains_the_inner_loop_on_the_pairs_the_meta_test_makes(astr
 
 def _son(lr, kernel, subsample: str, t: int):
     """The LR son of task ``t`` in the first batch of seed 0: ``zero_shot.training_pair``'s, as noisy as
-    ``noise.son_noise_sigma_graph`` reads the task's LR patches side by side."""
+    ``noise.noise_levels_graph(...).son`` reads the task's LR patches side by side."""
     from mzsr_tf.data import _blind_seed
-    from mzsr_tf.noise import son_noise_sigma_graph
+    from mzsr_tf.noise import noise_levels_graph
     from mzsr_tf.zero_shot import training_pair
 
-    sigma = son_noise_sigma_graph(tf.concat(tf.unstack(lr), axis=1))
+    sigma = noise_levels_graph(tf.concat(tf.unstack(lr), axis=1)).son
     return training_pair(lr, kernel, 2, subsample, sigma, _blind_seed(950 + t, 0))[0]
 
 
@@ -256,7 +256,7 @@ def test_blind_context_runs_blind_tasks_as_blind_sr_on_a_crop(astronaut_uint8):
     from mzsr_tf.data import _blind_kernel_lr, _blind_seed, _patch_dataset, _task_noise
     from mzsr_tf.kernel_estimation import default_estimator, estimate_graph, load_estimator
     from mzsr_tf.kernels import kernel_features, kernel_offset
-    from mzsr_tf.noise import noise_feature_graph, son_noise_sigma_graph
+    from mzsr_tf.noise import noise_levels_graph
 
     estimator = load_estimator(default_estimator())
     kw = dict(seed=0, blind_tasks=1, support="son", task_noise=0.02)
@@ -274,7 +274,7 @@ def test_blind_context_runs_blind_tasks_as_blind_sr_on_a_crop(astronaut_uint8):
     k, _ = estimate_graph([tf.constant(p) for p in estimator], lr, 2)
     seed = _blind_seed(800, tf.constant(0, tf.int64))
     corners = np.stack([tf.random.stateless_uniform([3], seed + i, 0, n, tf.int32) for i, n in enumerate((37, 53))], 1)
-    np.testing.assert_allclose(start[0], start_features(k, noise_feature_graph(lr), True), atol=1e-5)
+    np.testing.assert_allclose(start[0], start_features(k, noise_levels_graph(lr).feature, True), atol=1e-5)
     np.testing.assert_allclose(features[0], kernel_features(k), atol=1e-5)
     assert start[0, GIVEN_FEATURES] == 1 and start[1, GIVEN_FEATURES] == 0
     for i, (r, c) in enumerate(corners):
@@ -283,7 +283,7 @@ def test_blind_context_runs_blind_tasks_as_blind_sr_on_a_crop(astronaut_uint8):
         np.testing.assert_allclose(x_te[0, i], upscale(y_tr[0, i], 2, (24, 24), kernel_offset(k)), atol=1e-5)
     from mzsr_tf.zero_shot import training_pair
 
-    sigma = son_noise_sigma_graph(lr)
+    sigma = noise_levels_graph(lr).son
     son = training_pair(y_tr[0], k, 2, "direct", sigma, _blind_seed(950, tf.constant(0, tf.int64)))[0]
     np.testing.assert_allclose(x_tr[0], son, atol=1e-5)  # the son too is made with the estimate
     assert len({(r, c) for r, c in corners}) > 1  # patches from different places of the crop

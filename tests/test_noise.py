@@ -5,7 +5,7 @@ import pytest
 
 from mzsr_tf.degradation import degrade
 from mzsr_tf.kernels import resolve_degradation
-from mzsr_tf.noise import NOISE_FLOOR, QUIET_BIAS, SON_FLOOR, estimate_noise_sigma, noise_feature, son_noise_sigma
+from mzsr_tf.noise import NOISE_FLOOR, QUIET_BIAS, SON_FLOOR, estimate_noise_sigma, noise_levels
 
 
 @pytest.mark.parametrize("sigma", [2.55, 5.0, 10.0])
@@ -30,18 +30,18 @@ def test_the_reading_of_white_noise_is_quiet_bias_times_its_sigma():
 
 def test_the_son_gets_the_photos_own_noise_above_the_clean_floor(astronaut64):
     lr = degrade(astronaut64, resolve_degradation("g_d_2.0").kernel, 2).numpy()
-    assert son_noise_sigma(np.round(lr * 255) / 255) < 0.5 / 255  # a clean 8-bit photo: next to none on its son
-    assert son_noise_sigma(np.full((32, 32, 3), 0.5)) == 0.0
+    assert noise_levels(np.round(lr * 255) / 255).son < 0.5 / 255  # a clean 8-bit photo: next to none on its son
+    assert noise_levels(np.full((32, 32, 3), 0.5)).son == 0.0
     for sigma in (1.0, 5.0):
         noisy = lr + np.random.default_rng(1).normal(0, sigma / 255, lr.shape)
         expected = np.sqrt(estimate_noise_sigma(noisy) ** 2 - SON_FLOOR**2) / QUIET_BIAS
-        assert son_noise_sigma(noisy) == pytest.approx(expected, rel=1e-5)
-        assert 0.7 * sigma < son_noise_sigma(noisy) * 255 < 1.3 * sigma  # the photo's own σ, not the reading's
+        assert noise_levels(noisy).son == pytest.approx(expected, rel=1e-5)
+        assert 0.7 * sigma < noise_levels(noisy).son * 255 < 1.3 * sigma  # the photo's own σ, not the reading's
 
 
 def test_the_starts_feature_is_the_reading_above_its_floor(astronaut64):
     lr = degrade(astronaut64, resolve_degradation("g_d_2.0").kernel, 2).numpy()
     noisy = lr + np.random.default_rng(1).normal(0, 5 / 255, lr.shape)
     expected = np.sqrt(estimate_noise_sigma(noisy) ** 2 - NOISE_FLOOR**2)
-    assert noise_feature(noisy) == pytest.approx(expected, rel=1e-5) and 3 / 255 < expected < 5.5 / 255
-    assert noise_feature(lr + np.random.default_rng(1).normal(0, 1 / 255, lr.shape)) < 0.5 / 255
+    assert noise_levels(noisy).feature == pytest.approx(expected, rel=1e-5) and 3 / 255 < expected < 5.5 / 255
+    assert noise_levels(lr + np.random.default_rng(1).normal(0, 1 / 255, lr.shape)).feature < 0.5 / 255

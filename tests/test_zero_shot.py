@@ -12,6 +12,7 @@ from mzsr_tf.errors import InputError
 from mzsr_tf.imresize import upscale
 from mzsr_tf.kernels import Degradation, gaussian_kernel, resolve_degradation
 from mzsr_tf.model import forward, init_params, super_resolve
+from mzsr_tf.noise import NoiseLevels
 from mzsr_tf.zero_shot import (
     BACKTRACK_SHRINK,
     TRACES,
@@ -296,14 +297,14 @@ def test_kernel_conditioned_rates_adapt_with_the_photos_kernel(lr_image):
 
 
 def test_a_noisy_son_equals_the_one_graph_loop_and_auto_estimates_the_images_noise(lr_image, monkeypatch):
-    """noise_sigma on the son as ``degrade(..., noise_sigma, seed)``; 'auto' takes ``son_noise_sigma(image)``."""
+    """noise_sigma on the son as ``degrade(..., noise_sigma, seed)``; 'auto' takes ``noise_levels(image).son``."""
     params, config = init_params(8), AdaptConfig(steps=2, precision="float32", noise_sigma=0.02)
     rates = tf.constant(learning_rates(config))
     whole, _ = adapt_graph(params, lr_image, KERNEL.kernel, rates, 2, config, "direct", 0.02)
     fast, _, _ = adapt(params, lr_image, KERNEL, 2, config)
     for a, b in zip(fast, whole):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
-    monkeypatch.setattr(zero_shot, "son_noise_sigma", lambda image: 0.02)
+    monkeypatch.setattr(zero_shot, "noise_levels", lambda image: NoiseLevels(feature=0.0, son=0.02))
     auto, _, _ = adapt(params, lr_image, KERNEL, 2, dataclasses.replace(config, noise_sigma="auto"))
     for a, b in zip(auto, fast):
         np.testing.assert_array_equal(a, b)

@@ -38,7 +38,7 @@ from mzsr_tf.kernels import kernel_features, kernel_offset
 from mzsr_tf.meta import kernel_rates
 from mzsr_tf.metrics import to_uint8
 from mzsr_tf.model import PARAM_NAMES, forward
-from mzsr_tf.noise import noise_feature_graph, son_noise_sigma_graph
+from mzsr_tf.noise import noise_levels_graph
 from mzsr_tf.zero_shot import AdaptConfig, adapt_graph
 
 __all__ = ["ServingModule", "schedule_rates", "save_serving"]
@@ -184,12 +184,12 @@ class ServingModule(tf.Module):
         rates = schedule_rates(_checked_steps(steps, self.max_steps), schedule)
         if self._config.layer_rates:  # learned rates, kernel-conditioned or not (meta.kernel_rates)
             rates = kernel_rates(rates, kernel_features(kernel))
-        auto = self._config.noise_sigma == "auto"
-        sigma = son_noise_sigma_graph(lr[0]) if auto else self._config.noise_sigma
+        levels = noise_levels_graph(lr[0])
+        sigma = levels.son if self._config.noise_sigma == "auto" else self._config.noise_sigma
         theta = [v.read_value() for v in self.theta]
         if self.start_basis is not None:  # θ(k, σ̂): the start meant for this kernel and noise level
             basis = [v.read_value() for v in self.start_basis]
-            theta = conditioned_start(theta, basis, start_features(kernel, noise_feature_graph(lr[0]), estimated))
+            theta = conditioned_start(theta, basis, start_features(kernel, levels.feature, estimated))
         fast, _ = adapt_graph(theta, lr[0], kernel, rates, self.scale, self._config, SUBSAMPLE, sigma)
         return self._sr_uint8(fast, lr, kernel_offset(kernel))
 
