@@ -605,9 +605,9 @@ def zero_shot_sr(
     is estimated (``Degradation.estimated``, ``conditioning``)."""
     lr_image = np.asarray(lr_image, np.float32)
     s = check_input(lr_image, degradation, scale)
-    if start_basis is not None or config.noise_sigma == "auto":  # one noise reading serves the start and the son
-        levels = noise_levels(lr_image)
-        config = dataclasses.replace(config, noise_sigma=levels.son) if config.noise_sigma == "auto" else config
+    levels = noise_levels(lr_image)  # one reading serves the start and the son
+    if config.noise_sigma == "auto":
+        config = dataclasses.replace(config, noise_sigma=levels.son)
     if start_basis is not None:
         features = start_features(degradation.blur, levels.feature, degradation.estimated)
         params = conditioned_start(params, start_basis, features)
