@@ -605,8 +605,9 @@ def zero_shot_sr(
     is estimated (``Degradation.estimated``, ``conditioning``)."""
     lr_image = np.asarray(lr_image, np.float32)
     s = check_input(lr_image, degradation, scale)
-    levels = noise_levels(lr_image)  # one reading serves the start and the son
-    if config.noise_sigma == "auto":
+    auto = config.noise_sigma == "auto"  # one reading serves the start and the son; none if neither needs it
+    levels = noise_levels(lr_image) if start_basis is not None or auto else None
+    if auto:
         config = dataclasses.replace(config, noise_sigma=levels.son)
     if start_basis is not None:
         features = start_features(degradation.blur, levels.feature, degradation.estimated)
