@@ -12,8 +12,9 @@ A setting is ``optimizer:rates``, rates a comma list (step i uses rates[min(i, l
 times F, an ablation of their size), optionally followed
 by ``/precision=bfloat16``, ``/crop=N`` (each update on one random N² window of the pair), ``/seed=S``,
 ``/eps=E`` (Adam's ε), ``/son=auto`` or ``/son=σ`` (Gaussian noise on the LR son, 0–255 units; ``auto``:
-the image's own, ``mzsr_tf.noise``), ``/guard=0|1`` (``AdaptConfig.keep_best``) and ``/backtrack=0|1``
-(``AdaptConfig.backtrack``, SGD; ``learned`` takes only these two and ``/son``)::
+the image's own, ``mzsr_tf.noise``), ``/bp=N`` (N back-projection iterations on the SR,
+``AdaptConfig.back_projection_iters``), ``/guard=0|1`` (``AdaptConfig.keep_best``) and ``/backtrack=0|1``
+(``AdaptConfig.backtrack``, SGD; ``learned`` takes only these two, ``/son`` and ``/bp``)::
 
     python -m benchmarks.adaptation_sweep --settings "sgd:default;adam:1e-4;adam:1.5e-4;adam:2e-4" \\
         --json benchmarks/results/adaptation_sweep.json
@@ -83,9 +84,10 @@ def parse_setting(text: str, steps: int, inner_lr=None) -> AdaptConfig:
         if inner_lr is None:
             raise InputError(f"setting {text!r}: the weights carry no learned rates")
         son = [o.removeprefix("son=") for o in options if o.startswith("son=")]
-        if rates or len(son) != len(options):
+        bp = [o.removeprefix("bp=") for o in options if o.startswith("bp=")]
+        if rates or len(son) + len(bp) != len(options) or not all(b.isdigit() for b in bp):
             raise InputError(
-                f"setting {text!r}: 'learned' takes no rates or options but /guard=0|1, /backtrack=0|1, /son=S"
+                f"setting {text!r}: 'learned' takes no rates or options but /guard=0|1, /backtrack=0|1, /son=S, /bp=N"
             )
         try:
             factor = float(factor or 1.0)
@@ -94,14 +96,19 @@ def parse_setting(text: str, steps: int, inner_lr=None) -> AdaptConfig:
         scaled = np.array(inner_lr, np.float32)
         scaled[:, : len(PARAM_SPECS)] *= factor  # the rates, not a kernel-conditioned table's slopes
         flags |= {"noise_sigma": son_sigma(son[-1], text)} if son else {}
+        flags |= {"back_projection_iters": int(bp[-1])} if bp else {}
         return AdaptConfig.learned(scaled, steps=steps, **flags)
     if factor:
         raise InputError(f"setting {text!r}: only 'learned' takes a factor (learned*F)")
     try:
         learning_rates = None if rates in ("", "default") else tuple(float(r) for r in rates.split(","))
         extra = {**dict(option.split("=", 1) for option in options), **flags}
-        if set(extra) - {"precision", "crop", "seed", "eps", "son", "keep_best", "backtrack"}:
+        if set(extra) - {"precision", "crop", "seed", "eps", "son", "bp", "keep_best", "backtrack"}:
             raise ValueError
+        if "bp" in extra:
+            extra["back_projection_iters"] = int(extra.pop("bp"))
+            if extra["back_projection_iters"] < 0:
+                raise ValueError
         if "son" in extra:
             extra["noise_sigma"] = son_sigma(extra.pop("son"), text)
         if "seed" in extra:
@@ -115,7 +122,7 @@ def parse_setting(text: str, steps: int, inner_lr=None) -> AdaptConfig:
         return config.cropped(crop) if crop else config
     except ValueError:
         raise InputError(
-            f"bad setting {text!r}: use optimizer:rates[/precision=P][/crop=N][/seed=S][/eps=E][/son=auto|σ]"
+            f"bad setting {text!r}: use optimizer:rates[/precision=P][/crop=N][/seed=S][/eps=E][/son=auto|σ][/bp=N]"
             "[/guard=0|1][/backtrack=0|1], "
             "e.g. adam:1.5e-4"
         ) from None

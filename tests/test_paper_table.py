@@ -287,6 +287,12 @@ def test_adaptation_sweep_compares_settings_on_held_out_photos(tmp_path, capsys)
     assert adaptation_sweep.parse_setting("adam:default/son=auto", 7).noise_sigma == "auto"
     with pytest.raises(InputError, match="son"):
         adaptation_sweep.parse_setting("learned/son=loud", 7, rates)
+    assert adaptation_sweep.parse_setting("learned/bp=2", 7, rates).back_projection_iters == 2
+    assert adaptation_sweep.parse_setting("adam:default/bp=3", 7).back_projection_iters == 3
+    assert adaptation_sweep.parse_setting("learned", 7, rates).back_projection_iters == 0
+    for bad in ("learned/bp=x", "learned/bp=-1", "adam:default/bp=-1"):
+        with pytest.raises(InputError, match="bp"):
+            adaptation_sweep.parse_setting(bad, 7, rates)
     # --unconditioned: the ablation starts from θ_M, not θ(k, σ̂), and its JSON does not claim the conditioned start
     runs = {}
     for flag in ([], ["--unconditioned"]):
