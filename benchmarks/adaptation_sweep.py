@@ -68,6 +68,13 @@ def son_sigma(text: str, setting: str):
         raise InputError(f"setting {setting!r}: /son= takes 'auto' or a σ in 0-255 units") from None
 
 
+def back_projection_iters(text: str, setting: str) -> int:
+    """``/bp=N``: N back-projection iterations on the SR, a whole number >= 0 (AdaptConfig.back_projection_iters)."""
+    if not text.isdigit():
+        raise InputError(f"setting {setting!r}: /bp= takes a whole number of iterations >= 0")
+    return int(text)
+
+
 def parse_setting(text: str, steps: int, inner_lr=None) -> AdaptConfig:
     """``'adam:1.5e-4'`` / ``'sgd:default'`` / ``'adam:default/precision=bfloat16/crop=128'`` / ``'learned'`` → an
     AdaptConfig (``learned`` takes ``inner_lr``, the weights' meta-learned rates)."""
@@ -85,7 +92,7 @@ def parse_setting(text: str, steps: int, inner_lr=None) -> AdaptConfig:
             raise InputError(f"setting {text!r}: the weights carry no learned rates")
         son = [o.removeprefix("son=") for o in options if o.startswith("son=")]
         bp = [o.removeprefix("bp=") for o in options if o.startswith("bp=")]
-        if rates or len(son) + len(bp) != len(options) or not all(b.isdigit() for b in bp):
+        if rates or len(son) + len(bp) != len(options):
             raise InputError(
                 f"setting {text!r}: 'learned' takes no rates or options but /guard=0|1, /backtrack=0|1, /son=S, /bp=N"
             )
@@ -96,7 +103,7 @@ def parse_setting(text: str, steps: int, inner_lr=None) -> AdaptConfig:
         scaled = np.array(inner_lr, np.float32)
         scaled[:, : len(PARAM_SPECS)] *= factor  # the rates, not a kernel-conditioned table's slopes
         flags |= {"noise_sigma": son_sigma(son[-1], text)} if son else {}
-        flags |= {"back_projection_iters": int(bp[-1])} if bp else {}
+        flags |= {"back_projection_iters": back_projection_iters(bp[-1], text)} if bp else {}
         return AdaptConfig.learned(scaled, steps=steps, **flags)
     if factor:
         raise InputError(f"setting {text!r}: only 'learned' takes a factor (learned*F)")
@@ -106,9 +113,7 @@ def parse_setting(text: str, steps: int, inner_lr=None) -> AdaptConfig:
         if set(extra) - {"precision", "crop", "seed", "eps", "son", "bp", "keep_best", "backtrack"}:
             raise ValueError
         if "bp" in extra:
-            extra["back_projection_iters"] = int(extra.pop("bp"))
-            if extra["back_projection_iters"] < 0:
-                raise ValueError
+            extra["back_projection_iters"] = back_projection_iters(extra.pop("bp"), text)
         if "son" in extra:
             extra["noise_sigma"] = son_sigma(extra.pop("son"), text)
         if "seed" in extra:
